@@ -1,0 +1,33 @@
+# spire_py — the two commands a user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+PROTO_DIR := src/spire_py/proto
+PROTOS := $(shell find $(PROTO_DIR) -name '*.proto' 2>/dev/null | sort)
+
+.PHONY: venv proto test unit integration demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Regenerate the Python modules from our own .proto files (tests check they are fresh).
+proto: venv
+	$(VPY) -m spire_py.proto.generate
+
+test: venv
+	bash scripts/test.sh
+
+demo: venv
+	$(VPY) -m spire_py.demo
+
+bench: venv
+	$(VPY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache
