@@ -40,6 +40,12 @@ class Plugin:
             raise PluginConfigError(f'unknown configuration key "{unknown[0]}"', unknown[0])
         return cls()
 
+    @classmethod
+    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
+        """Validate ``data`` without side effects (``validate``); plugins that touch
+        disk or network on configure override this."""
+        cls.configure(data, ctx)
+
     async def close(self) -> None:
         """Release resources; default: nothing to release."""
 

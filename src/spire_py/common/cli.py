@@ -1,0 +1,228 @@
+"""SPIRE-style command line: Go ``flag`` semantics and a tree of sub-commands.
+
+Flags are accepted as ``-flag value``, ``-flag=value``, ``--flag value`` and
+``--flag=value``; booleans as ``-flag`` or ``-flag=false``; list flags repeat.
+Flag parsing stops at the first positional argument or at ``--``, as Go's does.
+Errors are one line on stderr and exit status 1; ``-h`` prints the usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional, Sequence, TextIO
+
+from .duration import parse_duration
+
+
+class UsageError(Exception):
+    """A command-line mistake; printed as one line, exit status 1."""
+
+
+class CommandError(Exception):
+    """A failed command; printed as one line, exit status 1 (or ``code``)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Flag:
+    name: str
+    kind: str  # string, int, bool, duration, list
+    default: Any
+    usage: str
+
+
+class FlagSet:
+    def __init__(self) -> None:
+        self.flags: dict[str, Flag] = {}
+
+    def _add(self, name: str, kind: str, default: Any, usage: str) -> None:
+        self.flags[name] = Flag(name, kind, default, usage)
+
+    def string(self, name: str, default: str = "", usage: str = "") -> None:
+        self._add(name, "string", default, usage)
+
+    def int(self, name: str, default: int = 0, usage: str = "") -> None:
+        self._add(name, "int", default, usage)
+
+    def bool(self, name: str, default: bool = False, usage: str = "") -> None:
+        self._add(name, "bool", default, usage)
+
+    def duration(self, name: str, default: int = 0, usage: str = "") -> None:
+        self._add(name, "duration", default, usage)
+
+    def list(self, name: str, usage: str = "") -> None:
+        self._add(name, "list", None, usage)
+
+    def _convert(self, flag: Flag, raw: str) -> Any:
+        if flag.kind == "string":
+            return raw
+        if flag.kind == "int":
+            try:
+                return int(raw, 0)
+            except ValueError:
+                raise UsageError(f'invalid value "{raw}" for flag -{flag.name}: parse error') from None
+        if flag.kind == "bool":
+            low = raw.lower()
+            if low in ("1", "t", "true"):
+                return True
+            if low in ("0", "f", "false"):
+                return False
+            raise UsageError(f'invalid boolean value "{raw}" for -{flag.name}: parse error')
+        if flag.kind == "duration":
+            try:
+                return parse_duration(raw)
+            except ValueError as exc:
+                raise UsageError(f'invalid value "{raw}" for flag -{flag.name}: {exc}') from None
+        return raw
+
+    def parse(self, args: Sequence[str]) -> tuple[dict[str, Any], list[str], set[str]]:
+        """Return (values, positional args, names of flags set explicitly)."""
+        values: dict[str, Any] = {
+            f.name: ([] if f.kind == "list" else f.default) for f in self.flags.values()
+        }
+        seen: set[str] = set()
+        i = 0
+        args = list(args)
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                i += 1
+                break
+            if not arg.startswith("-") or arg == "-":
+                break
+            body = arg[2:] if arg.startswith("--") else arg[1:]
+            if not body or body.startswith("-") or body.startswith("="):
+                raise UsageError(f"bad flag syntax: {arg}")
+            name, eq, raw = body.partition("=")
+            if name in ("h", "help"):
+                raise HelpRequested()
+            flag = self.flags.get(name)
+            if flag is None:
+                raise UsageError(f"flag provided but not defined: -{name}")
+            if not eq:
+                if flag.kind == "bool":
+                    raw = "true"
+                else:
+                    if i + 1 >= len(args):
+                        raise UsageError(f"flag needs an argument: -{name}")
+                    i += 1
+                    raw = args[i]
+            value = self._convert(flag, raw)
+            if flag.kind == "list":
+                values[name].append(value)
+            else:
+                values[name] = value
+            seen.add(name)
+            i += 1
+        return values, args[i:], seen
+
+    def usage(self) -> str:
+        lines = []
+        for f in sorted(self.flags.values(), key=lambda f: f.name.lower()):
+            arg = {"string": " string", "int": " int", "duration": " duration", "list": " value", "bool": ""}[f.kind]
+            lines.append(f"  -{f.name}{arg}")
+            desc = f"    \t{f.usage}"
+            if f.kind not in ("bool", "list") and f.default not in ("", 0, None):
+                desc += f' (default "{f.default}")' if f.kind == "string" else f" (default {f.default})"
+            lines.append(desc)
+        return "\n".join(lines)
+
+
+class HelpRequested(Exception):
+    pass
+
+
+@dataclass
+class Context:
+    """What a command's run function receives."""
+
+    flags: dict[str, Any]
+    args: list[str]
+    set_flags: set[str]
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+
+    def out(self, text: str = "") -> None:
+        print(text, file=self.stdout)
+
+    def json(self, obj: Any) -> None:
+        print(json.dumps(obj), file=self.stdout)
+
+
+RunFn = Callable[[Context], "int | None | Awaitable[int | None]"]
+
+
+@dataclass
+class Command:
+    synopsis: str
+    setup: Callable[[FlagSet], None]
+    run: RunFn
+
+
+class App:
+    """A tree of commands keyed by their words, e.g. ("entry", "create")."""
+
+    def __init__(self, name: str, version: str) -> None:
+        self.name = name
+        self.version = version
+        self.commands: dict[tuple[str, ...], Command] = {}
+
+    def command(self, words: str, synopsis: str, setup: Callable[[FlagSet], None] = lambda fs: None) -> Callable[[RunFn], RunFn]:
+        def deco(fn: RunFn) -> RunFn:
+            self.commands[tuple(words.split())] = Command(synopsis, setup, fn)
+            return fn
+
+        return deco
+
+    def _usage(self, prefix: tuple[str, ...]) -> str:
+        head = " ".join((self.name,) + prefix)
+        rows = sorted(
+            (" ".join(k[len(prefix):]), c.synopsis) for k, c in self.commands.items() if k[: len(prefix)] == prefix
+        )
+        width = max((len(r[0]) for r in rows), default=0)
+        body = "\n".join(f"    {w.ljust(width)}    {s}" for w, s in rows)
+        return f"Usage: {head} [--version] [--help] <command> [<args>]\n\nAvailable commands are:\n{body}"
+
+    def main(self, argv: Optional[Sequence[str]] = None) -> int:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0] in ("-v", "-version", "--version", "version"):
+            print(self.version)
+            return 0
+        # Longest command path that matches the leading words.
+        words: tuple[str, ...] = ()
+        for n in range(len(argv), 0, -1):
+            if tuple(argv[:n]) in self.commands:
+                words = tuple(argv[:n])
+                break
+        if not words:
+            prefix = tuple(a for a in argv if not a.startswith("-"))
+            print(self._usage(prefix[:1] if prefix and any(k[0] == prefix[0] for k in self.commands) else ()), file=sys.stderr)
+            return 127 if argv and argv[0] not in ("-h", "--help", "help") else 0
+        cmd = self.commands[words]
+        fs = FlagSet()
+        cmd.setup(fs)
+        try:
+            values, rest, seen = fs.parse(argv[len(words):])
+        except HelpRequested:
+            print(f"Usage of {self.name} {' '.join(words)}:\n{fs.usage()}", file=sys.stderr)
+            return 0
+        except UsageError as exc:
+            print(f"{exc}\nUsage of {self.name} {' '.join(words)}:\n{fs.usage()}", file=sys.stderr)
+            return 1
+        ctx = Context(values, rest, seen)
+        try:
+            result = cmd.run(ctx)
+            if asyncio.iscoroutine(result):
+                result = asyncio.run(result)
+        except (CommandError, UsageError) as exc:
+            print(f"Error: {exc}" if not str(exc).startswith("Error") else str(exc), file=sys.stderr)
+            return getattr(exc, "code", 1)
+        except KeyboardInterrupt:
+            return 130
+        return int(result or 0)

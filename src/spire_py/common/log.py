@@ -1,0 +1,71 @@
+"""Logging set up as SPIRE does it: level, text or JSON format, optional file.
+
+Log records carry structured fields through ``extra={"fields": {...}}``; the
+text format renders them as ``key=value`` like logrus, JSON as keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Optional
+
+LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return dict(getattr(record, "fields", {}) or {})
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z"
+        level = {"WARNING": "warning"}.get(record.levelname, record.levelname.lower())
+        parts = [f"time={ts}", f"level={level}", f"msg={json.dumps(record.getMessage())}"]
+        for k, v in sorted(_fields(record).items()):
+            parts.append(f"{k}={json.dumps(v) if isinstance(v, str) and (' ' in v or not v) else v}")
+        parts.append(f"subsystem_name={record.name.rsplit('.', 1)[-1]}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+            "level": {"WARNING": "warning"}.get(record.levelname, record.levelname.lower()),
+            "msg": record.getMessage(),
+            "subsystem_name": record.name.rsplit(".", 1)[-1],
+        }
+        obj.update(_fields(record))
+        if record.exc_info:
+            obj["error"] = self.formatException(record.exc_info)
+        return json.dumps(obj, default=str)
+
+
+def setup(level: str = "INFO", fmt: str = "text", log_file: Optional[str] = None) -> None:
+    root = logging.getLogger("spire_py")
+    root.handlers.clear()
+    root.setLevel(LEVELS.get(level.upper(), logging.INFO))
+    root.propagate = False
+    if log_file:
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        handler: logging.Handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt.lower() == "json" else TextFormatter())
+    root.addHandler(handler)
+
+
+def get(name: str) -> logging.Logger:
+    return logging.getLogger(f"spire_py.{name}")
+
+
+def fields(**kw: Any) -> dict[str, Any]:
+    """``log.info("msg", extra=fields(spiffe_id=...))``"""
+    return {"fields": kw}

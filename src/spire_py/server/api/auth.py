@@ -1,0 +1,108 @@
+"""Who is calling, and may they? SPIRE's authorization rules for the server APIs.
+
+Callers on the admin Unix socket are local administrators. Callers on the TCP
+listener are known by the SPIFFE ID of their verified client SVID: an agent must
+be attested, not banned, and present the SVID serial the datastore expects; an
+admin or downstream workload must have an entry saying so. Anyone may attest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+from cryptography import x509
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from ...common import log, tls
+from ...common.spiffeid import SpiffeId, is_agent_id
+
+if TYPE_CHECKING:
+    from ..core import ServerCore
+
+_log = log.get("api")
+
+ANY = "any"
+LOCAL = "local"
+ADMIN = "admin"
+AGENT = "agent"
+DOWNSTREAM = "downstream"
+
+
+@dataclass
+class Caller:
+    local: bool = False
+    spiffe_id: Optional[SpiffeId] = None
+    cert: Optional[x509.Certificate] = None
+    uid: Optional[int] = None
+    is_agent: bool = False
+    is_admin: bool = False
+    is_downstream: bool = False
+
+    def describe(self) -> str:
+        if self.local:
+            return f"local uid {self.uid}"
+        return str(self.spiffe_id) if self.spiffe_id else "anonymous"
+
+
+def _transport(stream: Any) -> Any:
+    return stream.peer._transport
+
+
+async def identify(stream: Any, core: "ServerCore") -> Caller:
+    transport = _transport(stream)
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        _, uid, _ = tls.peer_ucred(transport)
+        return Caller(local=True, uid=uid)
+    leaf = tls.peer_leaf(transport)
+    if leaf is None:
+        return Caller()
+    try:
+        sid = tls.spiffe_id_of(leaf)
+    except tls.PeerAuthError as exc:
+        raise GRPCError(Status.UNAUTHENTICATED, f"invalid caller certificate: {exc}") from None
+    caller = Caller(spiffe_id=sid, cert=leaf)
+    if sid.trust_domain != core.trust_domain:
+        return caller
+    if is_agent_id(sid):
+        caller.is_agent = await _check_agent(core, sid, leaf)
+    else:
+        flags = await asyncio.to_thread(core.cache.flags_for, str(sid))
+        caller.is_admin = flags.admin or str(sid) in core.admin_ids
+        caller.is_downstream = flags.downstream
+    return caller
+
+
+async def _check_agent(core: "ServerCore", sid: SpiffeId, leaf: x509.Certificate) -> bool:
+    node = await core.db(core.datastore.fetch_attested_node, str(sid))
+    if node is None:
+        raise GRPCError(Status.PERMISSION_DENIED, "agent is not attested")
+    if node.banned:
+        raise GRPCError(Status.PERMISSION_DENIED, "agent is banned")
+    serial = str(leaf.serial_number)
+    if serial not in (node.cert_serial_number, node.new_cert_serial_number):
+        raise GRPCError(Status.PERMISSION_DENIED, "agent SVID does not match expected serial number")
+    return True
+
+
+def authorize(caller: Caller, *allowed: str) -> None:
+    """Raise PermissionDenied unless the caller has one of the allowed roles."""
+    if ANY in allowed or caller.local:
+        return
+    if (ADMIN in allowed and caller.is_admin) or (AGENT in allowed and caller.is_agent) or (
+        DOWNSTREAM in allowed and caller.is_downstream
+    ):
+        return
+    if caller.spiffe_id is None:
+        raise GRPCError(Status.PERMISSION_DENIED, "authorization denied: caller is not authenticated")
+    raise GRPCError(Status.PERMISSION_DENIED, f'authorization denied for "{caller.spiffe_id}"')
+
+
+async def require(stream: Any, core: "ServerCore", *allowed: str) -> Caller:
+    caller = await identify(stream, core)
+    authorize(caller, *allowed)
+    return caller

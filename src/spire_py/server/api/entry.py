@@ -1,0 +1,261 @@
+"""spire.api.server.entry.v1.Entry: registration entries, and what agents may sync."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from ...common import log
+from ...proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
+from ...proto.spire.api.types import entry_pb2 as types_entry_pb2
+from ...proto.spire.api.types import status_pb2
+from ..core import ServerCore
+from ..datastore import errors as ds_errors
+from ..datastore.models import Entry
+from . import convert
+from .auth import ADMIN, AGENT, DOWNSTREAM, require
+
+_log = log.get("entry_api")
+
+MATCH = {0: "exact", 1: "subset", 2: "superset", 3: "any"}
+SYNC_PAGE_SIZE = 500
+
+ENTRY_MASK_FIELDS = {
+    "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl", "federates_with", "admin",
+    "downstream", "expires_at", "dns_names", "store_svid", "hint",
+}
+
+
+def status(code: Status, message: str = "") -> status_pb2.Status:
+    return status_pb2.Status(code=code.value, message=message)
+
+
+OK = status_pb2.Status(code=0, message="OK")
+
+
+def _list_filters(core: ServerCore, flt: Any) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if flt is None:
+        return kw
+    try:
+        if flt.HasField("by_parent_id"):
+            kw["by_parent_id"] = str(convert.id_from_proto(flt.by_parent_id, "parent ID filter", core.trust_domain))
+        if flt.HasField("by_spiffe_id"):
+            kw["by_spiffe_id"] = str(convert.id_from_proto(flt.by_spiffe_id, "SPIFFE ID filter", core.trust_domain))
+        if flt.HasField("by_selectors"):
+            sels = convert.selectors_from_proto(flt.by_selectors.selectors, "selectors filter")
+            if not sels:
+                raise convert.InvalidInput("malformed selectors filter: empty selector set")
+            kw["by_selectors"] = (sels, MATCH.get(flt.by_selectors.match, "exact"))
+        if flt.HasField("by_hint"):
+            kw["by_hint"] = flt.by_hint.value
+        if flt.HasField("by_downstream"):
+            kw["by_downstream"] = flt.by_downstream.value
+        if flt.HasField("by_federates_with"):
+            kw["by_federates_with"] = list(flt.by_federates_with.trust_domains)
+    except convert.InvalidInput as exc:
+        raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
+    return kw
+
+
+class EntryService(entry_grpc.EntryBase):
+    def __init__(self, core: ServerCore) -> None:
+        self.core = core
+
+    async def CountEntries(self, stream: Any) -> None:
+        req = await stream.recv_message()
+        await require(stream, self.core, ADMIN)
+        kw = _list_filters(self.core, req.filter if req.HasField("filter") else None)
+        n = await self.core.db(self.core.datastore.count_entries, **kw)
+        await stream.send_message(entry_pb2.CountEntriesResponse(count=n))
+
+    async def ListEntries(self, stream: Any) -> None:
+        req = await stream.recv_message()
+        await require(stream, self.core, ADMIN)
+        if req.page_size < 0:
+            raise GRPCError(Status.INVALID_ARGUMENT, "page size must not be negative")
+        kw = _list_filters(self.core, req.filter if req.HasField("filter") else None)
+        mask = req.output_mask if req.HasField("output_mask") else None
+        try:
+            entries, token = await self.core.db(
+                self.core.datastore.list_entries, page_token=req.page_token, page_size=req.page_size, **kw
+            )
+        except GRPCError as exc:
+            if exc.status == Status.INVALID_ARGUMENT:
+                raise GRPCError(Status.INVALID_ARGUMENT, f"could not parse token: {exc.message}") from None
+            raise
+        await stream.send_message(
+            entry_pb2.ListEntriesResponse(
+                entries=[convert.entry_to_proto(e, mask) for e in entries], next_page_token=token
+            )
+        )
+
+    async def GetEntry(self, stream: Any) -> None:
+        req = await stream.recv_message()
+        await require(stream, self.core, ADMIN)
+        if not req.id:
+            raise GRPCError(Status.INVALID_ARGUMENT, "missing ID")
+        e = await self.core.db(self.core.datastore.fetch_entry, req.id)
+        if e is None:
+            raise GRPCError(Status.NOT_FOUND, "entry not found")
+        mask = req.output_mask if req.HasField("output_mask") else None
+        await stream.send_message(convert.entry_to_proto(e, mask))
+
+    async def BatchCreateEntry(self, stream: Any) -> None:
+        req = await stream.recv_message()
+        caller = await require(stream, self.core, ADMIN)
+        mask = req.output_mask if req.HasField("output_mask") else None
+        results = []
+        for pb in req.entries:
+            results.append(await self._create_one(pb, mask, caller.describe()))
+        await self.core.refresh_cache()
+        await stream.send_message(entry_pb2.BatchCreateEntryResponse(results=results))
+
+    async def _create_one(self, pb: Any, mask: Any, who: str) -> Any:
+        Result = entry_pb2.BatchCreateEntryResponse.Result
+        try:
+            e = convert.entry_from_proto(pb, self.core.trust_domain)
+        except convert.InvalidInput as exc:
+            return Result(status=status(Status.INVALID_ARGUMENT, f"failed to convert entry: {exc}"))
+        try:
+            stored, existed = await self.core.db(self.core.datastore.create_entry_if_not_exists, e)
+        except GRPCError as exc:
+            return Result(status=status(exc.status, f"failed to create entry: {exc.message}"))
+        if existed:
+            return Result(status=status(Status.ALREADY_EXISTS, "similar entry already exists"),
+                          entry=convert.entry_to_proto(stored, mask))
+        _log.info("Entry created", extra=log.fields(entry_id=stored.id, spiffe_id=stored.spiffe_id, caller=who))
+        return Result(status=OK, entry=convert.entry_to_proto(stored, mask))
+
+    async def BatchUpdateEntry(self, stream: Any) -> None:
+        req = await stream.recv_message()
+        await require(stream, self.core, ADMIN)
+        in_mask = req.input_mask if req.HasField("input_mask") else None
+        out_mask = req.output_mask if req.HasField("output_mask") else None
+        fields = None if in_mask is None else {f for f in ENTRY_MASK_FIELDS if getattr(in_mask, f, False)}
+        Result = entry_pb2.BatchUpdateEntryResponse.Result
+        results = []
+        for pb in req.entries:
+            if not pb.id:
+                results.append(Result(status=status(Status.INVALID_ARGUMENT, "failed to convert entry: missing ID")))
+                continue
+            try:
+                current = await self.core.db(self.core.datastore.fetch_entry, pb.id)
+                if current is None:
+                    results.append(Result(status=status(Status.NOT_FOUND, "entry not found")))
+                    continue
+                merged = _merge(current, pb, fields)
+                e = convert.entry_from_proto(convert.entry_to_proto(merged), self.core.trust_domain)
+                e.id = pb.id
+                stored = await self.core.db(self.core.datastore.update_entry, e, fields)
+            except convert.InvalidInput as exc:
+                results.append(Result(status=status(Status.INVALID_ARGUMENT, f"failed to convert entry: {exc}")))
+                continue
+            except GRPCError as exc:
+                results.append(Result(status=status(exc.status, f"failed to update entry: {exc.message}")))
+                continue
+            results.append(Result(status=OK, entry=convert.entry_to_proto(stored, out_mask)))
+        await self.core.refresh_cache()
+        await stream.send_message(entry_pb2.BatchUpdateEntryResponse(results=results))
+
+    async def BatchDeleteEntry(self, stream: Any) -> None:
+        req = await stream.recv_message()
+        await require(stream, self.core, ADMIN)
+        Result = entry_pb2.BatchDeleteEntryResponse.Result
+        results = []
+        for entry_id in req.ids:
+            if not entry_id:
+                results.append(Result(id=entry_id, status=status(Status.INVALID_ARGUMENT, "missing entry ID")))
+                continue
+            try:
+                await self.core.db(self.core.datastore.delete_entry, entry_id)
+                results.append(Result(id=entry_id, status=OK))
+            except GRPCError as exc:
+                msg = "entry not found" if exc.status == Status.NOT_FOUND else f"failed to delete entry: {exc.message}"
+                results.append(Result(id=entry_id, status=status(exc.status, msg)))
+        await self.core.refresh_cache()
+        await stream.send_message(entry_pb2.BatchDeleteEntryResponse(results=results))
+
+    async def _authorized(self, stream: Any) -> list[Entry]:
+        caller = await require(stream, self.core, AGENT, DOWNSTREAM)
+        agent = str(caller.spiffe_id)
+        selectors = await self.core.db(self.core.datastore.get_node_selectors, agent) if caller.is_agent else []
+        await self.core.refresh_cache()
+        return self.core.cache.authorized_entries(agent, selectors)
+
+    async def GetAuthorizedEntries(self, stream: Any) -> None:
+        req = await stream.recv_message()
+        entries = await self._authorized(stream)
+        mask = req.output_mask if req.HasField("output_mask") else None
+        await stream.send_message(
+            entry_pb2.GetAuthorizedEntriesResponse(entries=[convert.entry_to_proto(e, mask) for e in entries])
+        )
+
+    async def SyncAuthorizedEntries(self, stream: Any) -> None:
+        req = await stream.recv_message()
+        if req is None:
+            return
+        entries = await self._authorized(stream)
+        if req.ids:
+            raise GRPCError(Status.INVALID_ARGUMENT, "specifying IDs on initial request is not supported")
+        mask: Optional[types_entry_pb2.EntryMask] = req.output_mask if req.HasField("output_mask") else None
+        if mask is not None and not mask.revision_number:
+            raise GRPCError(Status.INVALID_ARGUMENT, "revision number cannot be masked")
+        Resp = entry_pb2.SyncAuthorizedEntriesResponse
+        if len(entries) <= SYNC_PAGE_SIZE:
+            await stream.send_message(Resp(entries=[convert.entry_to_proto(e, mask) for e in entries]))
+            return
+        # Many entries: send revisions first; the agent asks for the ones it lacks.
+        for i in range(0, len(entries), SYNC_PAGE_SIZE):
+            page = entries[i : i + SYNC_PAGE_SIZE]
+            await stream.send_message(Resp(
+                entry_revisions=[entry_pb2.EntryRevision(id=e.id, revision_number=e.revision_number,
+                                                         created_at=e.created_at) for e in page],
+                more=i + SYNC_PAGE_SIZE < len(entries),
+            ))
+        by_id = {e.id: e for e in entries}
+        async for req in stream:
+            out: list[Any] = []
+            for entry_id in sorted(req.ids):
+                e = by_id.get(entry_id)
+                if e is None:
+                    continue
+                if len(out) == SYNC_PAGE_SIZE:
+                    await stream.send_message(Resp(entries=out, more=True))
+                    out = []
+                out.append(convert.entry_to_proto(e, mask))
+            await stream.send_message(Resp(entries=out, more=False))
+
+
+def _merge(current: Entry, pb: Any, fields: Optional[set[str]]) -> Entry:
+    """The entry as it will be after applying the masked fields of ``pb`` (all when no mask)."""
+    from dataclasses import replace
+
+    from ..datastore.models import Selector
+
+    new = convert.entry_to_proto(current)
+    for f in ENTRY_MASK_FIELDS if fields is None else fields:
+        if f in ("spiffe_id", "parent_id"):
+            getattr(new, f).CopyFrom(getattr(pb, f))
+        elif f in ("selectors", "federates_with", "dns_names"):
+            del getattr(new, f)[:]
+            getattr(new, f).extend(getattr(pb, f))
+        else:
+            setattr(new, f, getattr(pb, f))
+    return replace(
+        current,
+        spiffe_id=f"spiffe://{new.spiffe_id.trust_domain}{new.spiffe_id.path}",
+        parent_id=f"spiffe://{new.parent_id.trust_domain}{new.parent_id.path}",
+        selectors=[Selector(s.type, s.value) for s in new.selectors],
+        x509_svid_ttl=new.x509_svid_ttl,
+        jwt_svid_ttl=new.jwt_svid_ttl,
+        dns_names=list(new.dns_names),
+        admin=new.admin,
+        downstream=new.downstream,
+        federates_with=list(new.federates_with),
+        expires_at=new.expires_at,
+        hint=new.hint,
+        store_svid=new.store_svid,
+    )

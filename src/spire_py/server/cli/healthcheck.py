@@ -1,0 +1,31 @@
+"""spire-server healthcheck."""
+
+from __future__ import annotations
+
+from ...common.cli import CommandError, Context, FlagSet
+from ...proto.grpc.health.v1 import health_grpc, health_pb2
+from .client import AdminClient, rpc_error, socket_flags
+from .main import app
+
+
+def _flags(fs: FlagSet) -> None:
+    socket_flags(fs, output=False)
+    fs.bool("shallow", False, "Perform a less stringent health check")
+    fs.bool("verbose", False, "Print verbose information")
+
+
+@app.command("healthcheck", "Determines server health status", _flags)
+async def healthcheck(ctx: Context) -> int:
+    if ctx.flags["verbose"]:
+        ctx.out("Checking server health...")
+    try:
+        async with AdminClient(ctx.flags["socketPath"]) as c:
+            resp = await c.stub(health_grpc.HealthStub).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    except CommandError as exc:
+        raise CommandError(f"server is unhealthy: unable to determine health: {exc}") from None
+    except Exception as exc:
+        raise CommandError(f"server is unhealthy: {rpc_error(exc)}") from None
+    if resp.status != health_pb2.HealthCheckResponse.SERVING:
+        raise CommandError(f'server is unhealthy: server returned status "{health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}"')
+    ctx.out("Server is healthy.")
+    return 0

@@ -1,0 +1,81 @@
+"""spire-server run | validate."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from ...common import log
+from ...common.cli import CommandError, Context, FlagSet
+from ...common.config import ConfigError
+from .main import app
+
+DEFAULT_CONFIG = "conf/server/server.conf"
+
+# SPIRE's command-line overrides of the config file.
+OVERRIDES = {
+    "bindAddress": "IP address or DNS name of the SPIRE server",
+    "serverPort": "Port number of the SPIRE server",
+    "socketPath": "Path to bind the SPIRE Server API socket to",
+    "trustDomain": "The trust domain that this server belongs to",
+    "logLevel": "'debug', 'info', 'warn', or 'error'",
+    "logFile": "File to write logs to",
+    "logFormat": "'text' or 'json'",
+    "dataDir": "Directory to store runtime data to",
+}
+
+
+def _flags(fs: FlagSet) -> None:
+    fs.string("config", DEFAULT_CONFIG, "Path to a SPIRE config file")
+    fs.bool("expandEnv", False, "Expand environment variables in SPIRE config file")
+    for name, usage in OVERRIDES.items():
+        fs.string(name, "", usage)
+
+
+def load(ctx: Context):  # type: ignore[no-untyped-def]
+    from ..config import load_server_config
+
+    overrides = {k: ctx.flags[k] for k in OVERRIDES if k in ctx.set_flags}
+    if "serverPort" in overrides:
+        try:
+            overrides["serverPort"] = int(overrides["serverPort"])
+        except ValueError:
+            raise CommandError(f'invalid value "{overrides["serverPort"]}" for flag -serverPort') from None
+    try:
+        return load_server_config(ctx.flags["config"], expand_env=ctx.flags["expandEnv"], overrides=overrides)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"could not read config file: {exc}") from None
+
+
+@app.command("run", "Runs the server", _flags)
+def run_cmd(ctx: Context) -> int:
+    from ..server import SpireServer
+
+    cfg = load(ctx)
+    log.setup(cfg.log_level, cfg.log_format, cfg.log_file or None)
+    try:
+        asyncio.run(SpireServer(cfg).run())
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@app.command("validate", "Validates a SPIRE server configuration file", _flags)
+def validate_cmd(ctx: Context) -> int:
+    from ..server import SpireServer
+
+    try:
+        cfg = load(ctx)
+        # Plugin configuration is checked too, without starting anything.
+        SpireServer(cfg).check_plugins()
+    except (CommandError, ConfigError) as exc:
+        print(f"SPIRE server configuration file is invalid: {exc}", file=sys.stderr)
+        return 1
+    print("SPIRE server configuration file is valid.")
+    return 0

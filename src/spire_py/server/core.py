@@ -1,0 +1,56 @@
+"""What every server API handler shares: config, datastore, CA, entry cache, attestors."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from ..common import log
+from ..common.spiffeid import TrustDomain
+from .cache import EntryCache
+from .datastore import errors as ds_errors
+
+T = TypeVar("T")
+_log = log.get("server")
+
+
+@dataclass
+class ServerCore:
+    config: Any
+    trust_domain: TrustDomain
+    datastore: Any
+    ca: Any
+    cache: EntryCache
+    node_attestors: dict[str, Any] = field(default_factory=dict)
+    admin_ids: set[str] = field(default_factory=set)
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="spire-db"))
+    # Set when bundle or entries change, so agents' streams and caches can react.
+    bundle_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking datastore (or signing) call off the event loop, mapping its errors."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        except ds_errors.NotFoundError as exc:
+            raise GRPCError(Status.NOT_FOUND, str(exc)) from None
+        except ds_errors.AlreadyExistsError as exc:
+            raise GRPCError(Status.ALREADY_EXISTS, str(exc)) from None
+        except ds_errors.InvalidArgumentError as exc:
+            raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
+        except ds_errors.DataStoreError as exc:
+            _log.error("datastore error", extra=log.fields(error=str(exc)))
+            raise GRPCError(Status.INTERNAL, f"datastore error: {exc}") from None
+
+    async def sign(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def refresh_cache(self) -> None:
+        await self.db(self.cache.refresh)

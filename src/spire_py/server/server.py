@@ -1,0 +1,250 @@
+"""spire-server run: wires plugins, CA, datastore and APIs, then serves until signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any, Optional
+
+from cryptography import x509
+from grpclib.server import Server as GrpcServer
+
+from ..common import health as health_http
+from ..common import log, sdnotify, tls
+from ..common.config import ConfigError, line_of
+from ..common.keys import generate_key
+from ..common.plugin import PluginConfigError, PluginContext, lookup
+from ..common.spiffeid import TrustDomain, server_id
+from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
+from .api.agent import AgentService
+from .api.bundle import BundleService
+from .api.entry import EntryService
+from .api.health import DebugService, HealthService
+from .api.svid import SVIDService
+from .ca.ca import ServerCA
+from .cache import EntryCache
+from .core import ServerCore
+from .datastore.models import Bundle, JWTKey
+
+_log = log.get("server")
+
+SERVER_SVID_KEY = "ec-p256"
+TICK = 5.0
+
+
+class SpireServer:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.trust_domain = TrustDomain(config.trust_domain)
+        self.started = time.time()
+        self.ready = False
+        self.core: Optional[ServerCore] = None
+        self._servers: list[GrpcServer] = []
+        self._health: Optional[health_http.HealthListener] = None
+        self._tls: Optional[tls.RotatingServerContext] = None
+        self._svid_chain: list[x509.Certificate] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._plugins: list[Any] = []
+
+    # --- plugins -------------------------------------------------------------------
+    def _configure(self, spec: Any, ctx: PluginContext, check_only: bool = False) -> Any:
+        try:
+            cls = lookup("server", spec.type, spec.name)
+            if check_only:
+                cls.check_config(dict(spec.data or {}), ctx)
+                return None
+            plugin = cls.configure(dict(spec.data or {}), ctx)
+        except PluginConfigError as exc:
+            key = f"plugins.{spec.type}.{spec.name}" + (f".plugin_data.{exc.key}" if exc.key else "")
+            line = line_of(self.config.source, key) if getattr(self.config, "source", None) else None
+            raise ConfigError(str(exc), path=getattr(self.config, "path", None), line=line or spec.line, key=key) from None
+        self._plugins.append(plugin)
+        return plugin
+
+    def check_plugins(self) -> None:
+        """Check every plugin's configuration without starting anything (``validate``)."""
+        ctx = PluginContext(trust_domain=self.config.trust_domain, data_dir=self.config.data_dir, side="server")
+        for spec in self.config.plugins:
+            self._configure(spec, ctx, check_only=True)
+
+    def load_plugins(self) -> dict[str, Any]:
+        cfg = self.config
+        ctx = PluginContext(trust_domain=cfg.trust_domain, data_dir=cfg.data_dir, side="server")
+        by_type: dict[str, list[Any]] = {}
+        order = ["DataStore", "KeyManager", "UpstreamAuthority", "NodeAttestor"]
+        specs = sorted(cfg.plugins, key=lambda s: order.index(s.type) if s.type in order else len(order))
+        for spec in specs:
+            plugin = self._configure(spec, ctx)
+            if spec.type == "DataStore":
+                ctx.extra["datastore"] = getattr(plugin, "store", plugin)
+            by_type.setdefault(spec.type, []).append((spec.name, plugin))
+        return by_type
+
+    # --- start-up ------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
+        plugins = await asyncio.to_thread(self.load_plugins)
+        datastore = getattr(plugins["DataStore"][0][1], "store", plugins["DataStore"][0][1])
+        key_manager = plugins["KeyManager"][0][1]
+        upstream = plugins.get("UpstreamAuthority", [(None, None)])[0][1]
+
+        ca = ServerCA(
+            trust_domain=self.trust_domain,
+            key_manager=key_manager,
+            upstream=upstream,
+            ca_key_type=cfg.ca_key_type,
+            jwt_key_type=cfg.jwt_key_type,
+            ca_ttl=cfg.ca_ttl,
+            ca_subject=cfg.ca_subject,
+            x509_svid_ttl=cfg.default_x509_svid_ttl,
+            jwt_svid_ttl=cfg.default_jwt_svid_ttl,
+            jwt_issuer=cfg.jwt_issuer or None,
+            load_journal=lambda: datastore.fetch_ca_journal("server-ca"),
+            save_journal=lambda data: datastore.set_ca_journal("server-ca", data),
+        )
+        core = ServerCore(
+            config=cfg,
+            trust_domain=self.trust_domain,
+            datastore=datastore,
+            ca=ca,
+            cache=EntryCache(datastore, self.trust_domain),
+            node_attestors={name: p for name, p in plugins.get("NodeAttestor", [])},
+            admin_ids=set(cfg.admin_ids or []),
+        )
+        core.agent_ttl = cfg.agent_ttl or None  # type: ignore[attr-defined]
+        self.core = core
+        await core.sign(ca.start)
+        await self._publish_bundle()
+        await core.refresh_cache()
+        self._rotate_server_svid()
+
+        services = [
+            AgentService(core), EntryService(core), BundleService(core), SVIDService(core),
+            DebugService(core, self.started, lambda: self._svid_chain), HealthService(lambda: self.ready),
+        ]
+        await self._listen_admin(services)
+        await self._listen_tcp(services)
+        hc = cfg.health_checks
+        if hc.listener_enabled:
+            self._health = health_http.HealthListener(
+                hc.bind_address, hc.bind_port, hc.live_path, hc.ready_path, lambda: True, lambda: self.ready)
+            await self._health.start()
+        self._tasks.append(asyncio.create_task(self._maintain(), name="maintain"))
+        self.ready = True
+        sdnotify.ready("serving")
+        _log.info("Starting Server APIs", extra=log.fields(
+            address=f"{cfg.bind_address}:{cfg.bind_port}", socket_path=cfg.socket_path))
+
+    async def _listen_admin(self, services: list[Any]) -> None:
+        path = self.config.socket_path
+        d = os.path.dirname(path) or "."
+        os.makedirs(d, mode=0o770, exist_ok=True)
+        if os.path.exists(path):
+            os.unlink(path)
+        old = os.umask(0o077)
+        try:
+            server = GrpcServer(services)
+            await server.start(path=path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o770)
+        self._servers.append(server)
+
+    async def _listen_tcp(self, services: list[Any]) -> None:
+        assert self._tls is not None
+        server = GrpcServer(services)
+        await server.start(self.config.bind_address, self.config.bind_port, ssl=self._tls.listener, reuse_address=True)
+        self._servers.append(server)
+
+    # --- bundle and server SVID ------------------------------------------------------
+    async def _publish_bundle(self) -> None:
+        """Store the CA's current bundle (roots and JWT keys) as the trust domain bundle."""
+        assert self.core is not None
+        b = self.core.ca.bundle()
+        record = b.to_record()
+        bundle = Bundle(
+            trust_domain_id=self.trust_domain.id_string(),
+            x509_authorities=list(record["x509_authorities"]),
+            jwt_authorities=[JWTKey(key_id=k, public_key=pk, expires_at=exp) for k, pk, exp in record["jwt_authorities"]],
+            refresh_hint=record.get("refresh_hint", 0),
+        )
+        current = await self.core.db(self.core.datastore.fetch_bundle, bundle.trust_domain_id)
+        merged = await self.core.db(self.core.datastore.append_bundle, bundle)
+        if current is None or (merged.x509_authorities, merged.jwt_authorities) != (current.x509_authorities, current.jwt_authorities):
+            self.core.bundle_changed.set()
+        self._roots = [x509.load_der_x509_certificate(der) for der in merged.x509_authorities]
+
+    def _rotate_server_svid(self) -> None:
+        assert self.core is not None
+        key = generate_key(SERVER_SVID_KEY)
+        chain = self.core.ca.sign_x509_svid(key.public_key(), server_id(self.trust_domain), None)
+        ctx = tls.server_context(chain, key, self._roots)
+        self._svid_chain = chain
+        if self._tls is None:
+            self._tls = tls.RotatingServerContext(ctx)
+        else:
+            self._tls.update(ctx)
+        _log.debug("Server SVID rotated", extra=log.fields(expiration=chain[0].not_valid_after_utc.isoformat()))
+
+    def _svid_due(self) -> bool:
+        leaf = self._svid_chain[0]
+        start, end = leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
+        return time.time() >= start + (end - start) / 2
+
+    async def _maintain(self) -> None:
+        """Periodic work: CA rotation, bundle publishing, server SVID rotation, pruning."""
+        assert self.core is not None
+        core = self.core
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), TICK)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                changed = await core.sign(core.ca.rotate_if_needed, time.time())
+                await self._publish_bundle()
+                if changed or self._svid_due():
+                    await core.sign(self._rotate_server_svid)
+                await core.db(core.datastore.prune_join_tokens, int(time.time()))
+                await core.refresh_cache()
+            except Exception as exc:  # keep serving; the next tick retries
+                _log.error("Maintenance failed", extra=log.fields(error=str(exc)), exc_info=True)
+
+    # --- run / stop -------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self._stop.wait()
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        sdnotify.stopping()
+        self.ready = False
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        for s in self._servers:
+            s.close()
+        for s in self._servers:
+            await s.wait_closed()
+        if self._health:
+            await self._health.close()
+        for p in self._plugins:
+            close = getattr(p, "close", None)
+            if close is not None:
+                res = close()
+                if asyncio.iscoroutine(res):
+                    await res
+        if os.path.exists(self.config.socket_path):
+            os.unlink(self.config.socket_path)
+        _log.info("Server stopped gracefully")
