@@ -1,0 +1,139 @@
+"""The agent's cache: what the server authorized, the SVIDs minted for it, the bundles.
+
+The sync loop writes it; the Workload API reads it. Every change bumps
+``version`` and wakes waiters, so streaming calls push the new state at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from ..common.spiffeid import TrustDomain
+from ..server.datastore.models import Entry, Selector
+
+
+@dataclass(frozen=True)
+class CachedSVID:
+    entry_id: str
+    spiffe_id: str
+    chain: list[x509.Certificate]
+    key: PrivateKeyTypes
+    hint: str = ""
+
+    @property
+    def expires_at(self) -> int:
+        return int(self.chain[0].not_valid_after_utc.timestamp())
+
+    @property
+    def issued_at(self) -> int:
+        return int(self.chain[0].not_valid_before_utc.timestamp())
+
+
+@dataclass
+class CachedJWT:
+    token: str
+    spiffe_id: str
+    expires_at: int
+    issued_at: int
+    hint: str = ""
+
+
+# (entry, audience) -> minted token; provided by the sync loop (it calls NewJWTSVID).
+JWTMinter = Callable[[Entry, list[str]], Awaitable[CachedJWT]]
+
+
+@dataclass
+class WorkloadCache:
+    trust_domain: TrustDomain
+    agent_id: str = ""
+    # entry id -> entry (everything the server authorized for this agent)
+    entries: dict[str, Entry] = field(default_factory=dict)
+    svids: dict[str, CachedSVID] = field(default_factory=dict)
+    # trust domain id ("spiffe://example.org") -> common.bundle.Bundle
+    bundles: dict[str, Any] = field(default_factory=dict)
+    jwt_minter: Optional[JWTMinter] = None
+    version: int = 0
+    _jwts: dict[tuple[str, tuple[str, ...]], CachedJWT] = field(default_factory=dict)
+    _cond: Optional[asyncio.Condition] = None
+
+    # --- writers (sync loop) ---------------------------------------------------------
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def publish(self) -> None:
+        """Announce a change to every waiting stream."""
+        cond = self._condition()
+        async with cond:
+            self.version += 1
+            cond.notify_all()
+
+    async def wait_change(self, seen_version: int, timeout: Optional[float] = None) -> int:
+        """Wait until ``version`` differs from ``seen_version``; returns the new version."""
+        cond = self._condition()
+        async with cond:
+            try:
+                await asyncio.wait_for(cond.wait_for(lambda: self.version != seen_version), timeout)
+            except asyncio.TimeoutError:
+                pass
+            return self.version
+
+    def drop_jwts_for(self, entry_ids: Iterable[str]) -> None:
+        gone = set(entry_ids)
+        for k in [k for k in self._jwts if k[0] in gone]:
+            del self._jwts[k]
+
+    # --- readers (Workload API) ---------------------------------------------------------
+    def identity_parents(self) -> set[str]:
+        """The agent's own ID and its node aliases: parents of workload entries on this node."""
+        server = f"spiffe://{self.trust_domain.name}/spire/server"
+        parents = {self.agent_id}
+        parents.update(e.spiffe_id for e in self.entries.values() if e.parent_id == server)
+        return parents
+
+    def entries_for(self, selectors: Iterable[Selector]) -> list[Entry]:
+        """Entries whose selectors are all among the workload's, parented by this node."""
+        have = set(selectors)
+        parents = self.identity_parents()
+        now = time.time()
+        out = [
+            e for e in self.entries.values()
+            if e.parent_id in parents and e.selectors and set(e.selectors) <= have
+            and not (e.expires_at and e.expires_at < now)
+        ]
+        out.sort(key=lambda e: (e.spiffe_id, e.id))
+        return out
+
+    def x509_svids_for(self, selectors: Iterable[Selector]) -> list[CachedSVID]:
+        return [self.svids[e.id] for e in self.entries_for(selectors) if e.id in self.svids]
+
+    def own_bundle(self) -> Any:
+        return self.bundles.get(self.trust_domain.id_string())
+
+    def federated_bundles_for(self, entries: Iterable[Entry]) -> dict[str, Any]:
+        out = {}
+        for e in entries:
+            for td in e.federates_with:
+                if td in self.bundles and td != self.trust_domain.id_string():
+                    out[td] = self.bundles[td]
+        return out
+
+    async def jwt_svid(self, entry: Entry, audience: list[str]) -> CachedJWT:
+        """A JWT-SVID for the entry and audience, minted on demand and reused until half its life."""
+        key = (entry.id, tuple(sorted(audience)))
+        hit = self._jwts.get(key)
+        now = time.time()
+        if hit is not None and now < hit.issued_at + (hit.expires_at - hit.issued_at) / 2:
+            return hit
+        if self.jwt_minter is None:
+            raise RuntimeError("agent is not connected to a server")
+        fresh = await self.jwt_minter(entry, audience)
+        self._jwts[key] = fresh
+        return fresh
