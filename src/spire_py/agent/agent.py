@@ -1,0 +1,309 @@
+"""spire-agent run: attest, keep entries and SVIDs fresh, serve the Workload API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from ..common import health as health_http
+from ..common import log, sdnotify
+from ..common.bundle import Bundle as SpiffeBundle
+from ..common.config import ConfigError, line_of
+from ..common.duration import parse_duration
+from ..common.plugin import PluginConfigError, PluginContext, lookup
+from ..common.spiffeid import TrustDomain
+from ..common.tls import spiffe_id_of
+from ..proto.spire.api.server.agent.v1 import agent_pb2
+from ..proto.spire.api.server.bundle.v1 import bundle_pb2
+from ..proto.spire.api.server.svid.v1 import svid_pb2
+from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
+from .attestor import AttestationFailed, attest, chain_from_proto, load_bootstrap_roots, make_csr
+from .cache import CachedJWT, WorkloadCache
+from .client import RPC_TIMEOUT, ServerClient
+from .storage import AgentState, AgentStorage
+from .sync import fetch_entries, mint_svids
+
+_log = log.get("agent")
+
+DEFAULT_SYNC_INTERVAL = 5.0
+KEY_IDS = ("agent-svid-A", "agent-svid-B")
+
+
+class AgentRefused(Exception):
+    """The server no longer accepts this agent (evicted or banned) and it cannot re-attest."""
+
+
+def _public_der(key: Any) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class SpireAgent:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.td = TrustDomain(config.trust_domain)
+        self.storage = AgentStorage(config.data_dir)
+        self.cache = WorkloadCache(self.td)
+        self.ready = False
+        self.roots: list[x509.Certificate] = []
+        self.state: Optional[AgentState] = None
+        self.client: Optional[ServerClient] = None
+        self._revisions: dict[str, int] = {}
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._workload_server: Any = None
+        self._health: Optional[health_http.HealthListener] = None
+        self.error: Optional[str] = None
+        exp = getattr(config, "experimental", None) or {}
+        raw = exp.get("sync_interval") if isinstance(exp, dict) else None
+        self.sync_interval = float(parse_duration(raw)) if raw else DEFAULT_SYNC_INTERVAL
+        self.key_type = getattr(config, "workload_x509_svid_key_type", "") or "ec-p256"
+
+    # --- plugins -------------------------------------------------------------------
+    def _plugin(self, spec: Any, ctx: PluginContext, check_only: bool = False) -> Any:
+        try:
+            cls = lookup("agent", spec.type, spec.name)
+            if check_only:
+                cls.check_config(dict(spec.data or {}), ctx)
+                return None
+            return cls.configure(dict(spec.data or {}), ctx)
+        except PluginConfigError as exc:
+            key = f"plugins.{spec.type}.{spec.name}" + (f".plugin_data.{exc.key}" if exc.key else "")
+            source = getattr(self.config, "source", None)
+            line = line_of(source, key) if source else None
+            raise ConfigError(str(exc), path=getattr(self.config, "path", None), line=line or spec.line, key=key) from None
+
+    def _context(self) -> PluginContext:
+        return PluginContext(trust_domain=self.config.trust_domain, data_dir=self.config.data_dir, side="agent",
+                             extra={"join_token": self.config.join_token or ""})
+
+    def check_plugins(self) -> None:
+        ctx = self._context()
+        for spec in self.config.plugins:
+            self._plugin(spec, ctx, check_only=True)
+
+    def load_plugins(self) -> None:
+        ctx = self._context()
+        self.workload_attestors = []
+        for spec in self.config.plugins:
+            p = self._plugin(spec, ctx)
+            if spec.type == "NodeAttestor":
+                self.node_attestor = p
+            elif spec.type == "KeyManager":
+                self.key_manager = p
+            elif spec.type == "WorkloadAttestor":
+                self.workload_attestors.append(p)
+
+    # --- identity ------------------------------------------------------------------
+    @property
+    def agent_id(self) -> str:
+        assert self.state is not None
+        return str(spiffe_id_of(self.state.svid[0]))
+
+    def _usable(self, state: Optional[AgentState]) -> bool:
+        if state is None:
+            return False
+        key = self.key_manager.get_key(state.key_id)
+        leaf = state.svid[0]
+        if key is None or _public_der(key) != leaf.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+            return False
+        return leaf.not_valid_after_utc.timestamp() > time.time() + 5
+
+    def _next_key_id(self) -> str:
+        cur = self.state.key_id if self.state else KEY_IDS[1]
+        return KEY_IDS[0] if cur == KEY_IDS[1] else KEY_IDS[1]
+
+    def _connect(self) -> ServerClient:
+        if self.client is not None:
+            self.client.close()
+        key = self.key_manager.get_key(self.state.key_id) if self.state else None
+        self.client = ServerClient(self.config.server_address, int(self.config.server_port), self.td, self.roots,
+                                   self.state.svid if self.state else None, key)
+        return self.client
+
+    async def _attest(self) -> None:
+        insecure = not self.roots
+        key_id = self._next_key_id()
+        key = await asyncio.to_thread(self.key_manager.generate_key, key_id, "ec-p256")
+        client = ServerClient(self.config.server_address, int(self.config.server_port), self.td, self.roots,
+                              insecure=insecure)
+        try:
+            chain, reattestable = await attest(client, self.node_attestor, key, self.td)
+            if insecure:
+                # insecure_bootstrap: take the bundle from the server, then check our SVID chains to it.
+                b = await client.bundle.GetBundle(bundle_pb2.GetBundleRequest(), timeout=RPC_TIMEOUT)
+                self.roots = [x509.load_der_x509_certificate(a.asn1) for a in b.x509_authorities]
+                self.storage.store_bundle(self.roots)
+        finally:
+            client.close()
+        self.state = AgentState(chain, key_id, reattestable)
+        self.storage.store_state(self.state)
+        self.cache.agent_id = self.agent_id
+        self._connect()
+
+    async def _renew(self) -> None:
+        assert self.client is not None and self.state is not None
+        key_id = self._next_key_id()
+        key = await asyncio.to_thread(self.key_manager.generate_key, key_id, "ec-p256")
+        resp = await self.client.agent.RenewAgent(agent_pb2.RenewAgentRequest(
+            params=agent_pb2.AgentX509SVIDParams(csr=make_csr(key))), timeout=RPC_TIMEOUT)
+        self.state = AgentState(chain_from_proto(resp.svid.cert_chain), key_id, self.state.reattestable)
+        self.storage.store_state(self.state)
+        self._connect()
+        _log.info("Agent SVID renewed", extra=log.fields(spiffe_id=self.agent_id,
+                  expiration=self.state.svid[0].not_valid_after_utc.isoformat()))
+
+    def _renew_due(self) -> bool:
+        assert self.state is not None
+        leaf = self.state.svid[0]
+        start, end = leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
+        return time.time() >= start + (end - start) / 2
+
+    # --- sync ----------------------------------------------------------------------
+    async def _jwt_minter(self, entry: Any, audience: list[str]) -> CachedJWT:
+        if self.client is None:
+            raise GRPCError(Status.UNAVAILABLE, "agent is not connected to the server")
+        resp = await self.client.svid.NewJWTSVID(svid_pb2.NewJWTSVIDRequest(entry_id=entry.id, audience=audience),
+                                                 timeout=RPC_TIMEOUT)
+        return CachedJWT(resp.svid.token, entry.spiffe_id, resp.svid.expires_at, resp.svid.issued_at, entry.hint)
+
+    async def sync_once(self) -> None:
+        assert self.client is not None
+        if self._renew_due():
+            await self._renew()
+        client = self.client
+        b = await client.bundle.GetBundle(bundle_pb2.GetBundleRequest(), timeout=RPC_TIMEOUT)
+        roots = [x509.load_der_x509_certificate(a.asn1) for a in b.x509_authorities]
+        changed = False
+        bundle = SpiffeBundle.from_proto(self.td, b)
+        if roots != self.roots:
+            self.roots = roots
+            self.storage.store_bundle(roots)
+            client = self._connect()
+        old = self.cache.own_bundle()
+        if old is None or old.sequence_number != bundle.sequence_number or old.x509_authorities != bundle.x509_authorities \
+                or old.jwt_authorities.keys() != bundle.jwt_authorities.keys():
+            self.cache.bundles[self.td.id_string()] = bundle
+            changed = True
+        entries = await fetch_entries(client, self.cache.entries)
+        if entries != self.cache.entries:
+            gone = [eid for eid, e in self.cache.entries.items() if entries.get(eid) != e]
+            self.cache.drop_jwts_for(gone)
+            self.cache.entries = entries
+            changed = True
+        if await mint_svids(client, self.cache, entries, self._revisions, self.roots, self.key_type):
+            changed = True
+        if changed:
+            await self.cache.publish()
+
+    async def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.sync_interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self._sync_or_recover()
+            except AgentRefused as exc:
+                self.error = str(exc)
+                _log.error("Agent refused by the server; stopping", extra=log.fields(error=str(exc)))
+                self._stop.set()
+                return
+            except Exception as exc:  # keep serving cached SVIDs; retry next tick
+                _log.warning("Synchronization failed", extra=log.fields(error=f"{type(exc).__name__}: {exc}"))
+
+    async def _sync_or_recover(self) -> None:
+        if self.state is not None and not self._usable(self.state):
+            if not self.state.reattestable:
+                raise AgentRefused("agent SVID expired and the node attestor cannot re-attest")
+            await self._attest()
+        try:
+            await self.sync_once()
+        except GRPCError as exc:
+            if exc.status not in (Status.PERMISSION_DENIED, Status.UNAUTHENTICATED):
+                raise
+            if self.state is not None and self.state.reattestable:
+                _log.warning("Agent refused; re-attesting", extra=log.fields(error=exc.message))
+                await self._attest()
+                await self.sync_once()
+                return
+            self.storage.clear_state()
+            raise AgentRefused(f"the server refused this agent ({exc.message}); it must be attested again") from None
+
+    # --- run / stop ------------------------------------------------------------------
+    async def start(self) -> None:
+        from .workloadapi.server import close_workload_api, serve_workload_api  # noqa: F401
+        from .workloadapi.handler import WorkloadAPIService
+
+        await asyncio.to_thread(self.load_plugins)
+        self.roots = self.storage.load_bundle() or load_bootstrap_roots(self.config, self.td) or []
+        state = self.storage.load_state()
+        if self._usable(state):
+            self.state = state
+            self.cache.agent_id = self.agent_id
+            self._connect()
+            _log.info("Resuming with stored agent SVID", extra=log.fields(spiffe_id=self.agent_id))
+        else:
+            await self._attest()
+        self.cache.jwt_minter = self._jwt_minter
+        try:
+            await self._sync_or_recover()
+        except AttestationFailed:
+            raise
+        except AgentRefused:
+            raise
+        except Exception as exc:
+            _log.warning("Initial synchronization failed; retrying", extra=log.fields(error=str(exc)))
+        service = WorkloadAPIService(self.cache, self.workload_attestors)
+        self._workload_server = await serve_workload_api(self.config.socket_path, service, extra_services=[self._health_service()])
+        hc = self.config.health_checks
+        if hc.listener_enabled:
+            self._health = health_http.HealthListener(hc.bind_address, hc.bind_port, hc.live_path, hc.ready_path,
+                                                      lambda: not self._stop.is_set(), lambda: self.ready)
+            await self._health.start()
+        self._tasks.append(asyncio.create_task(self._sync_loop(), name="sync"))
+        self.ready = True
+        sdnotify.ready("serving")
+        _log.info("Starting Workload and SDS APIs", extra=log.fields(address=self.config.socket_path))
+
+    def _health_service(self) -> Any:
+        from ..server.api.health import HealthService
+
+        return HealthService(lambda: self.ready)
+
+    async def run(self) -> int:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self._stop.wait()
+        await self.stop()
+        return 1 if self.error else 0
+
+    async def stop(self) -> None:
+        from .workloadapi.server import close_workload_api
+
+        sdnotify.stopping()
+        self.ready = False
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        if self._workload_server is not None:
+            await close_workload_api(self._workload_server, self.config.socket_path)
+        if self._health:
+            await self._health.close()
+        if self.client is not None:
+            self.client.close()
+        _log.info("Agent stopped", extra=log.fields(error=self.error) if self.error else None)
+
+
+_ = os

@@ -1,0 +1,64 @@
+"""KeyManager "disk" (agent): keys persisted in ``directory``/keys.json (0600, atomic)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from ....common.keys import atomic_write
+from ....common.plugin import PluginConfigError, PluginContext, register
+from .base import AgentKeyManager
+
+KEYS_FILE = "keys.json"
+
+
+@register("agent")
+class DiskKeyManager(AgentKeyManager):
+    NAME = "disk"
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.path = os.path.join(directory, KEYS_FILE)
+        self._load()
+
+    @classmethod
+    def _check(cls, data: dict[str, Any]) -> str:
+        for key in data:
+            if key != "directory":
+                raise PluginConfigError(f'unknown configuration key "{key}"', key)
+        directory = data.get("directory")
+        if not directory or not isinstance(directory, str):
+            raise PluginConfigError("directory must be configured", "directory")
+        return os.path.abspath(directory)
+
+    @classmethod
+    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
+        cls._check(data)
+
+    @classmethod
+    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "DiskKeyManager":
+        directory = cls._check(data)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        return cls(directory)
+
+    def _load(self) -> None:
+        try:
+            with open(self.path) as f:
+                raw = json.load(f)
+        except FileNotFoundError:
+            return
+        except ValueError as exc:
+            raise PluginConfigError(f"cannot read {self.path}: {exc}", "directory") from None
+        for key_id, pem in raw.get("keys", {}).items():
+            self._keys[key_id] = serialization.load_pem_private_key(pem.encode(), None)
+
+    def _persist(self) -> None:
+        keys = {
+            kid: k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()
+            for kid, k in self._keys.items()
+        }
+        atomic_write(self.path, json.dumps({"keys": keys}).encode(), 0o600)

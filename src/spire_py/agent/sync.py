@@ -1,0 +1,129 @@
+"""Entry sync and workload SVID minting: the agent's half of SyncAuthorizedEntries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from grpclib.const import Status
+
+from ..common import log
+from ..common.keys import generate_key
+from ..proto.spire.api.server.entry.v1 import entry_pb2
+from ..proto.spire.api.server.svid.v1 import svid_pb2
+from ..server.datastore.models import Entry, Selector
+from .attestor import chain_from_proto, make_csr
+from .cache import CachedSVID, WorkloadCache
+from .client import RPC_TIMEOUT, ServerClient
+
+_log = log.get("manager")
+
+BATCH = 50
+
+
+def entry_from_proto(pb: Any) -> Entry:
+    return Entry(
+        id=pb.id,
+        spiffe_id=f"spiffe://{pb.spiffe_id.trust_domain}{pb.spiffe_id.path}",
+        parent_id=f"spiffe://{pb.parent_id.trust_domain}{pb.parent_id.path}",
+        selectors=[Selector(s.type, s.value) for s in pb.selectors],
+        x509_svid_ttl=pb.x509_svid_ttl,
+        jwt_svid_ttl=pb.jwt_svid_ttl,
+        dns_names=list(pb.dns_names),
+        admin=pb.admin,
+        downstream=pb.downstream,
+        federates_with=[f if f.startswith("spiffe://") else f"spiffe://{f}" for f in pb.federates_with],
+        expires_at=pb.expires_at,
+        hint=pb.hint,
+        store_svid=pb.store_svid,
+        created_at=pb.created_at,
+        revision_number=pb.revision_number,
+    )
+
+
+async def fetch_entries(client: ServerClient, known: dict[str, Entry]) -> dict[str, Entry]:
+    """All entries the server authorizes for us; asks only for new or changed ones when paged."""
+    Req = entry_pb2.SyncAuthorizedEntriesRequest
+    async with client.entry.SyncAuthorizedEntries.open(timeout=RPC_TIMEOUT) as stream:
+        await stream.send_message(Req())
+        first = await stream.recv_message()
+        if first is None:
+            raise ConnectionError("server closed the entry sync stream")
+        if not first.entry_revisions:
+            await stream.end()
+            return {e.id: entry_from_proto(e) for e in first.entries}
+        revisions = list(first.entry_revisions)
+        more = first.more
+        while more:
+            resp = await stream.recv_message()
+            if resp is None:
+                raise ConnectionError("entry sync stream ended early")
+            revisions.extend(resp.entry_revisions)
+            more = resp.more
+        result: dict[str, Entry] = {}
+        wanted = []
+        for r in revisions:
+            cur = known.get(r.id)
+            if cur is not None and cur.revision_number == r.revision_number and cur.created_at == r.created_at:
+                result[r.id] = cur
+            else:
+                wanted.append(r.id)
+        if wanted:
+            await stream.send_message(Req(ids=sorted(wanted)))
+            more = True
+            while more:
+                resp = await stream.recv_message()
+                if resp is None:
+                    raise ConnectionError("entry sync stream ended early")
+                for e in resp.entries:
+                    result[e.id] = entry_from_proto(e)
+                more = resp.more
+        await stream.end()
+        return result
+
+
+def _due(svid: CachedSVID, now: float) -> bool:
+    """Rotate at half life, as SPIRE does."""
+    return now >= svid.issued_at + (svid.expires_at - svid.issued_at) / 2
+
+
+def _signed_by(svid: CachedSVID, roots: list[x509.Certificate]) -> bool:
+    top = svid.chain[-1]
+    return any(top.issuer == r.subject for r in roots)
+
+
+async def mint_svids(
+    client: ServerClient, cache: WorkloadCache, entries: dict[str, Entry], revisions: dict[str, int],
+    roots: list[x509.Certificate], key_type: str,
+) -> bool:
+    """Mint X.509-SVIDs for workload entries that lack a fresh one; drop the stale. Returns True on change."""
+    now = time.time()
+    parents = cache.identity_parents()
+    workload = {eid: e for eid, e in entries.items() if e.parent_id in parents}
+    changed = False
+    for eid in [eid for eid in cache.svids if eid not in workload]:
+        del cache.svids[eid]
+        revisions.pop(eid, None)
+        changed = True
+    need = [
+        e for eid, e in workload.items()
+        if eid not in cache.svids or revisions.get(eid) != e.revision_number
+        or _due(cache.svids[eid], now) or not _signed_by(cache.svids[eid], roots)
+    ]
+    for i in range(0, len(need), BATCH):
+        batch = need[i : i + BATCH]
+        keys: list[PrivateKeyTypes] = await asyncio.to_thread(lambda: [generate_key(key_type) for _ in batch])
+        params = [svid_pb2.NewX509SVIDParams(entry_id=e.id, csr=make_csr(k)) for e, k in zip(batch, keys)]
+        resp = await client.svid.BatchNewX509SVID(svid_pb2.BatchNewX509SVIDRequest(params=params), timeout=RPC_TIMEOUT)
+        for e, k, r in zip(batch, keys, resp.results):
+            if r.status.code != Status.OK.value:
+                _log.warning("Failed to mint X509-SVID", extra=log.fields(entry_id=e.id, spiffe_id=e.spiffe_id, error=r.status.message))
+                continue
+            cache.svids[e.id] = CachedSVID(e.id, e.spiffe_id, chain_from_proto(r.svid.cert_chain), k, e.hint)
+            revisions[e.id] = e.revision_number
+            changed = True
+            _log.debug("Minted X509-SVID", extra=log.fields(entry_id=e.id, spiffe_id=e.spiffe_id))
+    return changed
