@@ -22,7 +22,9 @@ from ...proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from ...proto.spire.api.types import bundle_pb2 as types_bundle_pb2
 from .client import AdminClient, socket_flags
 from .main import app
-from .printing import PEM_FORMAT, SPIFFE_FORMAT, call, go_quote, is_json, pluralize, print_proto_json, trust_domain_name
+from .printing import (
+    PEM_FORMAT, SPIFFE_FORMAT, call, go_quote, is_json, pem_encode, pluralize, print_proto_json, trust_domain_name,
+)
 
 Bundle = types_bundle_pb2.Bundle
 HEADER = "****************************************\n* {}\n****************************************\n"
@@ -31,12 +33,6 @@ JWT_USE = "jwt-svid"
 
 
 # ---------------------------------------------------------------- PEM
-
-
-def pem_encode(der: bytes, kind: str = "CERTIFICATE") -> str:
-    b64 = base64.b64encode(der).decode()
-    body = "".join(b64[i:i + 64] + "\n" for i in range(0, len(b64), 64))
-    return f"-----BEGIN {kind}-----\n{body}-----END {kind}-----\n"
 
 
 def split_der(data: bytes) -> list[bytes]:

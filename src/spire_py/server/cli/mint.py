@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ...common.cli import CommandError, Context, FlagSet
 from ...proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from ...proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
-from .bundle import pem_encode
 from .client import AdminClient, socket_flags
 from .main import app
 from .printing import (
-    call, check_int32, duration_seconds, eprint, go_json, go_quote, is_json, print_proto_json, rfc3339,
+    call, check_int32, duration_seconds, eprint, go_json, go_quote, is_json, pem_encode, print_proto_json, rfc3339,
     spiffe_id_proto, split_spiffe_id, ttl_seconds,
 )
 

@@ -9,6 +9,7 @@ the command line reads the same as with SPIRE.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import json
 from typing import Any, Awaitable, Optional, TypeVar
@@ -116,6 +117,13 @@ def go_quote(s: str) -> str:
             out.append(ch)
     out.append('"')
     return "".join(out)
+
+
+def pem_encode(der: bytes, kind: str = "CERTIFICATE") -> str:
+    """encoding/pem: 64-column base64 between BEGIN and END lines."""
+    b64 = base64.b64encode(der).decode()
+    body = "".join(b64[i:i + 64] + "\n" for i in range(0, len(b64), 64))
+    return f"-----BEGIN {kind}-----\n{body}-----END {kind}-----\n"
 
 
 # ---------------------------------------------------------------- RPCs
