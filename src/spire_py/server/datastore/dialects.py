@@ -1,0 +1,308 @@
+"""Everything that differs between sqlite3, PostgreSQL and MySQL lives here:
+turning SPIRE's connection strings into engines, and how transactions begin.
+
+SPIRE's connection strings are accepted as written:
+- sqlite3: a file path (``./.data/datastore.sqlite3``) or a ``file:`` URI; a
+  plain path is never parsed as a URL, so ``?`` and ``#`` are file-name characters.
+- postgres: a URL (``postgres://user:pw@host/db?sslmode=...``) or libpq
+  ``key=value`` pairs (``dbname=spire user=spire host=...``); driver psycopg 3.
+- mysql: a Go MySQL DSN (``user:pass@tcp(host:3306)/db?parseTime=true``); driver PyMySQL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection
+
+from .errors import InvalidArgumentError
+
+SQLITE = "sqlite3"
+POSTGRES = "postgres"
+MYSQL = "mysql"
+DATABASE_TYPES = (SQLITE, POSTGRES, MYSQL)
+
+# Connection execution option that marks a transaction as one that will write.
+WRITE_OPTION = "spire_py_write"
+
+DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000  # go-sqlite3's default, as SPIRE uses
+
+
+@dataclass
+class PoolSettings:
+    max_open_conns: int | None = None
+    max_idle_conns: int | None = None
+    conn_max_lifetime: float | None = None  # seconds
+
+
+@dataclass
+class TLSFiles:
+    """Client TLS for MySQL (SPIRE's client_cert_path/client_key_path/root_ca_path)."""
+
+    client_cert_path: str = ""
+    client_key_path: str = ""
+    root_ca_path: str = ""
+
+    def any(self) -> bool:
+        return bool(self.client_cert_path or self.client_key_path or self.root_ca_path)
+
+
+@dataclass
+class SQLiteTarget:
+    path: str  # absolute file system path
+    uri: str  # what sqlite3.connect(uri=True) receives
+    busy_timeout_ms: int = DEFAULT_SQLITE_BUSY_TIMEOUT_MS
+    params: dict[str, str] = field(default_factory=dict)
+
+
+_URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def parse_sqlite_connection_string(conn: str) -> SQLiteTarget:
+    """Resolve a SPIRE sqlite3 connection string to an absolute file and a URI.
+
+    Relative paths resolve against the current directory at open time.
+    go-sqlite3 options (``_busy_timeout``, ``_journal_mode``, ...) are consumed
+    here; journal mode and foreign keys are always WAL and ON.
+    """
+    if not conn:
+        raise InvalidArgumentError("connection_string must be set")
+    params: dict[str, str] = {}
+    if conn.startswith("file:"):
+        rest = conn[len("file:") :]
+        rest, _, query = rest.partition("?")
+        rest = rest.partition("#")[0]
+        if rest.startswith("//"):
+            authority, slash, path_part = rest[2:].partition("/")
+            if authority not in ("", "localhost"):
+                raise InvalidArgumentError(
+                    f'sqlite3 connection string "{conn}": unsupported URI authority "{authority}"'
+                )
+            rest = slash + path_part
+        path = unquote(rest)
+        params = dict(parse_qsl(query, keep_blank_values=True))
+    elif _URL_SCHEME_RE.match(conn):
+        scheme = conn.split(":", 1)[0]
+        raise InvalidArgumentError(
+            f'sqlite3 connection string "{conn}": unsupported scheme "{scheme}"; '
+            "use a file path or a file: URI"
+        )
+    else:
+        path = conn
+    if not path or path == ":memory:" or params.get("mode") == "memory":
+        raise InvalidArgumentError(
+            f'sqlite3 connection string "{conn}": a database file path is required'
+        )
+    path = os.path.abspath(os.path.expanduser(path))
+
+    busy = DEFAULT_SQLITE_BUSY_TIMEOUT_MS
+    for key in ("_busy_timeout", "_timeout"):
+        if key in params:
+            try:
+                busy = int(params[key])
+            except ValueError:
+                raise InvalidArgumentError(
+                    f'sqlite3 connection string: {key} must be milliseconds, got "{params[key]}"'
+                ) from None
+    # Options prefixed with "_" belong to go-sqlite3; the rest go to sqlite itself.
+    sqlite_params = {k: v for k, v in params.items() if not k.startswith("_")}
+    uri = "file:" + quote(path, safe="/")
+    if sqlite_params:
+        uri += "?" + urlencode(sqlite_params)
+    return SQLiteTarget(path=path, uri=uri, busy_timeout_ms=busy, params=params)
+
+
+def prepare_sqlite_file(path: str) -> None:
+    """Create missing parent directories 0700 and the database file 0600."""
+    parent = os.path.dirname(path)
+    missing: list[str] = []
+    d = parent
+    while d and not os.path.isdir(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)  # mkdir honours the umask
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _sqlite_engine(target: SQLiteTarget, pool: PoolSettings, echo: bool) -> Engine:
+    prepare_sqlite_file(target.path)
+
+    def connect() -> sqlite3.Connection:
+        dbapi = sqlite3.connect(
+            target.uri,
+            uri=True,
+            timeout=target.busy_timeout_ms / 1000.0,
+            check_same_thread=False,  # pooled connections move between threads
+            isolation_level=None,  # we issue BEGIN ourselves (see _on_begin)
+        )
+        dbapi.execute(f"PRAGMA busy_timeout = {int(target.busy_timeout_ms)}")
+        dbapi.execute("PRAGMA foreign_keys = ON")
+        mode = dbapi.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            dbapi.close()
+            raise InvalidArgumentError(f'sqlite3 "{target.path}": cannot enable WAL journal mode')
+        return dbapi
+
+    kwargs: dict[str, Any] = {"creator": connect, "echo": echo}
+    kwargs.update(_pool_kwargs(pool))
+    engine = create_engine("sqlite+pysqlite://", **kwargs)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A writer takes the write lock up front (BEGIN IMMEDIATE) so it waits on
+        # the busy timeout instead of failing when upgrading a read lock; readers
+        # get a consistent WAL snapshot with a deferred BEGIN.
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def _pool_kwargs(pool: PoolSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    idle = pool.max_idle_conns
+    open_ = pool.max_open_conns
+    if idle is not None and idle >= 0:
+        kwargs["pool_size"] = idle
+    if open_ is not None and open_ > 0:
+        size = kwargs.get("pool_size", min(5, open_))
+        size = min(size, open_)
+        kwargs["pool_size"] = size
+        kwargs["max_overflow"] = open_ - size
+    if pool.conn_max_lifetime:
+        kwargs["pool_recycle"] = pool.conn_max_lifetime
+    return kwargs
+
+
+# --- PostgreSQL -------------------------------------------------------------
+
+_PG_SCHEMES = ("postgres://", "postgresql://")
+
+
+def postgres_engine_args(conn: str) -> tuple[URL | str, dict[str, Any]]:
+    """(url, connect_args) for psycopg 3 from a SPIRE postgres connection string."""
+    if conn.startswith(_PG_SCHEMES):
+        rest = conn.split("://", 1)[1]
+        return "postgresql+psycopg://" + rest, {}
+    if _URL_SCHEME_RE.match(conn):
+        raise InvalidArgumentError(f'postgres connection string: unsupported scheme in "{conn}"')
+    # libpq key=value pairs go to psycopg unchanged.
+    return URL.create("postgresql+psycopg"), {"conninfo": conn}
+
+
+# --- MySQL ------------------------------------------------------------------
+
+# [user[:password]@][net[(addr)]]/dbname[?param=value&...]
+_GO_DSN_RE = re.compile(
+    r"^(?:(?P<user>[^:@]*)(?::(?P<password>.*))?@)?"
+    r"(?:(?P<net>[a-z0-9]+)(?:\((?P<addr>[^)]*)\))?)?"
+    r"/(?P<db>[^?]*)(?:\?(?P<query>.*))?$"
+)
+
+
+def mysql_engine_args(conn: str, tls: TLSFiles | None = None) -> tuple[URL, dict[str, Any]]:
+    """(url, connect_args) for PyMySQL from a Go MySQL DSN (what SPIRE takes)."""
+    m = _GO_DSN_RE.match(conn)
+    if not m:
+        raise InvalidArgumentError(
+            f'mysql connection string "{_redact_dsn(conn)}": expected '
+            "user:password@tcp(host:port)/dbname?params"
+        )
+    net = m.group("net") or "tcp"
+    addr = m.group("addr") or ""
+    query: dict[str, str] = {"charset": "utf8mb4"}
+    host: str | None = None
+    port: int | None = None
+    if net == "unix":
+        query["unix_socket"] = addr or "/tmp/mysql.sock"
+    elif net in ("tcp", "tcp6"):
+        addr = addr or "127.0.0.1:3306"
+        if addr.startswith("["):  # [ipv6]:port
+            h, _, p = addr[1:].partition("]")
+            host, port_s = h, p.lstrip(":")
+        else:
+            host, _, port_s = addr.rpartition(":") if ":" in addr else (addr, "", "")
+        try:
+            port = int(port_s) if port_s else 3306
+        except ValueError:
+            raise InvalidArgumentError(f'mysql connection string: bad port "{port_s}"') from None
+    else:
+        raise InvalidArgumentError(f'mysql connection string: unsupported network "{net}"')
+    # Go driver options (parseTime, loc, timeout...) have no PyMySQL meaning; keep charset.
+    for k, v in parse_qsl(m.group("query") or "", keep_blank_values=True):
+        if k == "charset":
+            query["charset"] = v.split(",")[0]
+    url = URL.create(
+        "mysql+pymysql",
+        username=unquote(m.group("user")) if m.group("user") else None,
+        password=m.group("password") if m.group("password") is not None else None,
+        host=host,
+        port=port,
+        database=m.group("db") or None,
+        query=query,
+    )
+    connect_args: dict[str, Any] = {}
+    if tls is not None and tls.any():
+        ssl: dict[str, str] = {}
+        if tls.root_ca_path:
+            ssl["ca"] = tls.root_ca_path
+        if tls.client_cert_path:
+            ssl["cert"] = tls.client_cert_path
+        if tls.client_key_path:
+            ssl["key"] = tls.client_key_path
+        connect_args["ssl"] = ssl
+    return url, connect_args
+
+
+def _redact_dsn(conn: str) -> str:
+    return re.sub(r"^([^:@]*):[^@]*@", r"\1:****@", conn)
+
+
+def create_store_engine(
+    database_type: str,
+    connection_string: str,
+    pool: PoolSettings,
+    *,
+    echo: bool = False,
+    tls: TLSFiles | None = None,
+) -> Engine:
+    if database_type == SQLITE:
+        return _sqlite_engine(parse_sqlite_connection_string(connection_string), pool, echo)
+    if database_type == POSTGRES:
+        url, connect_args = postgres_engine_args(connection_string)
+    elif database_type == MYSQL:
+        url, connect_args = mysql_engine_args(connection_string, tls)
+    else:
+        raise InvalidArgumentError(
+            f'unsupported database_type "{database_type}"; use one of {", ".join(DATABASE_TYPES)}'
+        )
+    kwargs: dict[str, Any] = {"echo": echo, "connect_args": connect_args}
+    kwargs.update(_pool_kwargs(pool))
+    kwargs["pool_pre_ping"] = True
+    try:
+        return create_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:
+        driver = "psycopg" if database_type == POSTGRES else "PyMySQL"
+        raise InvalidArgumentError(
+            f'database_type "{database_type}" needs the {driver} package: {exc}'
+        ) from exc

@@ -1,0 +1,34 @@
+"""DataStore errors, one per gRPC status the API layer maps them to.
+
+DataStoreError -> Internal/Unknown, NotFoundError -> NotFound,
+AlreadyExistsError -> AlreadyExists, InvalidArgumentError -> InvalidArgument,
+ConflictError -> FailedPrecondition (e.g. deleting a bundle still federated with entries).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DataStoreError(Exception):
+    """A datastore operation failed; the message says what and on which input."""
+
+
+class NotFoundError(DataStoreError):
+    """The record the operation needs does not exist."""
+
+
+class AlreadyExistsError(DataStoreError):
+    """A record with the same identity exists; ``existing`` carries it when known."""
+
+    def __init__(self, message: str, existing: Any = None) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+class InvalidArgumentError(DataStoreError):
+    """The request is malformed (missing field, bad token, value too long...)."""
+
+
+class ConflictError(DataStoreError):
+    """The current state forbids the operation (SPIRE's FailedPrecondition)."""

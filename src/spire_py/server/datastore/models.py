@@ -1,0 +1,115 @@
+"""Plain value objects the DataStore stores and returns.
+
+Times are unix seconds; 0 means "not set" (never expires, no new cert...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MATCH_EXACT = "exact"
+MATCH_SUBSET = "subset"
+MATCH_SUPERSET = "superset"
+MATCH_ANY = "any"
+MATCH_BEHAVIOURS = (MATCH_EXACT, MATCH_SUBSET, MATCH_SUPERSET, MATCH_ANY)
+
+
+@dataclass(frozen=True, order=True)
+class Selector:
+    type: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.value}"
+
+
+@dataclass
+class Entry:
+    """A registration entry. ``id`` is assigned by the store when empty."""
+
+    id: str = ""
+    spiffe_id: str = ""
+    parent_id: str = ""
+    selectors: list[Selector] = field(default_factory=list)
+    x509_svid_ttl: int = 0
+    jwt_svid_ttl: int = 0
+    dns_names: list[str] = field(default_factory=list)
+    admin: bool = False
+    downstream: bool = False
+    federates_with: list[str] = field(default_factory=list)
+    expires_at: int = 0
+    hint: str = ""
+    store_svid: bool = False
+    created_at: int = 0
+    revision_number: int = 0
+
+
+@dataclass
+class AttestedNode:
+    spiffe_id: str
+    attestation_type: str = ""
+    cert_serial_number: str = ""
+    cert_not_after: int = 0
+    new_cert_serial_number: str = ""
+    new_cert_not_after: int = 0
+    can_reattest: bool = False
+    selectors: list[Selector] = field(default_factory=list)
+
+    @property
+    def banned(self) -> bool:
+        # SPIRE bans an agent by clearing its serial numbers.
+        return self.cert_serial_number == "" and self.new_cert_serial_number == ""
+
+
+@dataclass
+class JoinToken:
+    token: str
+    expires_at: int
+
+
+@dataclass
+class JWTKey:
+    key_id: str
+    public_key: bytes  # DER SubjectPublicKeyInfo
+    expires_at: int
+    tainted: bool = False
+
+
+@dataclass
+class Bundle:
+    trust_domain_id: str  # "spiffe://example.org"
+    x509_authorities: list[bytes] = field(default_factory=list)  # DER certificates
+    jwt_authorities: list[JWTKey] = field(default_factory=list)
+    refresh_hint: int = 0
+    sequence_number: int = 0
+
+
+# Field names accepted in update masks.
+ENTRY_MASK_FIELDS = frozenset(
+    {
+        "spiffe_id",
+        "parent_id",
+        "selectors",
+        "x509_svid_ttl",
+        "jwt_svid_ttl",
+        "dns_names",
+        "admin",
+        "downstream",
+        "federates_with",
+        "expires_at",
+        "hint",
+        "store_svid",
+    }
+)
+NODE_MASK_FIELDS = frozenset(
+    {
+        "cert_serial_number",
+        "cert_not_after",
+        "new_cert_serial_number",
+        "new_cert_not_after",
+        "can_reattest",
+    }
+)
+BUNDLE_MASK_FIELDS = frozenset(
+    {"x509_authorities", "jwt_authorities", "refresh_hint", "sequence_number"}
+)
