@@ -1,0 +1,322 @@
+"""The SPIFFE Workload API served by the agent, with SPIRE's semantics.
+
+Every call must carry ``workload.spiffe.io: true``; the caller is identified by
+SO_PEERCRED on the Unix connection and attested by every WorkloadAttestor. The
+streaming calls push a new message whenever what the caller sees changes and end
+with PermissionDenied when the caller no longer has an identity, as SPIRE does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Any, Iterable, Optional, Sequence
+
+from cryptography.hazmat.primitives import serialization
+from google.protobuf import json_format, struct_pb2
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from ...common import log
+from ...common.spiffeid import SpiffeId, SpiffeIdError
+from ...proto.workload import workload_pb2 as pb
+from ...proto.workload.workload_grpc import SpiffeWorkloadAPIBase
+from ...server.datastore.models import Entry, Selector
+from ..cache import CachedSVID, WorkloadCache
+from ..plugins.workloadattestor.base import WorkloadAttestor
+from .caller import Caller, CallerGone, CallerRegistry
+from .jwks import jwks_json, jwt_authorities_of
+
+_log = log.get("workload_api")
+
+HEADER = "workload.spiffe.io"
+# Claims of a foreign JWT-SVID passed back to the caller unless configured otherwise (SPIRE's rule).
+_ALWAYS_ALLOWED_CLAIMS = frozenset({"sub", "exp", "aud"})
+
+
+def filter_hints(entries: Sequence[Entry]) -> list[Entry]:
+    """At most one entry per non-empty hint: the oldest wins, then the lowest entry id."""
+    keep: dict[str, Entry] = {}
+    for e in entries:
+        if not e.hint:
+            continue
+        cur = keep.get(e.hint)
+        if cur is None or (e.created_at, e.id) < (cur.created_at, cur.id):
+            keep[e.hint] = e
+    return [e for e in entries if not e.hint or keep[e.hint] is e]
+
+
+def der_certs(certs: Iterable[Any]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
+
+
+def _pkcs8(svid: CachedSVID) -> bytes:
+    return svid.key.private_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _status(code: Status, message: str) -> GRPCError:
+    return GRPCError(code, message)
+
+
+class _Call:
+    """One call's context: method, caller and the fields logged once when it settles."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.caller: Optional[Caller] = None
+        self.start = time.monotonic()
+        self.logged = False
+
+    @property
+    def quiet(self) -> bool:
+        # The agent's own health checks use the API; don't fill the logs with them.
+        return self.caller is not None and self.caller.pid == os.getpid()
+
+    def log(self, level: int, msg: str, **fields: Any) -> None:
+        """Successes are logged once per call (a stream's first message); failures always."""
+        if self.quiet or (level < logging.WARNING and self.logged):
+            return
+        self.logged = True
+        base: dict[str, Any] = {"method": self.method}
+        if self.caller is not None:
+            base.update(pid=self.caller.pid, uid=self.caller.uid, gid=self.caller.gid)
+        base.update(fields)
+        _log.log(level, msg, extra=log.fields(**base))
+
+
+class WorkloadAPIService(SpiffeWorkloadAPIBase):
+    def __init__(
+        self,
+        cache: WorkloadCache,
+        attestors: Sequence[WorkloadAttestor],
+        *,
+        allow_unauthenticated_verifiers: bool = False,
+        allowed_foreign_jwt_claims: Iterable[str] = (),
+    ) -> None:
+        self.cache = cache
+        self.attestors = list(attestors)
+        self.allow_unauthenticated_verifiers = allow_unauthenticated_verifiers
+        self.allowed_foreign_jwt_claims = frozenset(allowed_foreign_jwt_claims) | _ALWAYS_ALLOWED_CLAIMS
+        # Filled by the server on accept (see server.py); without it callers are looked up per call.
+        self.callers = CallerRegistry()
+
+    # --- identity -----------------------------------------------------------------------
+    @staticmethod
+    def _check_header(stream: Any, call: _Call) -> None:
+        values = stream.metadata.getall(HEADER, []) if stream.metadata is not None else []
+        if values != ["true"]:
+            call.log(logging.ERROR, "Security header missing from request")
+            raise _status(Status.INVALID_ARGUMENT, "security header missing from request")
+
+    async def _attest(self, stream: Any, call: _Call) -> list[Selector]:
+        transport = stream.peer._transport
+        caller = self.callers.lookup(transport)
+        owned = caller is None
+        if caller is None:
+            try:
+                caller = Caller.of_transport(transport)
+            except OSError as exc:
+                call.log(logging.ERROR, "Could not read caller credentials", error=str(exc))
+                raise _status(Status.INTERNAL, "could not read caller credentials") from None
+        call.caller = caller
+        try:
+            results = await asyncio.gather(
+                *(a.attest(caller.pid, caller.uid, caller.gid) for a in self.attestors), return_exceptions=True
+            )
+            selectors: set[Selector] = set()
+            errors: list[str] = []
+            for attestor, res in zip(self.attestors, results):
+                if isinstance(res, asyncio.CancelledError):
+                    raise res
+                if isinstance(res, BaseException):
+                    errors.append(f'workload attestor "{attestor.NAME}" failed: {res}')
+                else:
+                    selectors.update(res)
+            if self.attestors and len(errors) == len(self.attestors):
+                call.log(logging.ERROR, "Workload attestation failed", error="; ".join(errors))
+                raise _status(Status.UNAVAILABLE, "workload attestation failed")
+            if errors and not call.quiet:
+                _log.error("Failed to collect all selectors", extra=log.fields(pid=caller.pid, error="; ".join(errors)))
+            try:
+                caller.is_alive()
+            except CallerGone as exc:
+                call.log(logging.WARNING, "Caller went away during attestation", error=str(exc))
+                raise _status(
+                    Status.UNAUTHENTICATED, f"could not verify existence of the original caller: {exc}"
+                ) from None
+            return sorted(selectors)
+        finally:
+            if owned:
+                caller.close()
+
+    def _no_identity(self, call: _Call, selectors: Sequence[Selector]) -> GRPCError:
+        call.log(logging.ERROR, "No identity issued", registered=False,
+                 selectors=",".join(str(s) for s in selectors))
+        return _status(Status.PERMISSION_DENIED, "no identity issued")
+
+    def _entries(self, selectors: Sequence[Selector]) -> list[Entry]:
+        return filter_hints(self.cache.entries_for(selectors))
+
+    # --- FetchX509SVID ------------------------------------------------------------------
+    def _x509_svid_response(self, entries: list[Entry]) -> Optional[pb.X509SVIDResponse]:
+        """None while the bundle or an entry's SVID is not in the cache yet."""
+        bundle = self.cache.own_bundle()
+        if bundle is None:
+            return None
+        svids = []
+        for e in entries:
+            svid = self.cache.svids.get(e.id)
+            if svid is None:
+                return None
+            svids.append(svid)
+        roots = der_certs(bundle.x509_authorities)
+        resp = pb.X509SVIDResponse()
+        for e, s in zip(entries, svids):
+            resp.svids.add(spiffe_id=e.spiffe_id, x509_svid=der_certs(s.chain), x509_svid_key=_pkcs8(s),
+                           bundle=roots, hint=e.hint)
+        for td, fb in self.cache.federated_bundles_for(entries).items():
+            resp.federated_bundles[td] = der_certs(fb.x509_authorities)
+        return resp
+
+    async def FetchX509SVID(self, stream: Any) -> None:
+        call = _Call("FetchX509SVID")
+        self._check_header(stream, call)
+        await stream.recv_message()
+        selectors = await self._attest(stream, call)
+        last: Optional[bytes] = None
+        while True:
+            version = self.cache.version
+            entries = self._entries(selectors)
+            if not entries:
+                raise self._no_identity(call, selectors)
+            resp = self._x509_svid_response(entries)
+            if resp is not None:
+                wire = resp.SerializeToString(deterministic=True)
+                if wire != last:
+                    await stream.send_message(resp)
+                    last = wire
+                    call.log(logging.DEBUG, "Fetched X.509 SVID", registered=True, count=len(resp.svids),
+                             spiffe_id=",".join(s.spiffe_id for s in resp.svids))
+            await self.cache.wait_change(version)
+
+    # --- bundles -------------------------------------------------------------------------
+    def _bundles(self, entries: list[Entry]) -> Optional[dict[str, Any]]:
+        """Own bundle plus, for a caller with an identity, the federated ones its entries name."""
+        own = self.cache.own_bundle()
+        if own is None:
+            return None
+        out = {self.cache.trust_domain.id_string(): own}
+        if entries:
+            out.update(self.cache.federated_bundles_for(entries))
+        return out
+
+    async def _bundle_stream(self, stream: Any, call: _Call, make: Any) -> None:
+        self._check_header(stream, call)
+        await stream.recv_message()
+        selectors = await self._attest(stream, call)
+        last: Optional[bytes] = None
+        while True:
+            version = self.cache.version
+            entries = self._entries(selectors)
+            if not entries and not self.allow_unauthenticated_verifiers:
+                raise self._no_identity(call, selectors)
+            bundles = self._bundles(entries)
+            if bundles is not None:
+                resp = make(bundles)
+                wire = resp.SerializeToString(deterministic=True)
+                if wire != last:
+                    await stream.send_message(resp)
+                    last = wire
+                    call.log(logging.DEBUG, "Fetched bundles", registered=bool(entries),
+                             trust_domains=",".join(sorted(bundles)))
+            await self.cache.wait_change(version)
+
+    async def FetchX509Bundles(self, stream: Any) -> None:
+        def make(bundles: dict[str, Any]) -> pb.X509BundlesResponse:
+            resp = pb.X509BundlesResponse()
+            for td, b in bundles.items():
+                resp.bundles[td] = der_certs(b.x509_authorities)
+            return resp
+
+        await self._bundle_stream(stream, _Call("FetchX509Bundles"), make)
+
+    async def FetchJWTBundles(self, stream: Any) -> None:
+        def make(bundles: dict[str, Any]) -> pb.JWTBundlesResponse:
+            resp = pb.JWTBundlesResponse()
+            for td, b in bundles.items():
+                resp.bundles[td] = jwks_json(b)
+            return resp
+
+        await self._bundle_stream(stream, _Call("FetchJWTBundles"), make)
+
+    # --- JWT-SVIDs ----------------------------------------------------------------------
+    async def FetchJWTSVID(self, stream: Any) -> None:
+        call = _Call("FetchJWTSVID")
+        self._check_header(stream, call)
+        req = await stream.recv_message()
+        audience = list(req.audience)
+        if not audience:
+            call.log(logging.ERROR, "Missing required audience parameter")
+            raise _status(Status.INVALID_ARGUMENT, "audience must be specified")
+        if req.spiffe_id:
+            try:
+                SpiffeId.parse(req.spiffe_id)
+            except SpiffeIdError as exc:
+                call.log(logging.ERROR, "Invalid requested SPIFFE ID", spiffe_id=req.spiffe_id, error=str(exc))
+                raise _status(Status.INVALID_ARGUMENT, f"invalid requested SPIFFE ID: {exc}") from None
+        selectors = await self._attest(stream, call)
+        resp = pb.JWTSVIDResponse()
+        for e in self._entries(selectors):
+            if req.spiffe_id and e.spiffe_id != req.spiffe_id:
+                continue
+            try:
+                jwt = await self.cache.jwt_svid(e, audience)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = exc.message if isinstance(exc, GRPCError) else str(exc)
+                call.log(logging.ERROR, "Could not fetch JWT-SVID", spiffe_id=e.spiffe_id, error=reason)
+                raise _status(Status.UNAVAILABLE, f"could not fetch JWT-SVID: {reason}") from None
+            resp.svids.add(spiffe_id=e.spiffe_id, svid=jwt.token, hint=e.hint)
+        if not resp.svids:
+            raise self._no_identity(call, selectors)
+        call.log(logging.DEBUG, "Fetched JWT SVID", registered=True, audience=",".join(audience),
+                 spiffe_id=",".join(s.spiffe_id for s in resp.svids))
+        await stream.send_message(resp)
+
+    async def ValidateJWTSVID(self, stream: Any) -> None:
+        from ...common.jwtsvid import validate_jwt_svid
+
+        call = _Call("ValidateJWTSVID")
+        self._check_header(stream, call)
+        req = await stream.recv_message()
+        if not req.audience:
+            call.log(logging.ERROR, "Missing required audience parameter")
+            raise _status(Status.INVALID_ARGUMENT, "audience must be specified")
+        if not req.svid:
+            call.log(logging.ERROR, "Missing required svid parameter")
+            raise _status(Status.INVALID_ARGUMENT, "svid must be specified")
+        # Any attested caller may validate; the keys are those of the bundles it can see.
+        selectors = await self._attest(stream, call)
+        bundles = self._bundles(self._entries(selectors)) or {}
+        keys = {td: jwt_authorities_of(b) for td, b in bundles.items()}
+        try:
+            spiffe_id, claims = validate_jwt_svid(req.svid, req.audience, keys)
+        except Exception as exc:  # every validation failure is the token's fault
+            call.log(logging.WARNING, "Failed to validate JWT", audience=req.audience, error=str(exc))
+            raise _status(Status.INVALID_ARGUMENT, str(exc)) from None
+        sid = str(spiffe_id)
+        claims = dict(claims)
+        if SpiffeId.parse(sid).trust_domain != self.cache.trust_domain:
+            claims = {k: v for k, v in claims.items() if k in self.allowed_foreign_jwt_claims}
+        if isinstance(claims.get("aud"), str):
+            claims["aud"] = [claims["aud"]]
+        s = struct_pb2.Struct()
+        json_format.Parse(json.dumps(claims, default=str), s)
+        call.log(logging.DEBUG, "Successfully validated JWT", audience=req.audience, spiffe_id=sid)
+        await stream.send_message(pb.ValidateJWTSVIDResponse(spiffe_id=sid, claims=s))

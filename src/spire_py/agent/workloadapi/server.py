@@ -1,0 +1,108 @@
+"""The Workload API's Unix socket: created as SPIRE does it, callers tracked from accept.
+
+The socket is world-connectable (0777, SPIRE's convention): the Workload API
+authorizes by attesting the caller, not by file permissions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from typing import Any, Iterable, Optional
+
+from grpclib.server import Server
+
+from ...common import log
+from .handler import WorkloadAPIService
+
+_log = log.get("workload_api")
+
+SOCKET_MODE = 0o777
+DIR_MODE = 0o755
+CLOSE_TIMEOUT = 5.0
+
+
+class WorkloadAPIServer(Server):
+    """A grpclib Server that tells the service about each connection as it is accepted,
+    so the caller's /proc entry is pinned before any request is read (pid-reuse guard)."""
+
+    def __init__(self, service: WorkloadAPIService, extra_services: Iterable[Any] = ()) -> None:
+        super().__init__([service, *extra_services])
+        self.service = service
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        registry = self.service.callers
+        made, lost = protocol.connection_made, protocol.connection_lost
+        conn: dict[str, Any] = {}
+
+        def connection_made(transport: Any) -> None:
+            conn["transport"] = transport
+            registry.connection_made(transport)
+            made(transport)
+
+        def connection_lost(exc: Optional[BaseException]) -> None:
+            try:
+                lost(exc)
+            finally:
+                if "transport" in conn:
+                    registry.connection_lost(conn.pop("transport"))
+
+        protocol.connection_made = connection_made  # type: ignore[method-assign]
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+        return protocol
+
+
+def _prepare_dir(path: str) -> None:
+    missing = []
+    d = os.path.dirname(os.path.abspath(path))
+    while d and not os.path.isdir(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    for d in reversed(missing):
+        os.mkdir(d, DIR_MODE)
+        os.chmod(d, DIR_MODE)  # mkdir's mode is filtered by the umask
+
+
+def _remove_stale(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise OSError(f"cannot listen on {path}: it is a directory")
+    os.unlink(path)
+
+
+async def serve_workload_api(
+    socket_path: str, service: WorkloadAPIService, extra_services: Iterable[Any] = ()
+) -> WorkloadAPIServer:
+    """Listen on ``socket_path`` (parent created 0755, stale socket removed, socket 0777)."""
+    _prepare_dir(socket_path)
+    _remove_stale(socket_path)
+    server = WorkloadAPIServer(service, extra_services)
+    await server.start(path=socket_path)
+    try:
+        os.chmod(socket_path, SOCKET_MODE)
+    except OSError as exc:
+        server.close()
+        await server.wait_closed()
+        raise OSError(f"unable to change UDS permissions: {exc}") from None
+    return server
+
+
+async def close_workload_api(server: Server, socket_path: Optional[str] = None) -> None:
+    """Stop accepting, end every stream, and remove the socket file."""
+    server.close()
+    try:
+        await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
+    except asyncio.TimeoutError:
+        _log.warning("Workload API streams did not end in time")
+    if isinstance(server, WorkloadAPIServer):
+        server.service.callers.close()
+    if socket_path:
+        try:
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass

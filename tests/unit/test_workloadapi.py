@@ -1,0 +1,312 @@
+"""The agent's Workload API, exercised by py-spiffe's unmodified client over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import threading
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from spiffe import TrustDomain as PyTrustDomain, WorkloadApiClient
+from spiffe.workloadapi.errors import ValidateJwtSvidError
+
+from spire_py.agent.workloadapi.handler import filter_hints
+from spire_py.proto.workload import workload_grpc, workload_pb2 as pb
+from spire_py.server.datastore.models import Entry
+
+from test_workloadapi_fixtures import FEDERATED_TD, TD_ID, WORKLOAD_ID, uid_selector, world  # noqa: F401
+
+HEADER = {"workload.spiffe.io": "true"}
+
+
+def client_for(w) -> WorkloadApiClient:
+    return WorkloadApiClient(f"unix://{w.socket_path}", default_timeout=10)
+
+
+async def in_thread(fn, *args):
+    return await asyncio.to_thread(fn, *args)
+
+
+def der(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+# --- the socket ------------------------------------------------------------------------------
+async def test_socket_is_world_connectable_in_a_0755_directory(world):
+    assert stat.S_IMODE(os.stat(world.socket_path).st_mode) == 0o777
+    assert stat.S_IMODE(os.stat(os.path.dirname(world.socket_path)).st_mode) == 0o755
+    assert stat.S_ISSOCK(os.stat(world.socket_path).st_mode)
+
+
+async def test_stale_socket_is_replaced_and_close_removes_the_socket(tmp_path):
+    from test_workloadapi_fixtures import new_world, short_dir
+
+    from spire_py.agent.workloadapi.server import close_workload_api, serve_workload_api
+
+    w = new_world(short_dir())
+    os.makedirs(os.path.dirname(w.socket_path))
+    open(w.socket_path, "w").close()  # left over from a crashed agent
+    server = await serve_workload_api(w.socket_path, w.service)
+    assert stat.S_ISSOCK(os.stat(w.socket_path).st_mode)
+    await close_workload_api(server, w.socket_path)
+    assert not os.path.exists(w.socket_path)
+
+
+# --- X.509-SVIDs -----------------------------------------------------------------------------
+async def test_py_spiffe_fetches_the_x509_svid_with_its_id_and_key(world):
+    entry = world.add_entry(hint="internal")
+    expected = world.cache.svids[entry.id]
+    with client_for(world) as client:
+        svid = await in_thread(client.fetch_x509_svid)
+        ctx = await in_thread(client.fetch_x509_context)
+    assert str(svid.spiffe_id) == WORKLOAD_ID
+    assert svid.leaf.serial_number == expected.chain[0].serial_number
+    assert der(svid.private_key) == der(expected.key)
+    own = ctx.x509_bundle_set.get_bundle_for_trust_domain(PyTrustDomain("example.org"))
+    assert [c.serial_number for c in own.x509_authorities] == [world.ca.cert.serial_number]
+
+
+async def test_svid_response_carries_hint_bundle_and_federated_bundles(world):
+    world.add_entry(hint="internal", federates_with=[FEDERATED_TD])
+    async with raw(world) as stub:
+        async with stub.FetchX509SVID.open(metadata=HEADER) as stream:
+            await stream.send_message(pb.X509SVIDRequest(), end=True)
+            resp = await stream.recv_message()
+            await stream.cancel()
+    [svid] = resp.svids
+    assert svid.hint == "internal"
+    assert svid.bundle == world.ca.cert.public_bytes(serialization.Encoding.DER)
+    assert set(resp.federated_bundles) == {FEDERATED_TD}
+    assert resp.federated_bundles[FEDERATED_TD] == world.partner.cert.public_bytes(serialization.Encoding.DER)
+
+
+async def test_stream_pushes_a_rotated_svid_after_publish(world):
+    entry = world.add_entry()
+    first_serial = world.cache.svids[entry.id].chain[0].serial_number
+    got: list = []
+    errors: list = []
+    two = threading.Event()
+
+    def on_success(ctx):
+        got.append(ctx.default_svid.leaf.serial_number)
+        if len(got) >= 2:
+            two.set()
+
+    with client_for(world) as client:
+        handle = client.stream_x509_contexts(on_success, errors.append, retry_connect=False)
+        try:
+            for _ in range(100):
+                if got:
+                    break
+                await asyncio.sleep(0.05)
+            assert got == [first_serial]
+            rotated = world.issue(entry)
+            await world.cache.publish()
+            assert await in_thread(two.wait, 10)
+        finally:
+            handle.cancel()
+    assert got[-1] == rotated.chain[0].serial_number != first_serial
+    assert not errors
+
+
+async def test_unrelated_cache_changes_do_not_repeat_the_svid(world):
+    world.add_entry()
+    async with raw(world) as stub:
+        async with stub.FetchX509SVID.open(metadata=HEADER) as stream:
+            await stream.send_message(pb.X509SVIDRequest(), end=True)
+            await stream.recv_message()
+            world.add_entry("spiffe://example.org/other", selectors=[uid_selector(os.getuid() + 4242)])
+            await world.cache.publish()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stream.recv_message(), 0.3)
+            await stream.cancel()
+
+
+async def test_caller_whose_uid_matches_no_entry_is_denied(world):
+    world.add_entry(selectors=[uid_selector(os.getuid() + 4242)])
+    async with raw(world) as stub:
+        for method, req in ((stub.FetchX509SVID, pb.X509SVIDRequest()),
+                            (stub.FetchX509Bundles, pb.X509BundlesRequest()),
+                            (stub.FetchJWTBundles, pb.JWTBundlesRequest())):
+            with pytest.raises(GRPCError) as err:
+                async with method.open(metadata=HEADER) as stream:
+                    await stream.send_message(req, end=True)
+                    await stream.recv_message()
+            assert err.value.status == Status.PERMISSION_DENIED
+            assert err.value.message == "no identity issued"
+        with pytest.raises(GRPCError) as err:
+            await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"]), metadata=HEADER)
+        assert err.value.status == Status.PERMISSION_DENIED
+
+
+async def test_stream_ends_with_permission_denied_when_the_entry_goes_away(world):
+    entry = world.add_entry()
+    async with raw(world) as stub:
+        with pytest.raises(GRPCError) as err:
+            async with stub.FetchX509SVID.open(metadata=HEADER) as stream:
+                await stream.send_message(pb.X509SVIDRequest(), end=True)
+                assert (await stream.recv_message()).svids
+                del world.cache.entries[entry.id]
+                await world.cache.publish()
+                await asyncio.wait_for(stream.recv_message(), 5)
+    assert err.value.status == Status.PERMISSION_DENIED
+
+
+async def test_missing_security_header_is_invalid_argument(world):
+    world.add_entry()
+    async with raw(world) as stub:
+        with pytest.raises(GRPCError) as err:
+            async with stub.FetchX509SVID.open() as stream:
+                await stream.send_message(pb.X509SVIDRequest(), end=True)
+                await stream.recv_message()
+        assert err.value.status == Status.INVALID_ARGUMENT
+        assert err.value.message == "security header missing from request"
+        for value in ("false", "TRUE"):
+            with pytest.raises(GRPCError) as err:
+                await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"]), metadata={"workload.spiffe.io": value})
+            assert err.value.status == Status.INVALID_ARGUMENT
+
+
+# --- bundles ---------------------------------------------------------------------------------
+async def test_fetch_x509_bundles_gives_own_and_federated_roots(world):
+    world.add_entry(federates_with=[FEDERATED_TD])
+    with client_for(world) as client:
+        bundles = await in_thread(client.fetch_x509_bundles)
+    own = bundles.get_bundle_for_trust_domain(PyTrustDomain("example.org"))
+    partner = bundles.get_bundle_for_trust_domain(PyTrustDomain("partner.test"))
+    assert [c.serial_number for c in own.x509_authorities] == [world.ca.cert.serial_number]
+    assert [c.serial_number for c in partner.x509_authorities] == [world.partner.cert.serial_number]
+
+
+async def test_bundle_streams_push_when_the_bundle_changes(world):
+    from test_workloadapi_fixtures import CA, make_bundle
+
+    world.add_entry()
+    async with raw(world) as stub:
+        async with stub.FetchX509Bundles.open(metadata=HEADER) as stream:
+            await stream.send_message(pb.X509BundlesRequest(), end=True)
+            first = await stream.recv_message()
+            assert set(first.bundles) == {TD_ID}
+            new_root = CA("second root").cert
+            world.cache.bundles[TD_ID] = make_bundle(TD_ID, [world.ca.cert, new_root])
+            await world.cache.publish()
+            second = await asyncio.wait_for(stream.recv_message(), 5)
+            await stream.cancel()
+    assert len(second.bundles[TD_ID]) > len(first.bundles[TD_ID])
+
+
+async def test_fetch_jwt_bundles_is_a_jwks_py_spiffe_reads(world):
+    world.add_entry()
+    with client_for(world) as client:
+        bundles = await in_thread(client.fetch_jwt_bundles)
+    own = bundles.get_bundle_for_trust_domain(PyTrustDomain("example.org"))
+    key = own.get_jwt_authority("k1")
+    assert key.public_numbers() == world.jwt_key.public_key().public_numbers()
+
+
+# --- JWT-SVIDs -------------------------------------------------------------------------------
+async def test_fetch_jwt_svid_for_an_audience(world):
+    world.add_entry(hint="internal")
+    with client_for(world) as client:
+        svid = await in_thread(client.fetch_jwt_svid, {"db"})
+    assert str(svid.spiffe_id) == WORKLOAD_ID
+    assert svid.audience == {"db"}
+    claims = pyjwt.decode(svid.token, world.jwt_key.public_key(), algorithms=["ES256"], audience="db")
+    assert claims["sub"] == WORKLOAD_ID
+
+
+async def test_fetch_jwt_svid_requires_audience_and_a_spiffe_id_of_the_caller(world):
+    world.add_entry()
+    world.add_entry("spiffe://example.org/second")
+    async with raw(world) as stub:
+        with pytest.raises(GRPCError) as err:
+            await stub.FetchJWTSVID(pb.JWTSVIDRequest(), metadata=HEADER)
+        assert (err.value.status, err.value.message) == (Status.INVALID_ARGUMENT, "audience must be specified")
+        with pytest.raises(GRPCError) as err:
+            await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"], spiffe_id="not-an-id"), metadata=HEADER)
+        assert err.value.status == Status.INVALID_ARGUMENT
+        with pytest.raises(GRPCError) as err:
+            await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"], spiffe_id="spiffe://example.org/someone-else"),
+                                    metadata=HEADER)
+        assert err.value.status == Status.PERMISSION_DENIED
+        both = await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"]), metadata=HEADER)
+        one = await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"], spiffe_id="spiffe://example.org/second"),
+                                      metadata=HEADER)
+    assert sorted(s.spiffe_id for s in both.svids) == ["spiffe://example.org/second", WORKLOAD_ID]
+    assert [s.spiffe_id for s in one.svids] == ["spiffe://example.org/second"]
+
+
+async def test_validate_jwt_svid_accepts_a_real_token_and_refuses_wrong_audience_or_forgery(world):
+    world.add_entry()
+    with client_for(world) as client:
+        token = (await in_thread(client.fetch_jwt_svid, {"db"})).token
+        ok = await in_thread(client.validate_jwt_svid, token, "db")
+        assert str(ok.spiffe_id) == WORKLOAD_ID
+        with pytest.raises(ValidateJwtSvidError):
+            await in_thread(client.validate_jwt_svid, token, "not-db")
+        forger = ec.generate_private_key(ec.SECP256R1())
+        forged = pyjwt.encode({"sub": WORKLOAD_ID, "aud": "db", "exp": 2**31}, forger, algorithm="ES256",
+                              headers={"kid": "k1"})
+        with pytest.raises(ValidateJwtSvidError):
+            await in_thread(client.validate_jwt_svid, forged, "db")
+
+
+async def test_validate_returns_claims_and_names_the_reason_for_refusal(world):
+    world.add_entry()
+    async with raw(world) as stub:
+        token = (await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"]), metadata=HEADER)).svids[0].svid
+        resp = await stub.ValidateJWTSVID(pb.ValidateJWTSVIDRequest(audience="db", svid=token), metadata=HEADER)
+        assert resp.spiffe_id == WORKLOAD_ID
+        assert list(resp.claims["aud"]) == ["db"]  # a single audience is returned as a list, as SPIRE does
+        assert resp.claims["sub"] == WORKLOAD_ID
+        for req, msg in ((pb.ValidateJWTSVIDRequest(svid=token), "audience must be specified"),
+                         (pb.ValidateJWTSVIDRequest(audience="db"), "svid must be specified")):
+            with pytest.raises(GRPCError) as err:
+                await stub.ValidateJWTSVID(req, metadata=HEADER)
+            assert (err.value.status, err.value.message) == (Status.INVALID_ARGUMENT, msg)
+        with pytest.raises(GRPCError) as err:
+            await stub.ValidateJWTSVID(pb.ValidateJWTSVIDRequest(audience="other", svid=token), metadata=HEADER)
+        assert err.value.status == Status.INVALID_ARGUMENT and err.value.message
+
+
+async def test_jwt_minting_failure_is_unavailable(world):
+    world.add_entry()
+
+    async def broken(entry, audience):
+        raise RuntimeError("agent is not connected to a server")
+
+    world.cache.jwt_minter = broken
+    async with raw(world) as stub:
+        with pytest.raises(GRPCError) as err:
+            await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"]), metadata=HEADER)
+    assert err.value.status == Status.UNAVAILABLE
+    assert "could not fetch JWT-SVID" in err.value.message
+
+
+# --- pieces ----------------------------------------------------------------------------------
+def test_duplicate_hints_keep_the_oldest_entry():
+    a = Entry(id="a", spiffe_id="spiffe://example.org/a", hint="h", created_at=20)
+    b = Entry(id="b", spiffe_id="spiffe://example.org/b", hint="h", created_at=10)
+    c = Entry(id="c", spiffe_id="spiffe://example.org/c")
+    assert filter_hints([a, b, c]) == [b, c]
+
+
+class raw:
+    """A grpclib client on the agent socket, without py-spiffe's header interceptor."""
+
+    def __init__(self, w) -> None:
+        self.channel = Channel(path=w.socket_path)
+
+    async def __aenter__(self):
+        return workload_grpc.SpiffeWorkloadAPIStub(self.channel)
+
+    async def __aexit__(self, *exc):
+        self.channel.close()
