@@ -1,0 +1,460 @@
+"""spire-agent api fetch [x509|jwt] | validate jwt | watch: Workload API clients, as SPIRE's.
+
+Each command is an ordinary Workload API client: it dials the agent's public
+socket, sends the ``workload.spiffe.io: true`` header and prints what it gets in
+SPIRE's pretty format or, with ``-output json``, as SPIRE's protojson shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import tempfile
+import time
+from typing import Any, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from google.protobuf import json_format
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from ...common.cli import App, CommandError, Context, FlagSet
+from ...common.duration import format_duration_ns
+from ...common.spiffeid import SpiffeId, SpiffeIdError
+from ...proto.workload import workload_grpc, workload_pb2 as pb
+
+DEFAULT_SOCKET = "/tmp/spire-agent/public/api.sock"
+DEFAULT_TIMEOUT = 5
+HEADER = {"workload.spiffe.io": "true"}
+OUTPUT_USAGE = "Desired output format (pretty, json); default: pretty."
+WATCH_RETRY = 1.0
+
+
+# --- plumbing -------------------------------------------------------------------------------
+def _socket_flag(fs: FlagSet) -> None:
+    fs.string("socketPath", DEFAULT_SOCKET, "Path to the SPIRE Agent API Unix domain socket")
+
+
+def _common_flags(fs: FlagSet) -> None:
+    _socket_flag(fs)
+    fs.duration("timeout", DEFAULT_TIMEOUT, "Time to wait for a response")
+    fs.string("output", "", OUTPUT_USAGE)
+
+
+def _want_json(ctx: Context) -> bool:
+    fmt = ctx.flags.get("output") or "pretty"
+    if "format" in ctx.set_flags and "output" not in ctx.set_flags:
+        fmt = ctx.flags["format"]
+    if fmt not in ("pretty", "json"):
+        raise CommandError(f'bad formatter flag: unknown format "{fmt}"; supported formats: pretty, json')
+    return fmt == "json"
+
+
+def _code(status: Status) -> str:
+    return "".join(p.capitalize() for p in status.name.split("_")).replace("Ok", "OK")
+
+
+def rpc_error(exc: BaseException, socket_path: str = "") -> CommandError:
+    """A failed call, worded as grpc-go words it in SPIRE's output."""
+    if isinstance(exc, GRPCError):
+        return CommandError(f"rpc error: code = {_code(exc.status)} desc = {exc.message or ''}")
+    if isinstance(exc, asyncio.TimeoutError):
+        return CommandError("rpc error: code = DeadlineExceeded desc = context deadline exceeded")
+    if isinstance(exc, OSError) and exc.strerror:
+        return CommandError(
+            "rpc error: code = Unavailable desc = connection error: desc = \"transport: error while dialing: "
+            f'dial unix {socket_path}: connect: {exc.strerror.lower()}"'
+        )
+    if isinstance(exc, StreamTerminatedError):
+        return CommandError(f"rpc error: code = Unavailable desc = {exc}")
+    return CommandError(str(exc))
+
+
+class WorkloadClient:
+    """A Channel on the agent's public socket and the Workload API stub; closes on exit."""
+
+    def __init__(self, socket_path: str, timeout: Optional[float] = None) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout or None
+        self.channel: Optional[Channel] = None
+
+    async def __aenter__(self) -> "WorkloadClient":
+        self.channel = Channel(path=self.socket_path)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self.channel is not None:
+            self.channel.close()
+
+    @property
+    def stub(self) -> workload_grpc.SpiffeWorkloadAPIStub:
+        assert self.channel is not None
+        return workload_grpc.SpiffeWorkloadAPIStub(self.channel)
+
+    async def first(self, method: Any, request: Any) -> Any:
+        """Open a server stream, return its first message and cancel the rest."""
+        async with method.open(timeout=self.timeout, metadata=HEADER) as stream:
+            await stream.send_message(request, end=True)
+            msg = await stream.recv_message()
+            if msg is None:
+                await stream.recv_trailing_metadata()
+                raise CommandError("rpc error: code = Unavailable desc = stream ended without a response")
+            await stream.cancel()
+            return msg
+
+    async def unary(self, method: Any, request: Any) -> Any:
+        return await method(request, timeout=self.timeout, metadata=HEADER)
+
+
+async def _call(ctx: Context, fn: Any) -> Any:
+    path = ctx.flags["socketPath"]
+    try:
+        async with WorkloadClient(path, ctx.flags.get("timeout")) as client:
+            return await fn(client)
+    except CommandError:
+        raise
+    except (GRPCError, asyncio.TimeoutError, OSError, StreamTerminatedError) as exc:
+        raise rpc_error(exc, path) from None
+
+
+def _remove_nulls(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _remove_nulls(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_remove_nulls(v) for v in obj if v is not None]
+    return obj
+
+
+def to_json(msg: Any) -> Any:
+    d = json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return _remove_nulls(d)
+
+
+def print_json(ctx: Context, *msgs: Any) -> None:
+    """One message as an object, several as an array (SPIRE's cliprinter)."""
+    docs = [to_json(m) for m in msgs]
+    ctx.out(json.dumps(docs[0] if len(docs) == 1 else docs, sort_keys=True, separators=(",", ":")))
+
+
+def go_time(t: dt.datetime) -> str:
+    """A UTC time as Go's ``%v`` prints it: 2024-01-02 15:04:05 +0000 UTC."""
+    t = t.astimezone(dt.timezone.utc)
+    frac = f".{t.microsecond:06d}".rstrip("0") if t.microsecond else ""
+    return t.strftime("%Y-%m-%d %H:%M:%S") + frac + " +0000 UTC"
+
+
+# --- X.509 ----------------------------------------------------------------------------------
+class X509SVID:
+    def __init__(self, spiffe_id: str, hint: str, certs: list[x509.Certificate], key: Any,
+                 bundle: list[x509.Certificate], federated: dict[str, list[x509.Certificate]]) -> None:
+        self.spiffe_id, self.hint, self.certs, self.key = spiffe_id, hint, certs, key
+        self.bundle, self.federated = bundle, federated
+
+
+def _parse_certs(der: bytes) -> list[x509.Certificate]:
+    """Concatenated DER certificates (the Workload API's encoding), split on ASN.1 SEQUENCE lengths."""
+    out, i = [], 0
+    while i < len(der):
+        if der[i] != 0x30 or i + 2 > len(der):
+            raise ValueError("x509: malformed certificate")
+        n, hdr = der[i + 1], 2
+        if n & 0x80:
+            width = n & 0x7F
+            if width == 0 or width > 4 or i + 2 + width > len(der):
+                raise ValueError("x509: malformed certificate")
+            n, hdr = int.from_bytes(der[i + 2:i + 2 + width], "big"), 2 + width
+        end = i + hdr + n
+        if end > len(der):
+            raise ValueError("x509: malformed certificate")
+        out.append(x509.load_der_x509_certificate(der[i:end]))
+        i = end
+    return out
+
+
+def parse_x509_response(resp: pb.X509SVIDResponse) -> list[X509SVID]:
+    if not resp.svids:
+        raise CommandError("workload response contains no svids")
+    federated: dict[str, list[x509.Certificate]] = {}
+    for td, der in resp.federated_bundles.items():
+        try:
+            certs = _parse_certs(der)
+        except ValueError as exc:
+            raise CommandError(f'failed to parse bundle for federated domain "{td}": {exc}') from None
+        if not certs:
+            raise CommandError(f'no certificates in bundle for federated domain "{td}"')
+        federated[td] = certs
+    out = []
+    for i, s in enumerate(resp.svids):
+        where = f'failed to parse svid entry {i} for spiffe id "{s.spiffe_id}"'
+        try:
+            certs = _parse_certs(s.x509_svid)
+            key = serialization.load_der_private_key(s.x509_svid_key, None)
+            bundle = _parse_certs(s.bundle)
+        except ValueError as exc:
+            raise CommandError(f"{where}: {exc}") from None
+        if not certs:
+            raise CommandError(f"{where}: no certificates found")
+        if not bundle:
+            raise CommandError(f"{where}: no certificates in trust bundle")
+        svid = X509SVID(s.spiffe_id, s.hint, certs, key, bundle, federated)
+        _verify(svid)
+        out.append(svid)
+    return out
+
+
+def _verify(svid: X509SVID) -> None:
+    """The chain must lead from the leaf to a root of the SVID's own bundle."""
+    fail = f'"{svid.spiffe_id}" SVID failed verification against bundle'
+    try:
+        SpiffeId.parse(svid.spiffe_id)
+    except SpiffeIdError as exc:
+        raise CommandError(str(exc)) from None
+    chain = svid.certs
+    try:
+        for child, parent in zip(chain, chain[1:]):
+            child.verify_directly_issued_by(parent)
+    except Exception as exc:  # InvalidSignature carries no message
+        raise CommandError(f"{fail}: x509svid: could not verify leaf certificate: {exc or 'bad signature'}") from None
+    last = chain[-1]
+    for root in svid.bundle:
+        try:
+            last.verify_directly_issued_by(root)
+            return
+        except Exception:
+            continue
+    raise CommandError(f"{fail}: x509svid: could not verify leaf certificate: "
+                       "x509: certificate signed by unknown authority")
+
+
+def print_x509(ctx: Context, svids: list[X509SVID], elapsed_ns: int) -> None:
+    n = len(svids)
+    ctx.out(f"Received {n} svid{'' if n == 1 else 's'} after {format_duration_ns(elapsed_ns)}")
+    for s in svids:
+        ctx.out()
+        ctx.out(f"SPIFFE ID:\t\t{s.spiffe_id}")
+        if s.hint:
+            ctx.out(f"Hint:\t\t\t{s.hint}")
+        ctx.out(f"SVID Valid After:\t{go_time(s.certs[0].not_valid_before_utc)}")
+        ctx.out(f"SVID Valid Until:\t{go_time(s.certs[0].not_valid_after_utc)}")
+        for i, c in enumerate(s.certs[1:], 1):
+            ctx.out(f"Intermediate #{i} Valid After:\t{go_time(c.not_valid_before_utc)}")
+            ctx.out(f"Intermediate #{i} Valid Until:\t{go_time(c.not_valid_after_utc)}")
+        for i, c in enumerate(s.bundle, 1):
+            ctx.out(f"CA #{i} Valid After:\t{go_time(c.not_valid_before_utc)}")
+            ctx.out(f"CA #{i} Valid Until:\t{go_time(c.not_valid_after_utc)}")
+        for td in sorted(s.federated):
+            for i, c in enumerate(s.federated[td], 1):
+                ctx.out(f"[{td}] CA #{i} Valid After:\t{go_time(c.not_valid_before_utc)}")
+                ctx.out(f"[{td}] CA #{i} Valid Until:\t{go_time(c.not_valid_after_utc)}")
+    ctx.out()
+
+
+def _write_file(path: str, data: bytes, mode: int) -> None:
+    """Atomic replace: readers see the old file or the new one, never half of one."""
+    d = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _pem(certs: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def write_x509(ctx: Context, directory: str, svids: list[X509SVID]) -> None:
+    try:
+        for i, s in enumerate(svids):
+            svid_path = os.path.join(directory, f"svid.{i}.pem")
+            key_path = os.path.join(directory, f"svid.{i}.key")
+            bundle_path = os.path.join(directory, f"bundle.{i}.pem")
+            ctx.out(f"Writing SVID #{i} to file {svid_path}.")
+            _write_file(svid_path, _pem(s.certs), 0o644)
+            ctx.out(f"Writing key #{i} to file {key_path}.")
+            key_pem = s.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+            _write_file(key_path, key_pem, 0o600)
+            ctx.out(f"Writing bundle #{i} to file {bundle_path}.")
+            _write_file(bundle_path, _pem(s.bundle), 0o644)
+            for j, td in enumerate(sorted(s.federated)):
+                path = os.path.join(directory, f"federated_bundle.{i}.{j}.pem")
+                ctx.out(f"Writing federated bundle #{j} for trust domain {td} to file {path}.")
+                _write_file(path, _pem(s.federated[td]), 0o644)
+    except OSError as exc:
+        raise CommandError(f"open {exc.filename}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def _x509_flags(fs: FlagSet) -> None:
+    _common_flags(fs)
+    fs.bool("silent", False, "Suppress stdout")
+    fs.string("write", "", "Write SVID data to the specified path (optional; only available for pretty output format)")
+
+
+async def fetch_x509(ctx: Context) -> int:
+    as_json = _want_json(ctx)
+    start = time.monotonic_ns()
+    resp = await _call(ctx, lambda c: c.first(c.stub.FetchX509SVID, pb.X509SVIDRequest()))
+    elapsed = time.monotonic_ns() - start
+    if as_json:
+        print_json(ctx, resp)
+        return 0
+    svids = parse_x509_response(resp)
+    if not ctx.flags["silent"]:
+        print_x509(ctx, svids, elapsed)
+    if ctx.flags["write"]:
+        write_x509(ctx, ctx.flags["write"], svids)
+    return 0
+
+
+# --- JWT ------------------------------------------------------------------------------------
+def _jwt_flags(fs: FlagSet) -> None:
+    _common_flags(fs)
+    fs.list("audience", "comma separated list of audience values")
+    fs.string("spiffeID", "", "SPIFFE ID subject (optional)")
+    fs.string("format", "", "deprecated; use -output")
+
+
+async def fetch_jwt(ctx: Context) -> int:
+    as_json = _want_json(ctx)
+    # Go's CommaStringsFlag: the last -audience wins, split on commas.
+    audience = ctx.flags["audience"][-1].split(",") if ctx.flags["audience"] else []
+    if not audience:
+        raise CommandError("audience must be specified")
+
+    async def fetch(c: WorkloadClient) -> tuple[Any, Any]:
+        bundles = await c.first(c.stub.FetchJWTBundles, pb.JWTBundlesRequest())
+        svids = await c.unary(c.stub.FetchJWTSVID,
+                              pb.JWTSVIDRequest(audience=audience, spiffe_id=ctx.flags["spiffeID"]))
+        return svids, bundles
+
+    svids, bundles = await _call(ctx, fetch)
+    if as_json:
+        print_json(ctx, svids, bundles)
+        return 0
+    for s in svids.svids:
+        ctx.out(f"token({s.spiffe_id}):\n\t{s.svid}")
+        if s.hint:
+            ctx.out(f"hint({s.spiffe_id}):\n\t{s.hint}")
+    for td in sorted(bundles.bundles):
+        ctx.out(f"bundle({td}):\n\t{bundles.bundles[td].decode(errors='replace')}")
+    return 0
+
+
+def _validate_flags(fs: FlagSet) -> None:
+    _common_flags(fs)
+    fs.string("audience", "", "expected audience value")
+    fs.string("svid", "", "JWT SVID")
+
+
+async def validate_jwt(ctx: Context) -> int:
+    as_json = _want_json(ctx)
+    if not ctx.flags["audience"]:
+        raise CommandError("audience must be specified")
+    if not ctx.flags["svid"]:
+        raise CommandError("svid must be specified")
+    req = pb.ValidateJWTSVIDRequest(audience=ctx.flags["audience"], svid=ctx.flags["svid"])
+    try:
+        resp = await _call(ctx, lambda c: c.unary(c.stub.ValidateJWTSVID, req))
+    except CommandError as exc:
+        msg = str(exc)
+        prefix = "rpc error: code = InvalidArgument desc = "
+        if msg.startswith(prefix):
+            raise CommandError(f"SVID is not valid: {msg[len(prefix):]}") from None
+        raise CommandError(f"unable to validate JWT SVID: {msg}") from None
+    if as_json:
+        print_json(ctx, resp)
+        return 0
+    claims = json_format.MessageToDict(resp.claims)
+    ctx.out("SVID is valid.")
+    ctx.out(f"SPIFFE ID : {resp.spiffe_id}")
+    ctx.out(f"Claims    : {json.dumps(claims, separators=(',', ':'), sort_keys=True)}")
+    return 0
+
+
+# --- watch ----------------------------------------------------------------------------------
+def _watch_svids(resp: pb.X509SVIDResponse) -> list[X509SVID]:
+    """Like go-spiffe's X509Context: own bundle by the SVID's trust domain, others keyed by name."""
+    bundles: dict[str, list[x509.Certificate]] = {}
+    for td, der in resp.federated_bundles.items():
+        bundles[SpiffeId.parse(td).trust_domain.name] = _parse_certs(der)
+    svids = []
+    for s in resp.svids:
+        td = SpiffeId.parse(s.spiffe_id).trust_domain.name
+        bundles[td] = _parse_certs(s.bundle)
+    for s in resp.svids:
+        td = SpiffeId.parse(s.spiffe_id).trust_domain.name
+        key = serialization.load_der_private_key(s.x509_svid_key, None)
+        fed = {name: certs for name, certs in bundles.items() if name != td}
+        svids.append(X509SVID(s.spiffe_id, "", _parse_certs(s.x509_svid), key, bundles.get(td, []), fed))
+    return svids
+
+
+async def watch(ctx: Context) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        task = asyncio.ensure_future(_watch_loop(ctx))
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        else:
+            task.result()
+    finally:
+        stopper.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _watch_loop(ctx: Context) -> None:
+    path = ctx.flags["socketPath"]
+    while True:
+        updated = time.monotonic_ns()
+        try:
+            async with WorkloadClient(path) as client:
+                async with client.stub.FetchX509SVID.open(metadata=HEADER) as stream:
+                    await stream.send_message(pb.X509SVIDRequest(), end=True)
+                    async for resp in stream:
+                        try:
+                            svids = _watch_svids(resp)
+                        except (ValueError, SpiffeIdError) as exc:
+                            print(f"failed to parse X.509 context: {exc}", file=ctx.stderr, flush=True)
+                            continue
+                        print_x509(ctx, svids, time.monotonic_ns() - updated)
+                        ctx.stdout.flush()
+                        updated = time.monotonic_ns()
+        except (GRPCError, OSError, StreamTerminatedError) as exc:
+            print(rpc_error(exc, path), file=ctx.stderr, flush=True)
+        await asyncio.sleep(WATCH_RETRY)
+
+
+def register(app: App) -> None:
+    x509_synopsis = "Fetches X509 SVIDs from the Workload API"
+    app.command("api fetch", x509_synopsis, _x509_flags)(fetch_x509)
+    app.command("api fetch x509", x509_synopsis, _x509_flags)(fetch_x509)
+    app.command("api fetch jwt", "Fetches a JWT SVID from the Workload API", _jwt_flags)(fetch_jwt)
+    app.command("api validate jwt", "Validates a JWT SVID", _validate_flags)(validate_jwt)
+    app.command("api watch", "Attaches to the Workload API and prints updates as they're received",
+                _socket_flag)(watch)
