@@ -1,0 +1,219 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) spire_py contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+DOCUMENTATION = r"""
+---
+module: x509pop_cert
+short_description: Issue x509pop node certificates from a provisioning CA
+version_added: "0.1.0"
+description:
+  - Keeps a provisioning CA (created when absent) whose certificate the SPIRE server's
+    C(NodeAttestor "x509pop") trusts (C(ca_bundle_path)), and issues one node's key and
+    client certificate for the agent's C(NodeAttestor "x509pop")
+    (C(private_key_path), C(certificate_path)).
+  - Run it where the CA lives (the roles use the first server, with C(delegate_to)), once
+    per agent host with that host's O(common_name) and its own O(key_path)/O(cert_path).
+  - Idempotent per host. A node certificate is kept while it chains to the current CA,
+    matches its key, has the requested common name and DNS names, and is valid for longer
+    than O(renew_before). A key that is still good is kept when only the certificate is
+    reissued.
+  - Without O(cert_path) only the CA is ensured.
+author:
+  - spire_py maintainers (@spire-py)
+requirements:
+  - cryptography >= 3.4
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+options:
+  ca_key_path:
+    description: Path of the provisioning CA private key (PEM, mode C(0600)).
+    type: path
+    required: true
+  ca_cert_path:
+    description: Path of the provisioning CA certificate (PEM); give this file to the server as C(ca_bundle_path).
+    type: path
+    required: true
+  ca_subject:
+    description: Subject of the CA certificate, with the fields of M(spire_py.spire.root_ca)'s O(spire_py.spire.root_ca#module:subject).
+    type: dict
+    default: {common_name: SPIRE x509pop provisioning CA}
+  ca_key_type:
+    description: CA key algorithm.
+    type: str
+    choices: [ec, rsa]
+    default: ec
+  ca_key_size:
+    description: CA key size (RSA bits or EC curve bits).
+    type: int
+  ca_validity:
+    description: Lifetime of a new CA certificate (duration such as V(87600h), or seconds).
+    type: str
+    default: 87600h
+  ca_renew_before:
+    description: Replace the CA when it expires within this duration (every node certificate is then reissued).
+    type: str
+    default: 8760h
+  key_path:
+    description: Path of the node's private key. Required with O(cert_path).
+    type: path
+  cert_path:
+    description: Path of the node's certificate.
+    type: path
+  common_name:
+    description: Common name of the node certificate, usually the inventory hostname. Required with O(cert_path).
+    type: str
+  dns_names:
+    description: DNS subject alternative names of the node certificate.
+    type: list
+    elements: str
+    default: []
+  key_type:
+    description: Node key algorithm.
+    type: str
+    choices: [ec, rsa]
+    default: ec
+  key_size:
+    description: Node key size (RSA bits or EC curve bits).
+    type: int
+  validity:
+    description: Lifetime of a new node certificate (capped at the CA's expiry).
+    type: str
+    default: 8760h
+  renew_before:
+    description: Reissue the node certificate when it expires within this duration.
+    type: str
+    default: 720h
+  force:
+    description: Reissue the node key and certificate (not the CA) even when they are valid.
+    type: bool
+    default: false
+  owner:
+    description: Owner of the files written.
+    type: str
+  group:
+    description: Group of the files written.
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Issue this agent's x509pop certificate on the first server
+  spire_py.spire.x509pop_cert:
+    ca_key_path: /opt/spire/data/x509pop/ca.key
+    ca_cert_path: /opt/spire/data/x509pop/ca.crt
+    key_path: "/opt/spire/data/x509pop/nodes/{{ inventory_hostname }}.key"
+    cert_path: "/opt/spire/data/x509pop/nodes/{{ inventory_hostname }}.crt"
+    common_name: "{{ inventory_hostname }}"
+  delegate_to: "{{ groups['spire_servers'][0] }}"
+
+- name: Only make sure the provisioning CA exists
+  spire_py.spire.x509pop_cert:
+    ca_key_path: /opt/spire/data/x509pop/ca.key
+    ca_cert_path: /opt/spire/data/x509pop/ca.crt
+"""
+
+RETURN = r"""
+ca:
+  description: Facts about the CA certificate (same fields as RV(spire_py.spire.root_ca#module:certificate)).
+  returned: always
+  type: dict
+ca_changed:
+  description: Whether the CA was created or replaced.
+  returned: always
+  type: bool
+certificate:
+  description: Facts about the node certificate (same fields as the CA's).
+  returned: when O(cert_path) is set
+  type: dict
+reasons:
+  description: Why the CA or the node certificate was (or would be) replaced.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.spire_py.spire.plugins.module_utils import files, pki
+from ansible_collections.spire_py.spire.plugins.module_utils.ca_pair import CAPairRequest
+from ansible_collections.spire_py.spire.plugins.module_utils.duration import parse_duration
+from ansible_collections.spire_py.spire.plugins.module_utils.x509pop import NodeCertRequest, ensure
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            ca_key_path=dict(type="path", required=True, no_log=False),
+            ca_cert_path=dict(type="path", required=True),
+            ca_subject=dict(type="dict", default={"common_name": "SPIRE x509pop provisioning CA"}),
+            ca_key_type=dict(type="str", choices=["ec", "rsa"], default="ec", no_log=False),
+            ca_key_size=dict(type="int", no_log=False),
+            ca_validity=dict(type="str", default="87600h"),
+            ca_renew_before=dict(type="str", default="8760h"),
+            key_path=dict(type="path", no_log=False),
+            cert_path=dict(type="path"),
+            common_name=dict(type="str"),
+            dns_names=dict(type="list", elements="str", default=[]),
+            key_type=dict(type="str", choices=["ec", "rsa"], default="ec", no_log=False),
+            key_size=dict(type="int", no_log=False),
+            validity=dict(type="str", default="8760h"),
+            renew_before=dict(type="str", default="720h"),
+            force=dict(type="bool", default=False),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+        ),
+        required_together=[["key_path", "cert_path"]],
+        required_by={"cert_path": ["common_name"]},
+        supports_check_mode=True,
+    )
+    if not pki.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=pki.CRYPTOGRAPHY_IMPORT_ERROR)
+
+    p = module.params
+    try:
+        ca_request = CAPairRequest(
+            p["ca_key_path"], p["ca_cert_path"], dict((k, v) for k, v in p["ca_subject"].items() if v),
+            p["ca_key_type"], p["ca_key_size"], parse_duration(p["ca_validity"]),
+            parse_duration(p["ca_renew_before"]),
+        )
+        node_request = None
+        if p["cert_path"]:
+            node_request = NodeCertRequest(
+                p["key_path"], p["cert_path"], p["common_name"], p["dns_names"], p["key_type"], p["key_size"],
+                parse_duration(p["validity"]), parse_duration(p["renew_before"]), p["force"],
+            )
+        result = ensure(ca_request, node_request, module.check_mode)
+    except (pki.PKIError, ValueError) as exc:
+        module.fail_json(msg=str(exc))
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="cannot write the certificate files: %s" % exc)
+
+    changed = result["changed"]
+    for path, mode in ((p["ca_key_path"], "0600"), (p["ca_cert_path"], "0644"),
+                       (p["key_path"], "0600"), (p["cert_path"], "0644")):
+        if path:
+            changed = files.apply_attributes(module, path, mode, p["owner"], p["group"], changed)
+    ca = result["ca"]
+    node = result["node"]
+    out = dict(changed=changed, ca=ca["after"], ca_changed=ca["changed"], reasons=list(ca["reasons"]))
+    if node is not None:
+        out["certificate"] = node["after"]
+        out["reasons"].extend(node["reasons"])
+    if module._diff:
+        if node is not None:
+            out["diff"] = files.diff_of(p["cert_path"], pki.describe(node["before"]), pki.describe(node["after"]))
+        else:
+            out["diff"] = files.diff_of(p["ca_cert_path"], pki.describe(ca["before"]), pki.describe(ca["after"]))
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()

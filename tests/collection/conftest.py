@@ -1,0 +1,70 @@
+"""Make the collection importable as ansible_collections.spire_py.spire and run modules in-process.
+
+The repository root is the collection root. When the tests run from a copy under
+.../ansible_collections/spire_py/spire (scripts/collection-test.sh), that copy is used;
+from the repository, a symlink tree in a temp dir gives Python the same import path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _collection_parent() -> Path:
+    if ROOT.parent.name == "spire_py" and ROOT.parent.parent.name == "ansible_collections":
+        return ROOT.parent.parent.parent
+    base = Path(tempfile.mkdtemp(prefix="spire-collection-"))
+    (base / "ansible_collections" / "spire_py").mkdir(parents=True)
+    (base / "ansible_collections" / "spire_py" / "spire").symlink_to(ROOT)
+    return base
+
+
+COLLECTIONS_PARENT = _collection_parent()
+sys.path.insert(0, str(COLLECTIONS_PARENT))
+os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS_PARENT))
+
+
+class ModuleExit(Exception):
+    pass
+
+
+def run_module(module: Any, args: dict[str, Any], check_mode: bool = False, diff: bool = False) -> dict[str, Any]:
+    """Run a module's main() in-process; return its JSON result (failed=True on fail_json)."""
+    pytest.importorskip("ansible")
+    from ansible.module_utils import basic
+
+    full = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+    out = io.StringIO()
+    try:
+        from ansible.module_utils.testing import patch_module_args
+    except ImportError:  # ansible-core < 2.19
+        patch_module_args = None
+    try:
+        with redirect_stdout(out):
+            if patch_module_args is not None:
+                with patch_module_args(full):
+                    module.main()
+            else:
+                basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": full}).encode()
+                module.main()
+    except SystemExit:
+        pass
+    text = out.getvalue().strip()
+    assert text, "the module printed nothing"
+    return json.loads(text.splitlines()[-1])
+
+
+@pytest.fixture
+def module_runner():
+    return run_module
