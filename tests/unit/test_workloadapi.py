@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import subprocess
+import sys
 import threading
 
 import jwt as pyjwt
@@ -17,6 +19,7 @@ from grpclib.exceptions import GRPCError
 from spiffe import TrustDomain as PyTrustDomain, WorkloadApiClient
 from spiffe.workloadapi.errors import ValidateJwtSvidError
 
+from spire_py.agent.workloadapi.caller import Caller, CallerGone
 from spire_py.agent.workloadapi.handler import filter_hints
 from spire_py.proto.workload import workload_grpc, workload_pb2 as pb
 from spire_py.server.datastore.models import Entry
@@ -115,6 +118,34 @@ async def test_stream_pushes_a_rotated_svid_after_publish(world):
             handle.cancel()
     assert got[-1] == rotated.chain[0].serial_number != first_serial
     assert not errors
+
+
+async def test_open_streams_end_with_unavailable_when_the_server_stops(world):
+    from spire_py.agent.workloadapi.server import close_workload_api
+
+    world.add_entry()
+    updates: list = []
+    errors: list = []
+    failed = threading.Event()
+
+    def on_error(exc):
+        errors.append(exc)
+        failed.set()
+
+    with client_for(world) as client:
+        handle = client.stream_x509_contexts(updates.append, on_error, retry_connect=False)
+        try:
+            for _ in range(100):
+                if updates:
+                    break
+                await asyncio.sleep(0.05)
+            assert updates
+            await asyncio.wait_for(close_workload_api(world.server, world.socket_path), 5)
+            assert await in_thread(failed.wait, 10)
+        finally:
+            handle.cancel()
+    assert "UNAVAILABLE" in str(errors[0])
+    assert not os.path.exists(world.socket_path)
 
 
 async def test_unrelated_cache_changes_do_not_repeat_the_svid(world):
@@ -289,6 +320,57 @@ async def test_jwt_minting_failure_is_unavailable(world):
             await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"]), metadata=HEADER)
     assert err.value.status == Status.UNAVAILABLE
     assert "could not fetch JWT-SVID" in err.value.message
+
+
+# --- who is calling --------------------------------------------------------------------------
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
+async def test_client_running_as_another_uid_gets_only_that_uids_identity(world):
+    world.add_entry()  # the test's own uid
+    world.add_entry("spiffe://example.org/nobody", selectors=[uid_selector(65534)])
+    base = os.path.dirname(os.path.dirname(os.path.dirname(world.socket_path)))
+    os.chmod(base, 0o755)  # let the other user reach the socket
+    # Import as root (the interpreter may live where nobody can read), then become nobody and call.
+    code = ("import os, sys; from spiffe import WorkloadApiClient; "
+            "os.setgroups([]); os.setgid(65534); os.setuid(65534); "
+            "c = WorkloadApiClient(sys.argv[1], default_timeout=10); "
+            "print([str(s.spiffe_id) for s in c.fetch_x509_svids()])")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, f"unix://{world.socket_path}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().strip() == "['spiffe://example.org/nobody']"
+
+
+async def test_callers_are_pinned_when_the_connection_is_accepted(world):
+    world.add_entry()
+    async with raw(world) as stub:
+        await stub.FetchJWTSVID(pb.JWTSVIDRequest(audience=["db"]), metadata=HEADER)
+        [caller] = world.service.callers._by_conn.values()
+        assert (caller.pid, caller.uid, caller.gid) == (os.getpid(), os.getuid(), os.getgid())
+        assert caller.procfd >= 0
+    for _ in range(50):
+        if not world.service.callers._by_conn:
+            break
+        await asyncio.sleep(0.02)
+    assert not world.service.callers._by_conn and caller.closed
+
+
+def test_a_reused_pid_is_not_the_original_caller():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        caller = Caller.track(child.pid, os.getuid(), os.getgid())
+        caller.is_alive()  # the same process: fine
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(CallerGone):
+        caller.is_alive()
+    caller.close()
+    wrong_owner = Caller.track(os.getpid(), os.getuid() + 1, os.getgid())
+    with pytest.raises(CallerGone, match="uid"):
+        wrong_owner.is_alive()
+    wrong_owner.close()
 
 
 # --- pieces ----------------------------------------------------------------------------------

@@ -104,6 +104,44 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         self.allowed_foreign_jwt_claims = frozenset(allowed_foreign_jwt_claims) | _ALWAYS_ALLOWED_CLAIMS
         # Filled by the server on accept (see server.py); without it callers are looked up per call.
         self.callers = CallerRegistry()
+        self._stopping: Optional[asyncio.Event] = None
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    # --- shutdown -----------------------------------------------------------------------
+    def _stop_event(self) -> asyncio.Event:
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
+
+    async def shutdown(self, grace: float = 2.0) -> None:
+        """End every open stream with UNAVAILABLE (what clients see when SPIRE stops) and
+        wait up to ``grace`` seconds for their trailers to go out."""
+        self._stop_event().set()
+        if self._streams:
+            await asyncio.wait(set(self._streams), timeout=grace)
+
+    async def _next_change(self, version: int) -> None:
+        """Wait for a cache change; raise UNAVAILABLE when the API is shutting down."""
+        stop = self._stop_event()
+        if not stop.is_set():
+            change = asyncio.ensure_future(self.cache.wait_change(version))
+            stopped = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({change, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                change.cancel()
+                stopped.cancel()
+        if stop.is_set():
+            raise _status(Status.UNAVAILABLE, "workload API is shutting down")
+
+    async def _tracked(self, coro: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            await coro
+        finally:
+            self._streams.discard(task)
 
     # --- identity -----------------------------------------------------------------------
     @staticmethod
@@ -184,6 +222,9 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         return resp
 
     async def FetchX509SVID(self, stream: Any) -> None:
+        await self._tracked(self._fetch_x509_svid(stream))
+
+    async def _fetch_x509_svid(self, stream: Any) -> None:
         call = _Call("FetchX509SVID")
         self._check_header(stream, call)
         await stream.recv_message()
@@ -202,7 +243,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                     last = wire
                     call.log(logging.DEBUG, "Fetched X.509 SVID", registered=True, count=len(resp.svids),
                              spiffe_id=",".join(s.spiffe_id for s in resp.svids))
-            await self.cache.wait_change(version)
+            await self._next_change(version)
 
     # --- bundles -------------------------------------------------------------------------
     def _bundles(self, entries: list[Entry]) -> Optional[dict[str, Any]]:
@@ -216,6 +257,9 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         return out
 
     async def _bundle_stream(self, stream: Any, call: _Call, make: Any) -> None:
+        await self._tracked(self._bundle_loop(stream, call, make))
+
+    async def _bundle_loop(self, stream: Any, call: _Call, make: Any) -> None:
         self._check_header(stream, call)
         await stream.recv_message()
         selectors = await self._attest(stream, call)
@@ -234,7 +278,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                     last = wire
                     call.log(logging.DEBUG, "Fetched bundles", registered=bool(entries),
                              trust_domains=",".join(sorted(bundles)))
-            await self.cache.wait_change(version)
+            await self._next_change(version)
 
     async def FetchX509Bundles(self, stream: Any) -> None:
         def make(bundles: dict[str, Any]) -> pb.X509BundlesResponse:

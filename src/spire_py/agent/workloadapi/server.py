@@ -30,6 +30,7 @@ class WorkloadAPIServer(Server):
     def __init__(self, service: WorkloadAPIService, extra_services: Iterable[Any] = ()) -> None:
         super().__init__([service, *extra_services])
         self.service = service
+        self.transports: set[Any] = set()
 
     def _protocol_factory(self) -> Any:
         protocol = super()._protocol_factory()
@@ -39,6 +40,7 @@ class WorkloadAPIServer(Server):
 
         def connection_made(transport: Any) -> None:
             conn["transport"] = transport
+            self.transports.add(transport)
             registry.connection_made(transport)
             made(transport)
 
@@ -47,7 +49,9 @@ class WorkloadAPIServer(Server):
                 lost(exc)
             finally:
                 if "transport" in conn:
-                    registry.connection_lost(conn.pop("transport"))
+                    transport = conn.pop("transport")
+                    self.transports.discard(transport)
+                    registry.connection_lost(transport)
 
         protocol.connection_made = connection_made  # type: ignore[method-assign]
         protocol.connection_lost = connection_lost  # type: ignore[method-assign]
@@ -93,8 +97,14 @@ async def serve_workload_api(
 
 
 async def close_workload_api(server: Server, socket_path: Optional[str] = None) -> None:
-    """Stop accepting, end every stream, and remove the socket file."""
+    """End every stream with UNAVAILABLE, stop accepting, drop connections, remove the socket."""
+    if isinstance(server, WorkloadAPIServer):
+        await server.service.shutdown()
     server.close()
+    if isinstance(server, WorkloadAPIServer):
+        # grpclib keeps accepted connections open after close(); clients must see the agent go.
+        for transport in list(server.transports):
+            transport.close()
     try:
         await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
     except asyncio.TimeoutError:
