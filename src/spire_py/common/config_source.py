@@ -1,0 +1,401 @@
+"""Reading a SPIRE config file: HCL or JSON, env expansion, and where each key sits.
+
+pyhcl returns plain values without positions, so lines are recovered by a small
+scanner over the same text: it walks blocks the way HCL (and JSON, its subset
+here) nests them and records, for every key path, the lines it appears on.
+``plugins { KeyManager "disk" { plugin_data { keys_path = ... } } }`` records
+``plugins.KeyManager.disk.plugin_data.keys_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import hcl  # pyhcl
+
+KeyPath = Sequence[Union[str, int]]
+
+
+class ConfigError(Exception):
+    """A configuration mistake: ``str()`` is ``<path>:<line>: <key>: <message>``, with unknown parts left out."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Optional[str] = None,
+        line: Optional[int] = None,
+        key: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.line = line
+        self.key = key
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path and self.line:
+            where = f"{self.path}:{self.line}: "
+        elif self.path:
+            where = f"{self.path}: "
+        elif self.line:
+            where = f"line {self.line}: "
+        key = f"{self.key}: " if self.key else ""
+        return f"{where}{key}{self.message}"
+
+
+# --- environment expansion ------------------------------------------------------
+
+_SPECIAL = set("*#$@!?-0123456789")
+
+
+def _is_name_char(c: str) -> bool:
+    return c == "_" or ("0" <= c <= "9") or ("a" <= c <= "z") or ("A" <= c <= "Z")
+
+
+def expand_env(text: str, env: Optional[dict[str, str]] = None) -> str:
+    """Replace ``$VAR`` and ``${VAR}`` as Go's ``os.Expand`` does (SPIRE's -expandEnv).
+
+    Unset variables become empty; ``$$`` is a literal ``$``; a ``$`` not followed
+    by a name stays; a malformed ``${`` is dropped, as in Go.
+    """
+    environ = os.environ if env is None else env
+
+    def lookup(name: str) -> str:
+        return "$" if name == "$" else environ.get(name, "")
+
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c != "$" or i + 1 >= n:
+            out.append(c)
+            i += 1
+            continue
+        rest = text[i + 1:]
+        if rest[0] == "{":
+            if len(rest) > 2 and rest[1] in _SPECIAL and rest[2] == "}":
+                out.append(lookup(rest[1]))
+                i += 4
+                continue
+            close = rest.find("}", 1)
+            if close == 1:  # "${}": bad syntax, eaten
+                i += 3
+            elif close < 0:  # "${" without "}": bad syntax, "${" eaten
+                i += 2
+            else:
+                out.append(lookup(rest[1:close]))
+                i += close + 2
+            continue
+        if rest[0] in _SPECIAL:
+            out.append(lookup(rest[0]))
+            i += 2
+            continue
+        j = 0
+        while j < len(rest) and _is_name_char(rest[j]):
+            j += 1
+        if j == 0:
+            out.append("$")
+            i += 1
+        else:
+            out.append(lookup(rest[:j]))
+            i += 1 + j
+    return "".join(out)
+
+
+_expand = expand_env  # load_file's parameter shadows the name
+
+
+# --- the key locator --------------------------------------------------------------
+
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<ws>[ \t\r\n]+)
+  | (?P<comment>\#[^\n]*|//[^\n]*|/\*.*?(?:\*/|\Z))
+  | (?P<heredoc><<-?(?P<tag>[A-Za-z_][A-Za-z0-9_-]*)[^\n]*\n)
+  | (?P<string>")
+  | (?P<punct>[{}\[\]=:,()])
+  | (?P<word>[^\s{}\[\]=:,()"\#]+)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+@dataclass
+class _Tok:
+    kind: str  # "key" (identifier or string), "lit", or a punctuation char
+    value: str
+    line: int
+
+
+def _scan_string(text: str, start: int) -> int:
+    """Index just past the closing quote of the string opening at ``start``."""
+    i = start + 1
+    depth = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "$" and text[i + 1:i + 2] == "{":
+            depth += 1
+            i += 2
+            continue
+        if c == "}" and depth:
+            depth -= 1
+        elif c == '"' and not depth:
+            return i + 1
+        elif c == "\n" and not depth:
+            return i  # unterminated; the parser reports it
+        i += 1
+    return i
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    pos = 0
+    line = 1
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        if m is None:  # unreachable in practice; skip a character
+            pos += 1
+            continue
+        kind = m.lastgroup
+        if kind == "string":
+            end = _scan_string(text, pos)
+            raw = text[pos + 1:end - 1] if text[end - 1:end] == '"' else text[pos + 1:end]
+            try:
+                value = json.loads('"' + raw + '"')
+            except ValueError:
+                value = raw
+            toks.append(_Tok("key", value, line))
+            line += text.count("\n", pos, end)
+            pos = end
+            continue
+        if kind == "heredoc":
+            tag = m.group("tag")
+            end_re = re.compile(r"^[ \t]*" + re.escape(tag) + r"[ \t]*$", re.MULTILINE)
+            body_start = m.end()
+            em = end_re.search(text, body_start)
+            end = em.end() if em else len(text)
+            toks.append(_Tok("lit", "", line))
+            line += text.count("\n", pos, end)
+            pos = end
+            continue
+        chunk = m.group(0)
+        if kind == "punct":
+            toks.append(_Tok(chunk, chunk, line))
+        elif kind == "word":
+            toks.append(_Tok("key", chunk, line))
+        line += chunk.count("\n")
+        pos = m.end()
+    return toks
+
+
+class _Locator:
+    """Key path -> lines it occurs on, in source order."""
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[tuple[str, ...], list[int]] = {}
+        self.dotted: dict[str, list[int]] = {}
+        self._toks = _tokenize(text)
+        self._i = 0
+        try:
+            if self._toks and self._toks[0].kind == "{":
+                self._value(())
+            else:
+                self._body((), None)
+        except IndexError:
+            pass  # truncated input: keep what was recorded
+
+    def _peek(self) -> Optional[_Tok]:
+        return self._toks[self._i] if self._i < len(self._toks) else None
+
+    def _record(self, path: tuple[str, ...], line: int) -> None:
+        self.lines.setdefault(path, []).append(line)
+        self.dotted.setdefault(".".join(path), []).append(line)
+
+    def _body(self, path: tuple[str, ...], end: Optional[str]) -> None:
+        while True:
+            tok = self._peek()
+            if tok is None:
+                return
+            if tok.kind == end:
+                self._i += 1
+                return
+            if tok.kind != "key":
+                self._i += 1  # stray comma or junk
+                continue
+            keys: list[_Tok] = []
+            while (t := self._peek()) is not None and t.kind == "key":
+                keys.append(t)
+                self._i += 1
+            nxt = self._peek()
+            if nxt is None:
+                return
+            first = keys[0].line
+            for k in range(1, len(keys) + 1):
+                self._record(path + tuple(t.value for t in keys[:k]), first)
+            full = path + tuple(t.value for t in keys)
+            if nxt.kind in ("=", ":"):
+                self._i += 1
+                self._value(full)
+            elif nxt.kind == "{":
+                self._i += 1
+                self._body(full, "}")
+
+    def _value(self, path: tuple[str, ...]) -> None:
+        tok = self._peek()
+        if tok is None:
+            return
+        self._i += 1
+        if tok.kind == "{":
+            self._body(path, "}")
+        elif tok.kind == "[":
+            while (t := self._peek()) is not None and t.kind != "]":
+                if t.kind == ",":
+                    self._i += 1
+                    continue
+                self._value(path)
+            self._i += 1
+
+
+@dataclass
+class SourceInfo:
+    """The text a config was parsed from (after env expansion) and how."""
+
+    path: Optional[str]
+    text: str
+    format: str  # "hcl" or "json"
+    _locator: Optional[_Locator] = field(default=None, repr=False, compare=False)
+
+    def locator(self) -> _Locator:
+        if self._locator is None:
+            self._locator = _Locator(self.text)
+        return self._locator
+
+
+def _split_key(key: Union[str, KeyPath]) -> tuple[tuple[str, ...], int]:
+    """Path without list indices, and the last index (which occurrence to pick)."""
+    if isinstance(key, str):
+        parts: list[Union[str, int]] = []
+        for piece in key.split("."):
+            m = re.fullmatch(r"(.*?)((?:\[\d+\])*)", piece)
+            assert m is not None
+            if m.group(1):
+                parts.append(m.group(1))
+            parts.extend(int(x) for x in re.findall(r"\[(\d+)\]", m.group(2)))
+        key = parts
+    names = tuple(str(p) for p in key if not isinstance(p, int))
+    indices = [p for p in key if isinstance(p, int)]
+    return names, (indices[-1] if indices else 0)
+
+
+def lines_of(source: Optional[SourceInfo], key: Union[str, KeyPath]) -> list[int]:
+    """Every line where exactly this key path occurs (empty when absent)."""
+    if source is None:
+        return []
+    loc = source.locator()
+    if isinstance(key, str) and key in loc.dotted:
+        return list(loc.dotted[key])
+    names, _ = _split_key(key)
+    return list(loc.lines.get(names, []))
+
+
+def line_of(source: Optional[SourceInfo], key: Union[str, KeyPath]) -> Optional[int]:
+    """The line of ``key`` ("server.bind_port", "plugins.DataStore.sql.plugin_data.x",
+    or a tuple of path parts) in ``source``; the nearest enclosing block's line when
+    the key itself is absent; None when nothing matches or there is no source.
+
+    A list index in the key ("telemetry.DogStatsd[1].address") picks that occurrence.
+    """
+    if source is None:
+        return None
+    loc = source.locator()
+    if isinstance(key, str) and key in loc.dotted:
+        return loc.dotted[key][0]
+    names, occurrence = _split_key(key)
+    while names:
+        found = loc.lines.get(names)
+        if found:
+            return found[min(occurrence, len(found) - 1)]
+        names = names[:-1]
+        occurrence = 0
+    return None
+
+
+# --- loading -----------------------------------------------------------------------
+
+_PYHCL_LINE = re.compile(r"^Line (\d+), column \d+(?:, index \d+)?: ?")
+
+
+def _looks_like_json(text: str) -> bool:
+    stripped = text.lstrip()
+    return stripped.startswith("{")
+
+
+def parse_text(text: str, path: Optional[str] = None) -> tuple[dict[str, Any], SourceInfo]:
+    """Parse HCL or JSON text (JSON when it starts with "{" and is valid JSON)."""
+    if _looks_like_json(text):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            # Not JSON after all? HCL may still accept it; otherwise report the JSON error.
+            try:
+                data = hcl.loads(text)
+            except Exception:
+                raise ConfigError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=path, line=exc.lineno) from None
+            fmt = "hcl"
+        else:
+            fmt = "json"
+        if not isinstance(data, dict):
+            raise ConfigError("the top level must be an object", path=path, line=1)
+        return data, SourceInfo(path, text, fmt)
+    try:
+        data = hcl.loads(text)
+    except Exception as exc:  # pyhcl raises ValueError, sometimes others, for syntax errors
+        msg = str(exc)
+        m = _PYHCL_LINE.match(msg)
+        if m:
+            line: Optional[int] = int(m.group(1))
+            msg = msg[m.end():]
+        else:
+            line = text.count("\n") + (0 if text.endswith("\n") else 1) if "end of file" in msg.lower() else None
+        raise ConfigError(f"invalid HCL: {msg}", path=path, line=line) from None
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be an object", path=path, line=1)
+    return data, SourceInfo(path, text, "hcl")
+
+
+def load_file(path: str, expand_env: bool = False) -> tuple[dict[str, Any], SourceInfo]:
+    """Read and parse ``path``; ``expand_env`` substitutes $VAR / ${VAR} first, as -expandEnv does."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"could not find config file {os.path.abspath(path)}: please use the -config flag"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f'unable to read configuration at "{path}": {exc.strerror or exc}') from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError("file is not valid UTF-8", path=path, line=line) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if expand_env:
+        text = _expand(text)
+    return parse_text(text, path)
+
+
+def known_list(keys: Iterable[str]) -> str:
+    """Sorted, comma-separated names for "known keys: ..." messages."""
+    return ", ".join(sorted(keys))
