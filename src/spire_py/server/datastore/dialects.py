@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.pool import QueuePool
 
 from .errors import InvalidArgumentError
 
@@ -142,6 +144,31 @@ def prepare_sqlite_file(path: str) -> None:
         os.close(fd)
 
 
+def _enable_wal(dbapi: sqlite3.Connection, target: SQLiteTarget) -> None:
+    """WAL is a property of the file, set once. Switching a fresh file to WAL
+    needs an exclusive lock and sqlite reports "locked" at once, without its
+    busy handler, while another connection holds any lock - so retry for as
+    long as the busy timeout allows."""
+    deadline = time.monotonic() + target.busy_timeout_ms / 1000.0
+    delay = 0.005
+    while True:
+        try:
+            row = dbapi.execute("PRAGMA journal_mode").fetchone()
+            if row is not None and str(row[0]).lower() == "wal":
+                return
+            row = dbapi.execute("PRAGMA journal_mode = WAL").fetchone()
+            if row is not None and str(row[0]).lower() == "wal":
+                return
+            raise InvalidArgumentError(f'sqlite3 "{target.path}": cannot enable WAL journal mode')
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def _sqlite_engine(target: SQLiteTarget, pool: PoolSettings, echo: bool) -> Engine:
     prepare_sqlite_file(target.path)
 
@@ -155,13 +182,17 @@ def _sqlite_engine(target: SQLiteTarget, pool: PoolSettings, echo: bool) -> Engi
         )
         dbapi.execute(f"PRAGMA busy_timeout = {int(target.busy_timeout_ms)}")
         dbapi.execute("PRAGMA foreign_keys = ON")
-        mode = dbapi.execute("PRAGMA journal_mode = WAL").fetchone()
-        if mode is None or str(mode[0]).lower() != "wal":
+        try:
+            _enable_wal(dbapi, target)
+        except BaseException:
             dbapi.close()
-            raise InvalidArgumentError(f'sqlite3 "{target.path}": cannot enable WAL journal mode')
+            raise
         return dbapi
 
-    kwargs: dict[str, Any] = {"creator": connect, "echo": echo}
+    # The URL names no file (the creator opens it), which would make SQLAlchemy
+    # pick its one-connection-per-thread pool meant for :memory:; a file
+    # database wants an ordinary pool.
+    kwargs: dict[str, Any] = {"creator": connect, "echo": echo, "poolclass": QueuePool}
     kwargs.update(_pool_kwargs(pool))
     engine = create_engine("sqlite+pysqlite://", **kwargs)
 
@@ -179,16 +210,22 @@ def _sqlite_engine(target: SQLiteTarget, pool: PoolSettings, echo: bool) -> Engi
 
 
 def _pool_kwargs(pool: PoolSettings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"pool_pre_ping": False}
-    idle = pool.max_idle_conns
-    open_ = pool.max_open_conns
-    if idle is not None and idle >= 0:
-        kwargs["pool_size"] = idle
-    if open_ is not None and open_ > 0:
-        size = kwargs.get("pool_size", min(5, open_))
-        size = min(size, open_)
-        kwargs["pool_size"] = size
-        kwargs["max_overflow"] = open_ - size
+    """Go's database/sql knobs mapped onto SQLAlchemy's QueuePool.
+
+    max_idle_conns -> connections kept (at least 1: QueuePool reads 0 as "no
+    limit"); max_open_conns -> kept + overflow (0 means unlimited, as in Go);
+    conn_max_lifetime -> pool_recycle.
+    """
+    kwargs: dict[str, Any] = {}
+    size = 5  # SQLAlchemy's default
+    if pool.max_idle_conns is not None:
+        size = max(pool.max_idle_conns, 1)
+    if pool.max_open_conns:
+        size = min(size, pool.max_open_conns)
+        kwargs["max_overflow"] = pool.max_open_conns - size
+    elif pool.max_open_conns == 0:
+        kwargs["max_overflow"] = -1
+    kwargs["pool_size"] = size
     if pool.conn_max_lifetime:
         kwargs["pool_recycle"] = pool.conn_max_lifetime
     return kwargs

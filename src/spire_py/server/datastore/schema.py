@@ -44,8 +44,11 @@ BLOB_LEN = 16777215
 
 metadata = MetaData()
 
+# MySQL: InnoDB, and a binary collation because SPIFFE IDs, selectors and join
+# tokens compare case-sensitively (the default utf8mb4 collations do not).
+_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 # sqlite_autoincrement: never reuse an id, so event ids and page tokens only grow.
-_AUTOINC = {"sqlite_autoincrement": True}
+_AUTOINC = {"sqlite_autoincrement": True, **_TABLE}
 
 bundles = Table(
     "bundles",
@@ -134,6 +137,7 @@ federated_registration_entries = Table(
     ),
     PrimaryKeyConstraint("registered_entry_id", "bundle_id", name="pk_federated_registration_entries"),
     Index("idx_federated_registration_entries_bundle_id", "bundle_id"),
+    **_TABLE,
 )
 
 registered_entries_events = Table(
@@ -206,4 +210,5 @@ ca_journals = Table(
     Column("id", String(CA_JOURNAL_ID_LEN), primary_key=True),
     Column("data", LargeBinary(BLOB_LEN), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    **_TABLE,
 )

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from .bundles import BundleStore
 from .dialects import DATABASE_TYPES, PoolSettings, TLSFiles, create_store_engine
 from .entries import EntryStore
-from .errors import InvalidArgumentError
+from .errors import DataStoreError, InvalidArgumentError
 from .migrate import check_current, upgrade
 from .nodes import NodeStore
 from .tokens import TokenStore
@@ -53,10 +54,13 @@ class SQLDataStore(BundleStore, EntryStore, NodeStore, TokenStore):
             raise InvalidArgumentError("connection_string must be set")
         self.database_type = database_type
         pool = PoolSettings(max_open_conns, max_idle_conns, conn_max_lifetime)
-        self._engine: Engine = create_store_engine(
-            database_type, connection_string, pool, echo=log_sql, tls=tls
-        )
         self._ro_engine: Engine | None = None
+        try:
+            self._engine: Engine = create_store_engine(
+                database_type, connection_string, pool, echo=log_sql, tls=tls
+            )
+        except OSError as exc:
+            raise DataStoreError(f"datastore-sql: cannot create database file: {exc}") from exc
         try:
             if disable_migration:
                 check_current(self._engine)
@@ -66,8 +70,10 @@ class SQLDataStore(BundleStore, EntryStore, NodeStore, TokenStore):
                 self._ro_engine = create_store_engine(
                     database_type, ro_connection_string, pool, echo=log_sql, tls=tls
                 )
-        except BaseException:
+        except BaseException as exc:
             self._engine.dispose()
+            if isinstance(exc, SQLAlchemyError):
+                raise DataStoreError(f"datastore-sql: cannot open database: {exc}") from exc
             raise
         log.debug("datastore opened", extra={"database_type": database_type})
 

@@ -15,7 +15,9 @@ depends_on = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 BLOB = sa.LargeBinary(16777215)  # MEDIUMBLOB on MySQL
-AUTOINC = {"sqlite_autoincrement": True}
+# InnoDB with a binary (case-sensitive) collation on MySQL; ignored elsewhere.
+TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+AUTOINC = {"sqlite_autoincrement": True, **TABLE}
 
 
 def _id() -> sa.Column:
@@ -104,6 +106,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "registered_entry_id", "bundle_id", name="pk_federated_registration_entries"
         ),
+        **TABLE,
     )
     op.create_index(
         "idx_federated_registration_entries_bundle_id",
@@ -186,6 +189,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(255), primary_key=True),
         sa.Column("data", BLOB, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
+        **TABLE,
     )
 
 
