@@ -187,7 +187,6 @@ _TOKEN_RE = re.compile(
     | (?P<raw>`[^`]*`)
     | (?P<number>-?\d+)
     | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<var>\$[A-Za-z0-9_]*)
     | (?P<punct>[|()])
     )""",
     re.VERBOSE,
@@ -197,8 +196,11 @@ _TOKEN_RE = re.compile(
 def _tokens(src: str) -> list[tuple[str, str]]:
     out, pos = [], 0
     while pos < len(src):
-        if src[pos:].strip() == "":
+        rest = src[pos:].lstrip()
+        if not rest:
             break
+        if rest.startswith("$"):
+            raise TemplateError(f"variables are not supported in agent path templates: {{{{{src}}}}}")
         m = _TOKEN_RE.match(src, pos)
         if not m or m.end() == pos:
             raise TemplateError(f"unexpected {src[pos:].strip()[:20]!r} in action {{{{{src}}}}}")
@@ -283,8 +285,6 @@ class _Parser:
             if text in FUNCTIONS:
                 return _Call(text, ())
             raise TemplateError(f'function "{text}" is not supported in agent path templates')
-        if kind == "var":
-            raise TemplateError(f"variables ({text}) are not supported in agent path templates")
         if (kind, text) == ("punct", "("):
             return self.pipeline(")")
         raise TemplateError(f"unexpected {text!r} in action {{{{{self.action}}}}}")

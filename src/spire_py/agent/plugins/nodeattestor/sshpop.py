@@ -1,0 +1,95 @@
+"""NodeAttestor "sshpop" (agent): sends the host's SSH certificate and signs the server's
+nonce with the host key.
+
+The key and certificate are read again for every attestation, so a renewed host
+certificate is picked up; configure checks that they load and belong together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import SSHCertificate
+
+from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.plugins import sshpop as pop
+from .base import AgentAttestationError, AgentNodeAttestor
+
+_KEYS = ("host_key_path", "host_cert_path")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise AgentAttestationError(f'failed to read {what} file "{path}": {exc.strerror or exc}') from None
+
+
+def load_host_credentials(key_path: str, cert_path: str) -> tuple[Any, bytes]:
+    """The host private key and the wire blob of its certificate."""
+    key_data = _read(key_path, "host key")
+    cert_data = _read(cert_path, "host cert")
+    try:
+        if b"-----BEGIN OPENSSH PRIVATE KEY-----" in key_data:
+            key = serialization.load_ssh_private_key(key_data, password=None)
+        else:
+            key = serialization.load_pem_private_key(key_data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise AgentAttestationError(f'failed to parse host key "{key_path}": {exc}') from None
+    try:
+        cert = serialization.load_ssh_public_identity(cert_data.strip())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise AgentAttestationError(f'failed to parse host cert "{cert_path}": {exc}') from None
+    if not isinstance(cert, SSHCertificate):
+        raise AgentAttestationError(f'host cert "{cert_path}" is a plain public key, not a certificate')
+    fmt = (serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    try:
+        matches = key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
+    except (ValueError, TypeError):
+        matches = False
+    if not matches:
+        raise AgentAttestationError(f'host key "{key_path}" does not match the certificate "{cert_path}"')
+    return key, pop.cert_blob(cert)
+
+
+@register("agent")
+class SshPopAttestor(AgentNodeAttestor):
+    NAME = pop.PLUGIN_NAME
+
+    def __init__(self, host_key_path: str, host_cert_path: str) -> None:
+        self.host_key_path = host_key_path
+        self.host_cert_path = host_cert_path
+        self._key: Any = None
+
+    @classmethod
+    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "SshPopAttestor":
+        for key in sorted(data):
+            if key not in _KEYS:
+                raise PluginConfigError(f'unknown configuration key "{key}"', key)
+            if not isinstance(data[key], str):
+                raise PluginConfigError(f"{key} must be a string", key)
+        plugin = cls(data.get("host_key_path") or pop.DEFAULT_HOST_KEY_PATH,
+                     data.get("host_cert_path") or pop.DEFAULT_HOST_CERT_PATH)
+        try:
+            load_host_credentials(plugin.host_key_path, plugin.host_cert_path)
+        except AgentAttestationError as exc:
+            key = "host_key_path" if "host key" in str(exc) else "host_cert_path"
+            raise PluginConfigError(str(exc), key) from None
+        return plugin
+
+    async def payload(self) -> bytes:
+        key, blob = await asyncio.to_thread(load_host_credentials, self.host_key_path, self.host_cert_path)
+        self._key = key
+        return pop.marshal_attestation_data(blob)
+
+    async def respond(self, challenge: bytes) -> bytes:
+        if self._key is None:
+            raise AgentAttestationError("sshpop: challenge received before the attestation payload was sent")
+        try:
+            return await asyncio.to_thread(pop.calculate_response, self._key, challenge)
+        except pop.SshPopError as exc:
+            raise AgentAttestationError(f"failed to respond to challenge: {exc}") from None
