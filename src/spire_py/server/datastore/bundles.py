@@ -253,7 +253,7 @@ class BundleStore(TransactionalStore):
                     "registration entries"
                 )
             if entry_ids:
-                public_ids = dict(
+                public_ids: dict[int, str] = dict(
                     conn.execute(
                         select(s.registered_entries.c.id, s.registered_entries.c.entry_id).where(
                             s.registered_entries.c.id.in_(entry_ids)

@@ -96,7 +96,7 @@ class EntryStore(TransactionalStore):
             raise AlreadyExistsError(f'registration entry "{entry_id}" already exists')
         fed_ids = bundle_ids(conn, e.federates_with)
         t = now()
-        internal_id = conn.execute(
+        result = conn.execute(
             insert(E).values(
                 entry_id=entry_id,
                 spiffe_id=e.spiffe_id,
@@ -112,7 +112,9 @@ class EntryStore(TransactionalStore):
                 created_at=t,
                 updated_at=t,
             )
-        ).inserted_primary_key[0]
+        )
+        assert result.inserted_primary_key is not None
+        internal_id = int(result.inserted_primary_key[0])
         write_selectors(conn, internal_id, e.selectors)
         write_dns_names(conn, internal_id, e.dns_names)
         write_federation(conn, internal_id, fed_ids)

@@ -152,19 +152,19 @@ def hydrate(conn: Connection, rows: Sequence[Row[Any]]) -> list[Entry]:
             .order_by(s.selectors.c.id)
         ):
             sels[int(r.registered_entry_id)].append(Selector(r.type, r.value))
-        for r in conn.execute(
+        for d in conn.execute(
             select(s.dns_names.c.registered_entry_id, s.dns_names.c.value)
             .where(s.dns_names.c.registered_entry_id.in_(part))
             .order_by(s.dns_names.c.id)
         ):
-            dns[int(r.registered_entry_id)].append(r.value)
-        for r in conn.execute(
+            dns[int(d.registered_entry_id)].append(d.value)
+        for f in conn.execute(
             select(fre.c.registered_entry_id, s.bundles.c.trust_domain)
             .join(s.bundles, s.bundles.c.id == fre.c.bundle_id)
             .where(fre.c.registered_entry_id.in_(part))
             .order_by(s.bundles.c.trust_domain)
         ):
-            feds[int(r.registered_entry_id)].append(r.trust_domain)
+            feds[int(f.registered_entry_id)].append(f.trust_domain)
     return [
         Entry(
             id=r.entry_id,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import ColumnElement, Table, and_, exists, false, not_, or_, select
+from sqlalchemy import ColumnElement, FromClause, Table, and_, exists, false, not_, or_, select
 
 from .errors import InvalidArgumentError
 from .models import (
@@ -52,7 +52,7 @@ def selector_match_clause(
         raise InvalidArgumentError("cannot list by empty selector set")
     fk = table.c[fk_column]
 
-    def is_wanted(t: Table) -> ColumnElement[bool]:
+    def is_wanted(t: FromClause) -> ColumnElement[bool]:
         return or_(*(and_(t.c.type == s.type, t.c.value == s.value) for s in wanted))
 
     def has(sel: Selector) -> ColumnElement[bool]:

@@ -10,6 +10,8 @@ which does not enforce them, behaves like the other databases.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -46,9 +48,9 @@ metadata = MetaData()
 
 # MySQL: InnoDB, and a binary collation because SPIFFE IDs, selectors and join
 # tokens compare case-sensitively (the default utf8mb4 collations do not).
-_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+_TABLE: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 # sqlite_autoincrement: never reuse an id, so event ids and page tokens only grow.
-_AUTOINC = {"sqlite_autoincrement": True, **_TABLE}
+_AUTOINC: dict[str, Any] = {"sqlite_autoincrement": True, **_TABLE}
 
 bundles = Table(
     "bundles",

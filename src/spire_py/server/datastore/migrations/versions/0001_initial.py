@@ -5,6 +5,8 @@ Revision ID: 0001
 Revises:
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,11 +18,11 @@ depends_on = None
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 BLOB = sa.LargeBinary(16777215)  # MEDIUMBLOB on MySQL
 # InnoDB with a binary (case-sensitive) collation on MySQL; ignored elsewhere.
-TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
-AUTOINC = {"sqlite_autoincrement": True, **TABLE}
+TABLE: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+AUTOINC: dict[str, Any] = {"sqlite_autoincrement": True, **TABLE}
 
 
-def _id() -> sa.Column:
+def _id() -> "sa.Column[int]":
     return sa.Column("id", ID, primary_key=True, autoincrement=True)
 
 

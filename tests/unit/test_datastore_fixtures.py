@@ -1,0 +1,95 @@
+"""Shared fixtures and builders for the DataStore tests.
+
+The ``store`` fixture runs each test on sqlite3; set SPIRE_PY_TEST_POSTGRES or
+SPIRE_PY_TEST_MYSQL to a connection string (SPIRE syntax) of an empty scratch
+database to run the same tests there too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterator
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import inspect, text
+
+from spire_py.server.datastore import Entry, JWTKey, Selector, SQLDataStore
+
+TD = "spiffe://example.org"
+FED = "spiffe://fed.example"
+NOW = 1_700_000_000
+
+BACKENDS = ["sqlite3"] + [
+    name for name, var in (("postgres", "SPIRE_PY_TEST_POSTGRES"), ("mysql", "SPIRE_PY_TEST_MYSQL")) if os.environ.get(var)
+]
+
+
+def _reset_server_db(kind: str, conn: str) -> None:
+    """Empty a scratch postgres/mysql database so each test starts from nothing."""
+    from spire_py.server.datastore.dialects import PoolSettings, create_store_engine
+
+    engine = create_store_engine(kind, conn, PoolSettings())
+    with engine.begin() as c:
+        names = inspect(c).get_table_names()
+        if kind == "mysql":
+            c.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+        for name in names:
+            c.execute(text(f"DROP TABLE IF EXISTS {name}" + (" CASCADE" if kind == "postgres" else "")))
+    engine.dispose()
+
+
+def open_store(kind: str, tmp_path: os.PathLike[str], **kw: object) -> SQLDataStore:
+    if kind == "sqlite3":
+        return SQLDataStore("sqlite3", os.path.join(tmp_path, "data", "datastore.sqlite3"), **kw)  # type: ignore[arg-type]
+    conn = os.environ["SPIRE_PY_TEST_POSTGRES" if kind == "postgres" else "SPIRE_PY_TEST_MYSQL"]
+    return SQLDataStore(kind, conn, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    kind: str = request.param
+    if kind != "sqlite3":
+        _reset_server_db(kind, os.environ["SPIRE_PY_TEST_POSTGRES" if kind == "postgres" else "SPIRE_PY_TEST_MYSQL"])
+    return kind
+
+
+@pytest.fixture
+def store(backend: str, tmp_path: os.PathLike[str]) -> Iterator[SQLDataStore]:
+    s = open_store(backend, tmp_path)
+    yield s
+    s.close()
+
+
+def sel(*pairs: str) -> list[Selector]:
+    return [Selector(*p.split(":", 1)) for p in pairs]
+
+
+def entry(spiffe: str = "/w", parent: str = "/agent", sels: tuple[str, ...] = ("unix:uid:1000",), **kw: object) -> Entry:
+    return Entry(spiffe_id=TD + spiffe, parent_id=TD + parent, selectors=sel(*sels), **kw)  # type: ignore[arg-type]
+
+
+def make_cert(not_after: int, cn: str = "ca") -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime.fromtimestamp(NOW - 86400, datetime.timezone.utc))
+        .not_valid_after(datetime.datetime.fromtimestamp(not_after, datetime.timezone.utc))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def jwt_key(kid: str, expires_at: int) -> JWTKey:
+    pub = ec.generate_private_key(ec.SECP256R1()).public_key()
+    der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return JWTKey(key_id=kid, public_key=der, expires_at=expires_at)
