@@ -36,6 +36,10 @@ WRITE_OPTION = "spire_py_write"
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000  # go-sqlite3's default, as SPIRE uses
 
 
+class DriverMissingError(InvalidArgumentError):
+    """The Python driver for the configured database type is not installed."""
+
+
 @dataclass
 class PoolSettings:
     max_open_conns: int | None = None
@@ -340,6 +344,6 @@ def create_store_engine(
         return create_engine(url, **kwargs)
     except ModuleNotFoundError as exc:
         driver = "psycopg" if database_type == POSTGRES else "PyMySQL"
-        raise InvalidArgumentError(
+        raise DriverMissingError(
             f'database_type "{database_type}" needs the {driver} package: {exc}'
         ) from exc

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from spire_py.common.plugin import Plugin, PluginConfigError, PluginContext, register
 
-from .dialects import DATABASE_TYPES, TLSFiles
+from .dialects import DATABASE_TYPES, DriverMissingError, TLSFiles
 from .errors import DataStoreError
 from .store import SQLDataStore
 
@@ -133,5 +133,7 @@ class SQLDataStorePlugin(Plugin):
                 log_sql=_bool(data, "log_sql"),
                 tls=tls,
             )
+        except DriverMissingError as exc:
+            raise PluginConfigError(f"datastore: {exc}", "database_type") from exc
         except DataStoreError as exc:
             raise PluginConfigError(f"datastore: {exc}", "connection_string") from exc
