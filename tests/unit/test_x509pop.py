@@ -424,8 +424,16 @@ def test_agent_config_errors(tmp_path: Path, pki: PKI, conf: dict[str, Any], key
              "K": write(tmp_path, "k.pem", key_pem(k))}
     conf = {name: files.get(v, v) for name, v in conf.items()}
     with pytest.raises(PluginConfigError, match=message) as err:
-        AgentX509Pop.check_config(conf, PluginContext(TD, side="agent"))
+        AgentX509Pop.configure(conf, PluginContext(TD, side="agent"))
     assert err.value.key == key
+
+
+def test_agent_validate_checks_keys_but_not_files_as_spire() -> None:
+    ctx = PluginContext(TD, side="agent")
+    AgentX509Pop.check_config({"private_key_path": "/not/yet/key.pem", "certificate_path": "/not/yet/cert.pem"}, ctx)
+    AgentX509Pop.check_config({"spiffe_endpoint_socket": "unix:///run/spire/sockets/other.sock"}, ctx)
+    with pytest.raises(PluginConfigError, match="private_key_path is required"):
+        AgentX509Pop.check_config({"certificate_path": "/c.pem"}, ctx)
 
 
 async def test_agent_reports_credentials_that_vanish_after_configure(tmp_path: Path, pki: PKI) -> None:

@@ -133,7 +133,7 @@ class X509PopAttestor(AgentNodeAttestor):
         self._key: Any = None
 
     @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "X509PopAttestor":
+    def _parse(cls, data: dict[str, Any]) -> "X509PopAttestor":
         for key in sorted(data):
             if key not in _KEYS:
                 raise PluginConfigError(f'unknown configuration key "{key}"', key)
@@ -145,6 +145,17 @@ class X509PopAttestor(AgentNodeAttestor):
                 raise PluginConfigError("private_key_path is required", "private_key_path")
             if not plugin.certificate_path:
                 raise PluginConfigError("certificate_path is required", "certificate_path")
+        return plugin
+
+    @classmethod
+    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
+        # As SPIRE's Validate: keys only; the credentials may not be provisioned yet.
+        cls._parse(data)
+
+    @classmethod
+    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "X509PopAttestor":
+        plugin = cls._parse(data)
+        if not plugin.spiffe_endpoint_socket:
             # As SPIRE's Configure: the configuration must produce usable credentials.
             try:
                 plugin._load_files()
