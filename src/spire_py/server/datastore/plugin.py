@@ -89,9 +89,24 @@ class SQLDataStorePlugin(Plugin):
     NAME: ClassVar[str] = "sql"
 
     @classmethod
+    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
+        """Validate plugin_data without opening (or creating) the database."""
+        cls._options(data)
+
+    @classmethod
     def configure(cls, data: dict[str, Any], ctx: PluginContext) -> SQLDataStore:  # type: ignore[override]
         """Return the open store itself: the DataStore is a synchronous object the
         server drives from its thread pool, closed with ``close()``."""
+        database_type, connection_string, options = cls._options(data)
+        try:
+            return SQLDataStore(database_type, connection_string, **options)
+        except DriverMissingError as exc:
+            raise PluginConfigError(f"datastore: {exc}", "database_type") from exc
+        except DataStoreError as exc:
+            raise PluginConfigError(f"datastore: {exc}", "connection_string") from exc
+
+    @classmethod
+    def _options(cls, data: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         unknown = sorted(k for k in data if k not in KNOWN_KEYS)
         if unknown:
             raise PluginConfigError(
@@ -121,19 +136,12 @@ class SQLDataStorePlugin(Plugin):
         if bool(tls.client_cert_path) != bool(tls.client_key_path):
             key = "client_key_path" if tls.client_cert_path else "client_cert_path"
             raise PluginConfigError("client_cert_path and client_key_path must be set together", key)
-        try:
-            return SQLDataStore(
-                database_type,
-                connection_string,
-                max_open_conns=_int(data, "max_open_conns"),
-                max_idle_conns=_int(data, "max_idle_conns"),
-                conn_max_lifetime=parse_duration(lifetime, "conn_max_lifetime") if lifetime is not None else None,
-                ro_connection_string=_str(data, "ro_connection_string") or None,
-                disable_migration=_bool(data, "disable_migration"),
-                log_sql=_bool(data, "log_sql"),
-                tls=tls,
-            )
-        except DriverMissingError as exc:
-            raise PluginConfigError(f"datastore: {exc}", "database_type") from exc
-        except DataStoreError as exc:
-            raise PluginConfigError(f"datastore: {exc}", "connection_string") from exc
+        return database_type, connection_string, dict(
+            max_open_conns=_int(data, "max_open_conns"),
+            max_idle_conns=_int(data, "max_idle_conns"),
+            conn_max_lifetime=parse_duration(lifetime, "conn_max_lifetime") if lifetime is not None else None,
+            ro_connection_string=_str(data, "ro_connection_string") or None,
+            disable_migration=_bool(data, "disable_migration"),
+            log_sql=_bool(data, "log_sql"),
+            tls=tls,
+        )
