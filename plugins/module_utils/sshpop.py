@@ -38,9 +38,11 @@ BACKDATE = 60
 
 
 class HostCertRequest:
+    """One host certificate to keep signed; with public_key None, only the CA key is ensured."""
+
     def __init__(self, ca_key_path, cert_path, public_key, principals, key_id=None, ca_key_type="ed25519",
                  validity=365 * 86400, renew_before=30 * 86400, force=False):
-        if not principals:
+        if public_key is not None and not principals:
             raise PKIError("principals must not be empty")
         if renew_before >= validity:
             raise PKIError("renew_before (%ss) must be shorter than validity (%ss)" % (renew_before, validity))
@@ -48,15 +50,17 @@ class HostCertRequest:
             raise PKIError("ca_key_type must be ed25519, ecdsa or rsa")
         self.ca_key_path = ca_key_path
         self.cert_path = cert_path
-        self.public_key_text = public_key.strip()
-        self.principals = list(principals)
-        self.key_id = key_id or self.principals[0]
+        self.principals = list(principals or [])
+        self.key_id = key_id or (self.principals[0] if self.principals else "")
         self.ca_key_type = ca_key_type
         self.validity = validity
         self.renew_before = renew_before
         self.force = force
+        self.public_key = None
+        if public_key is None:
+            return
         try:
-            self.public_key = serialization.load_ssh_public_key(self.public_key_text.encode())
+            self.public_key = serialization.load_ssh_public_key(public_key.strip().encode())
         except (ValueError, TypeError, IndexError, UnsupportedAlgorithm):
             raise PKIError("public_key is not an OpenSSH public key (expected e.g. 'ssh-ed25519 AAAA...')")
 
@@ -155,10 +159,14 @@ def reasons_to_sign(request, ca_key, cert, now=None):
 def ensure_host_cert(request, check_mode=False, now=None):
     now = int(now if now is not None else time.time())
     ca_key, ca_created = ensure_ca_key(request, check_mode)
+    result = {"ca_created": ca_created, "ca_public_key": openssh_public(ca_key.public_key())}
+    if request.public_key is None:
+        result.update(changed=ca_created, reasons=["the CA key was created"] if ca_created else [],
+                      before=None, after=None, certificate=None)
+        return result
     cert = _load_cert(files.read_bytes(request.cert_path))
     reasons = ["the CA key was created"] if ca_created else reasons_to_sign(request, ca_key, cert, now)
     before = certificate_info(cert)
-    result = {"ca_created": ca_created, "ca_public_key": openssh_public(ca_key.public_key())}
     if not reasons:
         text = files.read_bytes(request.cert_path).decode().strip() + "\n"
         result.update(changed=False, reasons=[], before=before, after=before, certificate=text)

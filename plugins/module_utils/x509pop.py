@@ -60,7 +60,7 @@ def ensure_node_cert(request, ca_key, ca_cert, check_mode=False, now=None):
     reasons = reasons_to_reissue(request, ca_cert, key, cert, now)
     before = pki.certificate_info(cert)
     if not reasons:
-        return {"changed": False, "reasons": [], "before": before, "after": before, "cert": cert}
+        return {"changed": False, "reasons": [], "before": before, "after": before, "cert": cert, "key": key}
     if key is None or request.force or pki.key_spec(key) != (request.key_type, request.key_size):
         key = pki.generate_private_key(request.key_type, request.key_size)
         new_key = True
@@ -72,7 +72,8 @@ def ensure_node_cert(request, ca_key, ca_cert, check_mode=False, now=None):
         if new_key:
             files.atomic_write(request.key_path, pki.private_key_pem(key), 0o600)
         files.atomic_write(request.cert_path, pki.certificate_pem(cert), 0o644)
-    return {"changed": True, "reasons": reasons, "before": before, "after": pki.certificate_info(cert), "cert": cert}
+    return {"changed": True, "reasons": reasons, "before": before, "after": pki.certificate_info(cert),
+            "cert": cert, "key": key}
 
 
 def ensure(ca_request, node_request, check_mode=False, now=None):

@@ -16,6 +16,7 @@ description:
     in C(<ca_key_path>.pub); RV(ca_public_key) returns it for the server configuration.
     An existing file that is not a readable key is never replaced.
   - Run it where the CA key lives (the roles use the first server, with C(delegate_to)).
+  - Without O(public_key) only the CA key is ensured (and RV(ca_public_key) returned).
   - Idempotent. A certificate is kept while it is a host certificate for O(public_key),
     signed by the CA, with exactly O(principals) and O(key_id), valid for longer than
     O(renew_before).
@@ -43,18 +44,15 @@ options:
     choices: [ed25519, ecdsa, rsa]
     default: ed25519
   public_key:
-    description: The host's SSH public key, as in C(/etc/ssh/ssh_host_ed25519_key.pub).
+    description: The host's SSH public key, as in C(/etc/ssh/ssh_host_ed25519_key.pub). Required with O(cert_path).
     type: str
-    required: true
   cert_path:
     description: Where to write the certificate (on the host the module runs on).
     type: path
-    required: true
   principals:
-    description: Principals of the certificate, usually the host's names from the inventory.
+    description: Principals of the certificate, usually the host's names from the inventory. Required with O(cert_path).
     type: list
     elements: str
-    required: true
   key_id:
     description: Key id of the certificate. Defaults to the first principal.
     type: str
@@ -98,7 +96,7 @@ EXAMPLES = r"""
 RETURN = r"""
 certificate:
   description: The OpenSSH certificate, one line.
-  returned: always
+  returned: when O(cert_path) is set
   type: str
   sample: "ssh-ed25519-cert-v01@openssh.com AAAA..."
 ca_public_key:
@@ -111,7 +109,7 @@ ca_created:
   type: bool
 info:
   description: Facts about the certificate (type, key_id, principals, serial, valid_before, public_key, signed_by).
-  returned: always
+  returned: when O(cert_path) is set
   type: dict
 reasons:
   description: Why the certificate was (or would be) signed; empty when it was kept.
@@ -138,9 +136,9 @@ def main():
         argument_spec=dict(
             ca_key_path=dict(type="path", required=True, no_log=False),
             ca_key_type=dict(type="str", choices=["ed25519", "ecdsa", "rsa"], default="ed25519", no_log=False),
-            public_key=dict(type="str", required=True, no_log=False),
-            cert_path=dict(type="path", required=True),
-            principals=dict(type="list", elements="str", required=True),
+            public_key=dict(type="str", no_log=False),
+            cert_path=dict(type="path"),
+            principals=dict(type="list", elements="str"),
             key_id=dict(type="str", no_log=False),
             validity=dict(type="str", default="8760h"),
             renew_before=dict(type="str", default="720h"),
@@ -148,6 +146,8 @@ def main():
             owner=dict(type="str"),
             group=dict(type="str"),
         ),
+        required_together=[["public_key", "cert_path"]],
+        required_by={"cert_path": ["principals"]},
         supports_check_mode=True,
     )
     if not sshpop.HAS_CRYPTOGRAPHY:
@@ -167,16 +167,13 @@ def main():
 
     changed = result["changed"]
     for path, mode in ((p["ca_key_path"], "0600"), (p["ca_key_path"] + ".pub", "0644"), (p["cert_path"], "0644")):
-        changed = files.apply_attributes(module, path, mode, p["owner"], p["group"], changed)
-    out = dict(
-        changed=changed,
-        certificate=result["certificate"],
-        ca_public_key=result["ca_public_key"],
-        ca_created=result["ca_created"],
-        info=result["after"],
-        reasons=result["reasons"],
-    )
-    if module._diff:
+        if path:
+            changed = files.apply_attributes(module, path, mode, p["owner"], p["group"], changed)
+    out = dict(changed=changed, ca_public_key=result["ca_public_key"], ca_created=result["ca_created"],
+               reasons=result["reasons"])
+    if p["cert_path"]:
+        out.update(certificate=result["certificate"], info=result["after"])
+    if module._diff and p["cert_path"]:
         out["diff"] = files.diff_of(p["cert_path"], _describe(result["before"]), _describe(result["after"]))
     module.exit_json(**out)
 

@@ -92,6 +92,12 @@ options:
     description: Reissue the node certificate when it expires within this duration.
     type: str
     default: 720h
+  return_content:
+    description:
+      - Return the node's PEM key and certificate (RV(private_key_pem), RV(certificate_pem)),
+        so a play can copy them to the agent host. Use C(no_log) on the task.
+    type: bool
+    default: false
   force:
     description: Reissue the node key and certificate (not the CA) even when they are valid.
     type: bool
@@ -133,6 +139,18 @@ certificate:
   description: Facts about the node certificate (same fields as the CA's).
   returned: when O(cert_path) is set
   type: dict
+ca_certificate_pem:
+  description: The CA certificate in PEM, for the server's C(ca_bundle_path).
+  returned: always
+  type: str
+certificate_pem:
+  description: The node certificate in PEM (in check mode, the one that would be written).
+  returned: when O(return_content=true) and O(cert_path) is set
+  type: str
+private_key_pem:
+  description: The node private key in PEM (in check mode, the one that would be written).
+  returned: when O(return_content=true) and O(cert_path) is set
+  type: str
 reasons:
   description: Why the CA or the node certificate was (or would be) replaced.
   returned: always
@@ -166,6 +184,7 @@ def main():
             key_size=dict(type="int", no_log=False),
             validity=dict(type="str", default="8760h"),
             renew_before=dict(type="str", default="720h"),
+            return_content=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
             owner=dict(type="str"),
             group=dict(type="str"),
@@ -203,10 +222,14 @@ def main():
             changed = files.apply_attributes(module, path, mode, p["owner"], p["group"], changed)
     ca = result["ca"]
     node = result["node"]
-    out = dict(changed=changed, ca=ca["after"], ca_changed=ca["changed"], reasons=list(ca["reasons"]))
+    out = dict(changed=changed, ca=ca["after"], ca_changed=ca["changed"], reasons=list(ca["reasons"]),
+               ca_certificate_pem=pki.certificate_pem(ca["cert"]).decode())
     if node is not None:
         out["certificate"] = node["after"]
         out["reasons"].extend(node["reasons"])
+        if p["return_content"]:
+            out["certificate_pem"] = pki.certificate_pem(node["cert"]).decode()
+            out["private_key_pem"] = pki.private_key_pem(node["key"]).decode()
     if module._diff:
         if node is not None:
             out["diff"] = files.diff_of(p["cert_path"], pki.describe(node["before"]), pki.describe(node["after"]))

@@ -98,3 +98,13 @@ def test_module_check_mode_diff_idempotence(tmp_path, module_runner):
     assert done["changed"] and done["certificate"].startswith("ssh-ed25519-cert-v01@openssh.com ")
     again = module_runner(sshpop_cert, args, diff=True)
     assert not again["changed"] and again["diff"]["before"] == again["diff"]["after"]
+
+
+def test_ca_only_without_a_public_key(tmp_path, module_runner):
+    from ansible_collections.spire_py.spire.plugins.modules import sshpop_cert
+
+    first = module_runner(sshpop_cert, dict(ca_key_path=str(tmp_path / "ca")))
+    assert first["changed"] and first["ca_created"] and first["ca_public_key"].startswith("ssh-ed25519 ")
+    again = module_runner(sshpop_cert, dict(ca_key_path=str(tmp_path / "ca")))
+    assert not again["changed"] and again["ca_public_key"] == first["ca_public_key"]
+    assert sorted(os.listdir(tmp_path)) == ["ca", "ca.pub"]

@@ -94,3 +94,17 @@ def test_module_requires_common_name_with_cert_path(tmp_path, module_runner):
     result = module_runner(x509pop_cert, dict(ca_key_path=str(tmp_path / "k"), ca_cert_path=str(tmp_path / "c"),
                                               key_path=str(tmp_path / "n.key"), cert_path=str(tmp_path / "n.crt")))
     assert result["failed"] and "common_name" in result["msg"]
+
+
+def test_module_returns_content_for_copying_to_the_agent(tmp_path, module_runner):
+    from ansible_collections.spire_py.spire.plugins.modules import x509pop_cert
+
+    args = dict(ca_key_path=str(tmp_path / "ca.key"), ca_cert_path=str(tmp_path / "ca.crt"),
+                key_path=str(tmp_path / "n.key"), cert_path=str(tmp_path / "n.crt"), common_name="n1",
+                return_content=True)
+    checked = module_runner(x509pop_cert, args, check_mode=True)
+    assert checked["private_key_pem"].startswith("-----BEGIN PRIVATE KEY-----")
+    done = module_runner(x509pop_cert, args)
+    assert done["certificate_pem"] == (tmp_path / "n.crt").read_text()
+    assert done["private_key_pem"] == (tmp_path / "n.key").read_text()
+    assert done["ca_certificate_pem"] == (tmp_path / "ca.crt").read_text()
