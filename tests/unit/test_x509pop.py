@@ -32,7 +32,7 @@ NOW = dt.datetime.now(dt.timezone.utc)
 def _key(kind: str) -> Any:
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return ec.generate_private_key(ec.SECP256R1())
+    return ec.generate_private_key(ec.SECP384R1() if kind == "ec384" else ec.SECP256R1())
 
 
 def make_cert(cn: str, key: Any, issuer: tuple[x509.Certificate, Any] | None = None, *, ca: bool = False,
@@ -123,7 +123,7 @@ def sha1(cert: x509.Certificate) -> str:
 
 # --- successful attestation -------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["rsa", "ec"])
+@pytest.mark.parametrize("kind", ["rsa", "ec", "ec384"])
 async def test_leaf_signed_by_trusted_root_attests_with_fingerprint_id(tmp_path: Path, pki: PKI, kind: str) -> None:
     key = _key(kind)
     leaf = make_cert("node1.example.org", key, (pki.root, pki.root_key), serial=0x1A2B3)

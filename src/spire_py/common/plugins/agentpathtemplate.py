@@ -308,14 +308,14 @@ class AgentPathTemplate:
                 break
             literal = text[pos:start]
             inner_start = start + 2
-            if text.startswith("- ", inner_start) or text.startswith("-\t", inner_start) or text.startswith("-\n", inner_start):
+            if text.startswith(("- ", "-\t", "-\n", "-\r"), inner_start):
                 literal = literal.rstrip()
                 inner_start += 1
             end = text.find("}}", inner_start)
             if end < 0:
                 raise TemplateError(f"unclosed action in template {text!r}")
             inner_end, pos = end, end + 2
-            if text[inner_start:end].endswith((" -", "\t-", "\n-")):
+            if text[inner_start:end].endswith((" -", "\t-", "\n-", "\r-")):
                 inner_end -= 1
                 trim_after = True
             else:

@@ -21,38 +21,46 @@ from .base import AgentAttestationError, AgentNodeAttestor
 _KEYS = ("host_key_path", "host_cert_path")
 
 
-def _read(path: str, what: str) -> bytes:
+class CredentialError(AgentAttestationError):
+    """Credentials that cannot be loaded; ``key`` names the config key pointing at them."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _read(path: str, what: str, key: str) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read()
     except OSError as exc:
-        raise AgentAttestationError(f'failed to read {what} file "{path}": {exc.strerror or exc}') from None
+        raise CredentialError(key, f'failed to read {what} file "{path}": {exc.strerror or exc}') from None
 
 
 def load_host_credentials(key_path: str, cert_path: str) -> tuple[Any, bytes]:
     """The host private key and the wire blob of its certificate."""
-    key_data = _read(key_path, "host key")
-    cert_data = _read(cert_path, "host cert")
+    key_data = _read(key_path, "host key", "host_key_path")
+    cert_data = _read(cert_path, "host cert", "host_cert_path")
     try:
         if b"-----BEGIN OPENSSH PRIVATE KEY-----" in key_data:
             key = serialization.load_ssh_private_key(key_data, password=None)
         else:
             key = serialization.load_pem_private_key(key_data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise AgentAttestationError(f'failed to parse host key "{key_path}": {exc}') from None
+        raise CredentialError("host_key_path", f'failed to parse host key "{key_path}": {exc}') from None
     try:
         cert = serialization.load_ssh_public_identity(cert_data.strip())
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise AgentAttestationError(f'failed to parse host cert "{cert_path}": {exc}') from None
+        raise CredentialError("host_cert_path", f'failed to parse host cert "{cert_path}": {exc}') from None
     if not isinstance(cert, SSHCertificate):
-        raise AgentAttestationError(f'host cert "{cert_path}" is a plain public key, not a certificate')
+        raise CredentialError("host_cert_path", f'host cert "{cert_path}" is a plain public key, not a certificate')
     fmt = (serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     try:
         matches = key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
     except (ValueError, TypeError):
         matches = False
     if not matches:
-        raise AgentAttestationError(f'host key "{key_path}" does not match the certificate "{cert_path}"')
+        raise CredentialError("host_key_path", f'host key "{key_path}" does not match the certificate "{cert_path}"')
     return key, pop.cert_blob(cert)
 
 
@@ -76,9 +84,8 @@ class SshPopAttestor(AgentNodeAttestor):
                      data.get("host_cert_path") or pop.DEFAULT_HOST_CERT_PATH)
         try:
             load_host_credentials(plugin.host_key_path, plugin.host_cert_path)
-        except AgentAttestationError as exc:
-            key = "host_key_path" if "host key" in str(exc) else "host_cert_path"
-            raise PluginConfigError(str(exc), key) from None
+        except CredentialError as exc:
+            raise PluginConfigError(str(exc), exc.key) from None
         return plugin
 
     async def payload(self) -> bytes:

@@ -22,47 +22,59 @@ from .base import AgentAttestationError, AgentNodeAttestor
 _KEYS = ("private_key_path", "certificate_path", "intermediates_path", "spiffe_endpoint_socket")
 
 
+class CredentialError(AgentAttestationError):
+    """Credentials that cannot be loaded; ``key`` names the config key pointing at them."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def _reason(exc: BaseException) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def _read(path: str, key: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CredentialError(key, f'unable to load keypair: {what} "{path}": {_reason(exc)}') from None
 
 
 def load_key_pair(cert_path: str, key_path: str) -> tuple[list[x509.Certificate], Any]:
     """Certificates (leaf first) and the private key, which must match the leaf, as Go's
     tls.LoadX509KeyPair."""
-    try:
-        with open(cert_path, "rb") as f:
-            cert_pem = f.read()
-    except OSError as exc:
-        raise AgentAttestationError(f'unable to load keypair: certificate "{cert_path}": {_reason(exc)}') from None
-    try:
-        with open(key_path, "rb") as f:
-            key_pem = f.read()
-    except OSError as exc:
-        raise AgentAttestationError(f'unable to load keypair: private key "{key_path}": {_reason(exc)}') from None
+    cert_pem = _read(cert_path, "certificate_path", "certificate")
+    key_pem = _read(key_path, "private_key_path", "private key")
+
+    def cert_error(reason: str) -> CredentialError:
+        return CredentialError("certificate_path", f'unable to load keypair: certificate "{cert_path}": {reason}')
+
+    def key_error(reason: str) -> CredentialError:
+        return CredentialError("private_key_path", f'unable to load keypair: private key "{key_path}": {reason}')
+
     certs = []
     for kind, block in pop.pem_blocks(cert_pem):
         if kind == "CERTIFICATE":
             try:
                 certs.append(x509.load_pem_x509_certificate(block))
             except ValueError as exc:
-                raise AgentAttestationError(f'unable to load keypair: certificate "{cert_path}": {exc}') from None
+                raise cert_error(str(exc)) from None
     if not certs:
-        raise AgentAttestationError(
-            f'unable to load keypair: failed to find any PEM data in certificate input "{cert_path}"')
-    blocks = [block for kind, block in pop.pem_blocks(key_pem) if kind == "PRIVATE KEY" or kind.endswith(" PRIVATE KEY")]
+        raise cert_error("failed to find any PEM data in certificate input")
+    blocks = [block for kind, block in pop.pem_blocks(key_pem) if kind.endswith("PRIVATE KEY")]
     if not blocks:
-        raise AgentAttestationError(f'unable to load keypair: failed to find any PEM data in key input "{key_path}"')
+        raise key_error("failed to find any PEM data in key input")
     try:
         key = serialization.load_pem_private_key(blocks[0], password=None)
     except (ValueError, TypeError) as exc:
-        raise AgentAttestationError(f'unable to load keypair: private key "{key_path}": {exc}') from None
+        raise key_error(str(exc)) from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-        raise AgentAttestationError(f"unable to load keypair: unsupported private key type {type(key).__name__}")
-    leaf_pub = certs[0].public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    key_pub = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if leaf_pub != key_pub:
-        raise AgentAttestationError(
-            f'unable to load keypair: private key "{key_path}" does not match the public key of "{cert_path}"')
+        raise key_error(f"unsupported private key type {type(key).__name__}")
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if certs[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise key_error(f'private key does not match the public key of "{cert_path}"')
     return certs, key
 
 
@@ -159,9 +171,8 @@ class X509PopAttestor(AgentNodeAttestor):
             # As SPIRE's Configure: the configuration must produce usable credentials.
             try:
                 plugin._load_files()
-            except AgentAttestationError as exc:
-                key = "intermediates_path" if "intermediate" in str(exc) else "certificate_path"
-                raise PluginConfigError(str(exc), key) from None
+            except CredentialError as exc:
+                raise PluginConfigError(str(exc), exc.key) from None
         return plugin
 
     def _load_files(self) -> tuple[list[bytes], Any]:
@@ -171,8 +182,8 @@ class X509PopAttestor(AgentNodeAttestor):
             try:
                 intermediates = pop.load_certificates(self.intermediates_path)
             except (OSError, pop.X509PopError) as exc:
-                raise AgentAttestationError(
-                    f'unable to load intermediate certificates "{self.intermediates_path}": {_reason(exc)}') from None
+                message = f'unable to load intermediate certificates "{self.intermediates_path}": {_reason(exc)}'
+                raise CredentialError("intermediates_path", message) from None
             ders.extend(c.public_bytes(serialization.Encoding.DER) for c in intermediates)
         return ders, key
 
