@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
-from .config_schema import BOOL, INT, STR, STR_LIST, Block, BlockList, Ctx, Field, KeyPath, Schema, Values
+from .config_schema import BOOL, INT, STR, STR_LIST, Block, BlockList, Ctx, Field, Schema, Values
+from .config_source import KeyPath
 from .spiffeid import SpiffeId, SpiffeIdError, TrustDomain
 
 KEY_TYPES = ("rsa-2048", "rsa-4096", "ec-p256", "ec-p384")
@@ -200,6 +201,3 @@ def telemetry_from(values: Values) -> TelemetryConfig:
         blocked_labels=values["BlockedLabels"],
     )
 
-
-def dataclass_kwargs(values: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    return {n: values[n] for n in names}

@@ -211,8 +211,8 @@ class _Locator:
                 self._value(())
             else:
                 self._body((), None)
-        except IndexError:
-            pass  # truncated input: keep what was recorded
+        except (IndexError, RecursionError):
+            pass  # truncated or absurdly deep input: keep what was recorded
 
     def _peek(self) -> Optional[_Tok]:
         return self._toks[self._i] if self._i < len(self._toks) else None

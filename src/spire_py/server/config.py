@@ -17,7 +17,6 @@ from ..common.config import (
     BOOL,
     DURATION,
     INT,
-    RAW,
     SERVER_PLUGIN_RULES,
     STR,
     STR_LIST,
