@@ -22,9 +22,11 @@ from spire_py.common.config import (
     line_of,
     lines_of,
     load_file,
+    parse_plugin_data,
     parse_plugins,
     parse_text,
 )
+from spire_py.common.plugin import PluginConfigError
 from spire_py.server.config import load_server_config
 
 
@@ -510,3 +512,14 @@ def test_plugin_errors_raised_later_can_be_located(tmp_path):
     line = line_of(cfg.source, f"{km.key}.plugin_data.keys_path")
     assert line is not None and "keys_path" in open(path).read().splitlines()[line - 1]
     assert os.path.samefile(cfg.path, path)
+
+
+def test_plugins_can_check_plugin_data_with_the_same_schema_rules():
+    schema = Schema([Field("directory", STR, required=True), Field("ttl", DURATION, default=60)])
+    assert parse_plugin_data(schema, {"directory": "/d", "ttl": "1m"}) == {"directory": "/d", "ttl": 60}
+    with pytest.raises(PluginConfigError) as exc:
+        parse_plugin_data(schema, {"directory": "/d", "dir": "x"})
+    assert exc.value.key == "dir" and 'unknown key "dir"' in str(exc.value)
+    with pytest.raises(PluginConfigError) as exc:
+        parse_plugin_data(schema, {})
+    assert exc.value.key == "directory"

@@ -34,13 +34,15 @@ from .config_schema import (
 )
 from .config_sections import HealthChecksConfig, PrometheusConfig, PrometheusTLSConfig, SinkConfig, TelemetryConfig
 from .config_source import ConfigError, SourceInfo, expand_env, line_of, lines_of, load_file, parse_text
+from .plugin import PluginConfigError
 
 __all__ = [
     "AGENT_PLUGIN_RULES", "BOOL", "DURATION", "INT", "MISSING", "RAW", "SERVER_PLUGIN_RULES", "STR", "STR_LIST",
     "Block", "BlockList", "ConfigError", "Ctx", "Field", "HealthChecksConfig", "Kind", "LabeledBlocks",
     "PluginRule", "PluginSpec", "PrometheusConfig", "PrometheusTLSConfig", "Schema", "SinkConfig", "SourceInfo",
     "TelemetryConfig", "Values", "absolute", "apply_overrides", "block_list", "check_top_level", "expand_env",
-    "line_of", "lines_of", "load_file", "merge_blocks", "parse_plugins", "parse_text", "render_key",
+    "line_of", "lines_of", "load_file", "merge_blocks", "parse_plugin_data", "parse_plugins", "parse_text",
+    "render_key",
 ]
 
 
@@ -79,3 +81,13 @@ def apply_overrides(
 def absolute(path: str) -> str:
     """Relative paths resolve against the working directory, as SPIRE's do."""
     return os.path.abspath(path) if path else path
+
+
+def parse_plugin_data(schema: Schema, data: Optional[Mapping[str, Any]]) -> Values:
+    """For plugins: check ``plugin_data`` against a schema with the same typing rules as
+    the rest of the file. A mistake raises PluginConfigError whose ``key`` is relative to
+    plugin_data ("keys_path", "clusters.prod.allow_list"), which the host locates."""
+    try:
+        return schema.parse(Ctx(), [], dict(data or {}))
+    except ConfigError as exc:
+        raise PluginConfigError(exc.message, exc.key or None) from None
