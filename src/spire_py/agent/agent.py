@@ -17,7 +17,6 @@ from ..common import health as health_http
 from ..common import log, sdnotify
 from ..common.bundle import Bundle as SpiffeBundle
 from ..common.config import ConfigError, line_of
-from ..common.duration import parse_duration
 from ..common.plugin import PluginConfigError, PluginContext, lookup
 from ..common.spiffeid import TrustDomain
 from ..common.tls import spiffe_id_of
@@ -61,9 +60,7 @@ class SpireAgent:
         self._workload_server: Any = None
         self._health: Optional[health_http.HealthListener] = None
         self.error: Optional[str] = None
-        exp = getattr(config, "experimental", None) or {}
-        raw = exp.get("sync_interval") if isinstance(exp, dict) else None
-        self.sync_interval = float(parse_duration(raw)) if raw else DEFAULT_SYNC_INTERVAL
+        self.sync_interval = float(getattr(config, "sync_interval", None) or DEFAULT_SYNC_INTERVAL)
         self.key_type = getattr(config, "workload_x509_svid_key_type", "") or "ec-p256"
 
     # --- plugins -------------------------------------------------------------------
