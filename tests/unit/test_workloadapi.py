@@ -308,6 +308,26 @@ async def test_validate_returns_claims_and_names_the_reason_for_refusal(world):
         assert err.value.status == Status.INVALID_ARGUMENT and err.value.message
 
 
+async def test_foreign_tokens_validate_with_federated_keys_and_lose_extra_claims(world):
+    from test_workloadapi_fixtures import make_bundle
+
+    partner_key = ec.generate_private_key(ec.SECP256R1())
+    world.cache.bundles[FEDERATED_TD] = make_bundle(FEDERATED_TD, [world.partner.cert], {"p1": partner_key.public_key()})
+    token = pyjwt.encode({"sub": "spiffe://partner.test/client", "aud": ["db"], "exp": 2**31, "role": "admin"},
+                         partner_key, algorithm="ES256", headers={"kid": "p1"})
+    req = pb.ValidateJWTSVIDRequest(audience="db", svid=token)
+    world.add_entry()
+    async with raw(world) as stub:
+        with pytest.raises(GRPCError) as err:  # no entry of the caller federates with partner.test
+            await stub.ValidateJWTSVID(req, metadata=HEADER)
+        assert err.value.status == Status.INVALID_ARGUMENT
+        assert 'no bundle found for trust domain "partner.test"' in err.value.message
+        world.add_entry("spiffe://example.org/federated", federates_with=[FEDERATED_TD])
+        resp = await stub.ValidateJWTSVID(req, metadata=HEADER)
+    assert resp.spiffe_id == "spiffe://partner.test/client"
+    assert sorted(resp.claims.keys()) == ["aud", "exp", "sub"]
+
+
 async def test_jwt_minting_failure_is_unavailable(world):
     world.add_entry()
 

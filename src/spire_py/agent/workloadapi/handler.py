@@ -21,6 +21,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log
+from ...common.jwtsvid import validate_jwt_svid
 from ...common.spiffeid import SpiffeId, SpiffeIdError
 from ...proto.workload import workload_pb2 as pb
 from ...proto.workload.workload_grpc import SpiffeWorkloadAPIBase
@@ -28,7 +29,7 @@ from ...server.datastore.models import Entry, Selector
 from ..cache import CachedSVID, WorkloadCache
 from ..plugins.workloadattestor.base import WorkloadAttestor
 from .caller import Caller, CallerGone, CallerRegistry
-from .jwks import jwks_json, jwt_authorities_of
+from .jwks import jwks_json
 
 _log = log.get("workload_api")
 
@@ -193,8 +194,8 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 caller.close()
 
     def _no_identity(self, call: _Call, selectors: Sequence[Selector]) -> GRPCError:
-        call.log(logging.ERROR, "No identity issued", registered=False,
-                 selectors=",".join(str(s) for s in selectors))
+        # Selectors stay out of the log by default, as in SPIRE (labels may be sensitive).
+        call.log(logging.ERROR, "No identity issued", registered=False, selector_count=len(selectors))
         return _status(Status.PERMISSION_DENIED, "no identity issued")
 
     def _entries(self, selectors: Sequence[Selector]) -> list[Entry]:
@@ -209,7 +210,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         svids = []
         for e in entries:
             svid = self.cache.svids.get(e.id)
-            if svid is None:
+            if svid is None or svid.spiffe_id != e.spiffe_id:  # not (re)minted for this entry yet
                 return None
             svids.append(svid)
         roots = der_certs(bundle.x509_authorities)
@@ -334,8 +335,6 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         await stream.send_message(resp)
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
-        from ...common.jwtsvid import validate_jwt_svid
-
         call = _Call("ValidateJWTSVID")
         self._check_header(stream, call)
         req = await stream.recv_message()
@@ -348,10 +347,10 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         # Any attested caller may validate; the keys are those of the bundles it can see.
         selectors = await self._attest(stream, call)
         bundles = self._bundles(self._entries(selectors)) or {}
-        keys = {td: jwt_authorities_of(b) for td, b in bundles.items()}
+        keys = {td: b.jwt_keys() for td, b in bundles.items()}
         try:
             spiffe_id, claims = validate_jwt_svid(req.svid, req.audience, keys)
-        except Exception as exc:  # every validation failure is the token's fault
+        except ValueError as exc:  # JWTSVIDError: the token's fault, worded as go-spiffe does
             call.log(logging.WARNING, "Failed to validate JWT", audience=req.audience, error=str(exc))
             raise _status(Status.INVALID_ARGUMENT, str(exc)) from None
         sid = str(spiffe_id)
