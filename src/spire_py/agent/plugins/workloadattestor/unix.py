@@ -17,11 +17,16 @@ import os
 import pwd
 from typing import Any, Optional
 
-from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.config import BOOL, INT, Field, Schema, parse_plugin_data
+from ....common.plugin import PluginContext, register
 from ....server.datastore.models import Selector
 from .base import WorkloadAttestationError, WorkloadAttestor
 
-_KEYS = ("discover_workload_path", "workload_size_limit")
+SCHEMA = Schema([
+    Field("discover_workload_path", BOOL, default=False),
+    # 0: no limit; negative: never hash (path selector only).
+    Field("workload_size_limit", INT, default=0),
+])
 
 
 def proc_root() -> str:
@@ -92,23 +97,12 @@ class UnixWorkloadAttestor(WorkloadAttestor):
 
     def __init__(self, discover_workload_path: bool = False, workload_size_limit: int = 0) -> None:
         self.discover_workload_path = discover_workload_path
-        # 0: no limit; negative: never hash (path selector only).
         self.workload_size_limit = workload_size_limit
 
     @classmethod
     def _check(cls, data: dict[str, Any]) -> tuple[bool, int]:
-        for key in data:
-            if key not in _KEYS:
-                raise PluginConfigError(
-                    f'unknown configuration key "{key}"; known keys: {", ".join(_KEYS)}', key
-                )
-        discover = data.get("discover_workload_path", False)
-        if not isinstance(discover, bool):
-            raise PluginConfigError("discover_workload_path must be a boolean", "discover_workload_path")
-        limit = data.get("workload_size_limit", 0)
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise PluginConfigError("workload_size_limit must be an integer", "workload_size_limit")
-        return discover, limit
+        values = parse_plugin_data(SCHEMA, data)
+        return values["discover_workload_path"], values["workload_size_limit"]
 
     @classmethod
     def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
