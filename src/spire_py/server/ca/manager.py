@@ -1,0 +1,340 @@
+"""CA authority management: prepare → activate → retire for the X.509 CA and the JWT key.
+
+Mirrors SPIRE's ca/manager and ca/rotator: two slots per authority kind whose
+keys live in the KeyManager as ``x509-CA-A``/``x509-CA-B`` and
+``JWT-Signer-A``/``JWT-Signer-B``. A new authority is published to the bundle
+as soon as it is prepared, so relying parties trust it before anything is
+signed with it; retired authorities stay in the bundle until they expire.
+Slot metadata goes to the journal so a restart with a persistent KeyManager
+keeps the same CA; with the memory KeyManager the keys are gone and a new CA is
+prepared, as in SPIRE.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any, Callable, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ...common import log
+from ...common.bundle import Bundle
+from ...common.keys import PrivateKey, public_key_der, public_keys_equal, signature_hash_for
+from ...common.spiffeid import TrustDomain
+from ...common.x509util import (
+    X509SVIDError, create_ca_certificate, is_ca, new_serial_number, uri_sans, verify_chain,
+)
+from . import journal as journal_mod
+from .slots import ACTIVE, OLD, PREPARED, SLOT_IDS, JWTKeySlot, X509CASlot, other_slot
+
+_log = log.get("ca")
+
+_KID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+SubjectFactory = Callable[[str], x509.Name]
+
+
+class CAError(RuntimeError):
+    """The CA cannot prepare or use an authority; the message says why."""
+
+
+def new_key_id() -> str:
+    """A random 32-character JWT key id from SPIRE's alphabet."""
+    return "".join(_KID_ALPHABET[b % len(_KID_ALPHABET)] for b in secrets.token_bytes(32))
+
+
+class CAManager:
+    """State of both authority kinds; every method is safe to call from several threads."""
+
+    def __init__(
+        self,
+        trust_domain: TrustDomain,
+        key_manager: Any,
+        upstream: Any = None,
+        *,
+        ca_key_type: str,
+        jwt_key_type: str,
+        ca_ttl: float,
+        ca_subject: SubjectFactory,
+        load_journal: Optional[Callable[[], Optional[bytes]]] = None,
+        save_journal: Optional[Callable[[bytes], None]] = None,
+        on_bundle_change: Optional[Callable[[Bundle], None]] = None,
+    ) -> None:
+        self.trust_domain = trust_domain
+        self.key_manager = key_manager
+        self.upstream = upstream
+        self.ca_key_type = ca_key_type
+        self.jwt_key_type = jwt_key_type
+        self.ca_ttl = float(ca_ttl)
+        self.ca_subject = ca_subject
+        self._load_journal = load_journal
+        self._save_journal = save_journal
+        self._on_bundle_change = on_bundle_change
+        self._lock = threading.RLock()
+        self.x509 = {sid: X509CASlot(sid) for sid in SLOT_IDS}
+        self.jwt = {sid: JWTKeySlot(sid) for sid in SLOT_IDS}
+        self.current_x509_id = "A"
+        self.current_jwt_id = "A"
+        self.published = Bundle(trust_domain)
+        self._bundle_dirty = False
+
+    # --- slot access -------------------------------------------------------------------------
+    @property
+    def current_x509(self) -> X509CASlot:
+        return self.x509[self.current_x509_id]
+
+    @property
+    def next_x509(self) -> X509CASlot:
+        return self.x509[other_slot(self.current_x509_id)]
+
+    @property
+    def current_jwt(self) -> JWTKeySlot:
+        return self.jwt[self.current_jwt_id]
+
+    @property
+    def next_jwt(self) -> JWTKeySlot:
+        return self.jwt[other_slot(self.current_jwt_id)]
+
+    def active_x509(self) -> X509CASlot:
+        """A copy of the signing X.509 CA slot."""
+        with self._lock:
+            slot = self.current_x509
+            if slot.status != ACTIVE or slot.cert is None or slot.key is None:
+                raise CAError("X509 CA is not available for signing")
+            return X509CASlot(slot.id, slot.key, slot.cert, list(slot.upstream_chain),
+                              list(slot.upstream_roots), slot.issued_at, slot.status)
+
+    def active_jwt(self) -> JWTKeySlot:
+        """A copy of the signing JWT key slot."""
+        with self._lock:
+            slot = self.current_jwt
+            if slot.status != ACTIVE or slot.key is None:
+                raise CAError("JWT key is not available for signing")
+            return JWTKeySlot(slot.id, slot.key, slot.kid, slot.not_after, slot.issued_at, slot.status)
+
+    def bundle(self, now: float) -> Bundle:
+        """The published authorities that have not expired at ``now``."""
+        with self._lock:
+            b = Bundle(self.trust_domain, list(self.published.x509_authorities), dict(self.published.jwt_authorities))
+        b.prune(now)
+        return b
+
+    # --- journal ----------------------------------------------------------------------------
+    def load(self, now: float) -> None:
+        """Pick the slots up from the journal when their KeyManager keys are still there."""
+        raw = self._load_journal() if self._load_journal else None
+        if not raw:
+            return
+        try:
+            data = journal_mod.decode(raw)
+        except journal_mod.JournalError as exc:
+            _log.error("Unable to load CA journal; starting with a new CA", extra=log.fields(error=str(exc)))
+            return
+        with self._lock:
+            record = {"trust_domain_id": self.trust_domain.id_string(), "x509_authorities": data.x509_authorities,
+                      "jwt_authorities": data.jwt_authorities}
+            self.published = Bundle.from_record(record)
+            self.current_x509_id, self.current_jwt_id = data.current_x509, data.current_jwt
+            for sid, x in data.x509_cas.items():
+                slot = self._restore_x509(x, now)
+                if slot is not None:
+                    self.x509[sid] = slot
+            for sid, j in data.jwt_keys.items():
+                jslot = self._restore_jwt(j, now)
+                if jslot is not None:
+                    self.jwt[sid] = jslot
+            # As SPIRE: a loaded current authority signs again unless the next one is due.
+            for cur in (self.current_x509, self.current_jwt):
+                if not cur.is_empty() and not cur.should_activate_next(now):
+                    cur.status = ACTIVE
+            self._save()
+
+    def _km_key(self, key_id: str) -> Optional[PrivateKey]:
+        key: Optional[PrivateKey] = self.key_manager.get_key(key_id)
+        return key
+
+    def _restore_x509(self, e: journal_mod.X509CAEntry, now: float) -> Optional[X509CASlot]:
+        slot = X509CASlot(e.slot_id)
+        cert = e.chain[0]
+        key = self._km_key(slot.km_key_id)
+        why = ""
+        if e.status == OLD:
+            return None
+        if key is None:
+            why = "no key manager key"
+        elif not public_keys_equal(key, cert.public_key()):  # type: ignore[arg-type]
+            why = "public key does not match key manager key"
+        elif uri_sans(cert) != [self.trust_domain.id_string()]:
+            why = "CA certificate is for another trust domain"
+        elif cert.not_valid_after_utc.timestamp() <= now:
+            why = "CA certificate has expired"
+        if why:
+            _log.warning("X509 CA slot unusable", extra=log.fields(slot=e.slot_id, reason=why))
+            return None
+        slot.key, slot.cert, slot.issued_at, slot.status = key, cert, e.issued_at, e.status
+        if e.upstream:
+            slot.upstream_chain, slot.upstream_roots = list(e.chain), list(e.upstream_roots)
+        return slot
+
+    def _restore_jwt(self, e: journal_mod.JWTKeyEntry, now: float) -> Optional[JWTKeySlot]:
+        if e.status == OLD:
+            return None
+        slot = JWTKeySlot(e.slot_id)
+        key = self._km_key(slot.km_key_id)
+        why = ""
+        if key is None:
+            why = "no key manager key"
+        elif public_key_der(key) != e.public_key:
+            why = "public key does not match key manager key"
+        elif e.not_after <= now:
+            why = "JWT key has expired"
+        if why:
+            _log.warning("JWT key slot unusable", extra=log.fields(slot=e.slot_id, reason=why))
+            return None
+        slot.key, slot.kid, slot.not_after, slot.issued_at, slot.status = key, e.kid, e.not_after, e.issued_at, e.status
+        return slot
+
+    def _save(self) -> None:
+        if self._save_journal is None:
+            return
+        rec = self.published.to_record()
+        data = journal_mod.encode(self.current_x509_id, self.x509, self.current_jwt_id, self.jwt,
+                                  rec["x509_authorities"], rec["jwt_authorities"])
+        try:
+            self._save_journal(data)
+        except Exception as exc:  # as SPIRE: the CA keeps working, the next change retries
+            _log.error("Unable to save CA journal", extra=log.fields(error=str(exc)))
+
+    # --- rotation (SPIRE's rotator.rotate) ---------------------------------------------------
+    def rotate(self, now: float) -> bool:
+        """Prepare, activate and retire as due at ``now``; prune expired authorities.
+
+        Returns True when the signing authorities or the bundle changed.
+        """
+        with self._lock:
+            changed = self._rotate_x509(now)
+            changed = self._rotate_jwt(now) or changed
+            if self.published.prune(now):
+                self._bundle_dirty = changed = True
+                self._save()
+            bundle = self.bundle(now) if self._bundle_dirty else None
+        if bundle is not None and self._on_bundle_change is not None:
+            self._on_bundle_change(bundle)
+        with self._lock:
+            if bundle is not None:
+                self._bundle_dirty = False
+        return changed
+
+    def _rotate_x509(self, now: float) -> bool:
+        changed = False
+        if self.current_x509.is_empty():
+            self._prepare_x509(now)
+            self._activate_x509()
+            changed = True
+        if self.next_x509.is_empty() and self.current_x509.should_prepare_next(now):
+            self._prepare_x509(now)
+            changed = True
+        if self.current_x509.should_activate_next(now) and not self.next_x509.is_empty():
+            old = self.current_x509
+            self.current_x509_id = other_slot(self.current_x509_id)
+            _log.info("X509 CA retired", extra=log.fields(slot=old.id, local_authority_id=old.authority_id))
+            old.reset()
+            self._activate_x509()
+            changed = True
+        return changed
+
+    def _rotate_jwt(self, now: float) -> bool:
+        changed = False
+        if self.current_jwt.is_empty():
+            self._prepare_jwt(now)
+            self._activate_jwt()
+            changed = True
+        if self.next_jwt.is_empty() and self.current_jwt.should_prepare_next(now):
+            self._prepare_jwt(now)
+            changed = True
+        if self.current_jwt.should_activate_next(now) and not self.next_jwt.is_empty():
+            old = self.current_jwt
+            self.current_jwt_id = other_slot(self.current_jwt_id)
+            _log.info("JWT key retired", extra=log.fields(slot=old.id, local_authority_id=old.kid))
+            old.reset()
+            self._activate_jwt()
+            changed = True
+        return changed
+
+    # --- X.509 CA ---------------------------------------------------------------------------------
+    def _prepare_x509(self, now: float) -> None:
+        slot = self.current_x509 if self.current_x509.is_empty() else self.next_x509
+        slot.reset()
+        key: PrivateKey = self.key_manager.generate_key(slot.km_key_id, self.ca_key_type)
+        if self.upstream is not None:
+            chain, roots = self._upstream_sign(key, now)
+            slot.cert, slot.upstream_chain, slot.upstream_roots = chain[0], chain, roots
+        else:
+            slot.cert = create_ca_certificate(
+                key.public_key(), key, subject=self.ca_subject(str(new_serial_number())),
+                ttl=self.ca_ttl, now=now, uris=[self.trust_domain.id_string()])
+        slot.key, slot.issued_at, slot.status = key, now, PREPARED
+        for root in slot.roots:
+            self.published.add_x509_authority(root)
+        self._bundle_dirty = True
+        self._save()
+        _log.info("X509 CA prepared", extra=log.fields(
+            slot=slot.id, issued_at=now, expiration=slot.not_after, self_signed=self.upstream is None,
+            local_authority_id=slot.authority_id))
+
+    def _upstream_sign(self, key: PrivateKey, now: float) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+        """Have the UpstreamAuthority mint our intermediate and check it as SPIRE's X509CAValidator."""
+        td_id = self.trust_domain.id_string()
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(self.ca_subject(str(new_serial_number())))
+               .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(td_id)]), critical=False)
+               .sign(key, signature_hash_for(key)))  # type: ignore[arg-type]
+        chain, roots = self.upstream.mint_x509_ca(csr.public_bytes(serialization.Encoding.DER),
+                                                  self.trust_domain, self.ca_ttl)
+        chain, roots = list(chain), list(roots)
+        if not chain:
+            raise CAError("upstream authority returned an empty X.509 CA chain")
+        if not roots:
+            raise CAError("upstream authority returned no upstream X.509 roots")
+        ca = chain[0]
+        if not public_keys_equal(ca.public_key(), key):  # type: ignore[arg-type]
+            raise CAError("upstream-signed X509 CA does not have the requested public key")
+        if not is_ca(ca):
+            raise CAError("upstream-signed X509 CA is not a CA certificate")
+        if uri_sans(ca) != [td_id]:
+            raise CAError(f'upstream-signed X509 CA must have the trust domain ID "{td_id}" as its only URI SAN')
+        try:
+            verify_chain(ca, chain[1:], roots, now)
+        except X509SVIDError as exc:
+            raise CAError(f"upstream-signed X509 CA does not chain to the upstream roots: {exc}") from None
+        return chain, roots
+
+    def _activate_x509(self) -> None:
+        slot = self.current_x509
+        slot.status = ACTIVE
+        self._save()
+        _log.info("X509 CA activated", extra=log.fields(
+            slot=slot.id, issued_at=slot.issued_at, expiration=slot.not_after,
+            local_authority_id=slot.authority_id))
+
+    # --- JWT key ----------------------------------------------------------------------------------
+    def _prepare_jwt(self, now: float) -> None:
+        slot = self.current_jwt if self.current_jwt.is_empty() else self.next_jwt
+        slot.reset()
+        key: PrivateKey = self.key_manager.generate_key(slot.km_key_id, self.jwt_key_type)
+        slot.key, slot.kid, slot.not_after = key, new_key_id(), now + self.ca_ttl
+        slot.issued_at, slot.status = now, PREPARED
+        self.published.add_jwt_authority(slot.kid, key.public_key(), int(slot.not_after))
+        self._bundle_dirty = True
+        self._save()
+        _log.info("JWT key prepared", extra=log.fields(
+            slot=slot.id, issued_at=now, expiration=slot.not_after, local_authority_id=slot.kid))
+
+    def _activate_jwt(self) -> None:
+        slot = self.current_jwt
+        slot.status = ACTIVE
+        self._save()
+        _log.info("JWT key activated", extra=log.fields(
+            slot=slot.id, issued_at=slot.issued_at, expiration=slot.not_after, local_authority_id=slot.kid))
