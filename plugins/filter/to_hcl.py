@@ -13,8 +13,9 @@ description:
   - Renders nested dicts as HCL blocks, scalars and lists of scalars as C(key = value),
     and lists of dicts as repeated blocks, with every string quoted and escaped, so
     inventory values never need hand-written quoting.
-  - Dicts at the paths matched by O(labeled) have labels as keys. With the default,
-    C({"plugins": {"DataStore": {"sql": {...}}}}) renders as C(plugins { DataStore "sql" { ... } }).
+  - >-
+    Dicts at the paths matched by O(labeled) have labels as keys. With the default,
+    C(plugins.DataStore.sql.plugin_data) renders as C(plugins { DataStore "sql" { plugin_data { ... } } }).
   - Keys with a C(null) value are left out. Strings with newlines become heredocs
     (C(<<EOT)); other control characters are refused.
 options:

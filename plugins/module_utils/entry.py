@@ -142,5 +142,5 @@ def describe(entry_view):
     """Text for Ansible's diff."""
     if entry_view is None:
         return "absent\n"
-    keys = ["spiffe_id", "parent_id", "selectors"] + [name for name, _ in ATTRIBUTES]
+    keys = ["spiffe_id", "parent_id", "selectors"] + [name for name, _flag in ATTRIBUTES]
     return "".join("%s: %s\n" % (k, entry_view.get(k)) for k in keys)

@@ -119,10 +119,10 @@ def same_public_key(a, b):
 
 def build_name(subject):
     """An x509.Name from a dict such as {"common_name": "X", "organization": ["A", "B"]}."""
-    unknown = set(subject) - set(name for name, _ in SUBJECT_FIELDS)
+    unknown = set(subject) - set(name for name, _oid in SUBJECT_FIELDS)
     if unknown:
         raise PKIError("unknown subject field(s): %s; known: %s"
-                       % (", ".join(sorted(unknown)), ", ".join(name for name, _ in SUBJECT_FIELDS)))
+                       % (", ".join(sorted(unknown)), ", ".join(name for name, _oid in SUBJECT_FIELDS)))
     attrs = []
     for name, oid_name in SUBJECT_FIELDS:
         values = subject.get(name)

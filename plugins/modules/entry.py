@@ -184,7 +184,7 @@ def main():
         want = entries.desired(p)
     except entries.EntryError as exc:
         module.fail_json(msg=str(exc))
-    cli = ServerCLI(lambda argv: module.run_command(argv), p["server_bin"], p["socket_path"])
+    cli = ServerCLI(module.run_command, p["server_bin"], p["socket_path"])
     try:
         matches = entries.find(cli.show_entries(want["spiffe_id"], want["parent_id"]), want)
         current = matches[0] if matches else None

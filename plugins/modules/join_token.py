@@ -101,7 +101,7 @@ def main():
     out = dict(changed=True, token="", expires_at=0, spiffe_id=p["spiffe_id"] or "")
     if module.check_mode:
         module.exit_json(**out)
-    cli = ServerCLI(lambda argv: module.run_command(argv), p["server_bin"], p["socket_path"])
+    cli = ServerCLI(module.run_command, p["server_bin"], p["socket_path"])
     try:
         doc = cli.generate_token(p["ttl"], p["spiffe_id"])
     except SpireCLIError as exc:

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The Ansible collection's checks: ansible-test sanity, ansible-lint (production profile)
+# and pytest tests/collection (module_utils units, modules in-process, playbooks with
+# connection=local against a real spire-server). Called by scripts/test.sh.
+#
+# ansible-test only runs from a directory ending in ansible_collections/<ns>/<name>/ (a
+# real one, not a symlink), so the collection is copied (rsync) into a temp tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VPY=${VPY:-$ROOT/.venv/bin/python}
+VBIN=$(dirname "$VPY")
+
+# 1. Tools: ansible-core 2.19 (the newest for Python 3.11) and ansible-lint, in the project venv.
+if ! "$VPY" -c 'import ansible, ansiblelint, ansible_test' 2>/dev/null; then
+  "$VPY" -m pip install -q -r tests/collection/requirements.txt
+fi
+# systemd-analyze scores the unit files (tests/collection/test_units.py).
+if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get install -y -qq systemd >/dev/null 2>&1 || echo "systemd-analyze unavailable: unit scoring will be skipped" >&2
+fi
+
+if ! command -v rsync >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    apt-get install -y -qq rsync >/dev/null
+  else
+    echo "collection-test.sh needs rsync" >&2
+    exit 1
+  fi
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/spire_py-collection.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+copy_tree() {  # copy_tree DEST [extra rsync excludes...]
+  local dest=$1; shift
+  mkdir -p "$dest"
+  local excludes=(--exclude .git --exclude .venv --exclude __pycache__ --exclude '*.pyc' --exclude .pytest_cache
+                  --exclude .mypy_cache --exclude tests/output --exclude '*.tar.gz' --exclude '*.egg-info' "$@")
+  rsync -a --delete "${excludes[@]}" "$ROOT"/ "$dest"/
+}
+
+# 2. ansible-test sanity on the Ansible content. The Python package (src/), its tests,
+#    benchmarks and scripts are the daemon's code, checked by its own suite, not Ansible content.
+SANITY=$WORK/sanity/ansible_collections/spire_py/spire
+copy_tree "$SANITY" --exclude /src --exclude /tests --exclude /benchmarks --exclude /scripts --exclude /.ci \
+  --exclude /conf --exclude /Makefile --exclude /pyproject.toml
+ANSIBLE_VERSION=$("$VPY" -c 'from ansible.release import __version__ as v; print(".".join(v.split(".")[:2]))')
+mkdir -p "$SANITY/tests/sanity"
+if [ -f "tests/collection/sanity/ignore-$ANSIBLE_VERSION.txt" ]; then
+  cp "tests/collection/sanity/ignore-$ANSIBLE_VERSION.txt" "$SANITY/tests/sanity/"
+fi
+# ansible-test --venv downloads a pip bootstrap script from a host CI cannot reach; a
+# stand-in in its cache does the same job with ensurepip (see scripts/get_pip_standin.py).
+PIP_VERSION=$("$VPY" - <<'PY'
+import inspect, re
+from ansible_test._internal import python_requirements
+print(re.search(r"pip='([0-9.]+)'", inspect.getsource(python_requirements)).group(1))
+PY
+)
+mkdir -p "$HOME/.ansible/test/cache"
+cp scripts/get_pip_standin.py "$HOME/.ansible/test/cache/get_pip_${PIP_VERSION//./_}.py"
+PYVER=$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+echo "== ansible-test sanity (ansible-core $ANSIBLE_VERSION, Python $PYVER)"
+(cd "$SANITY" && PATH="$VBIN:$PATH" "$VBIN/ansible-test" sanity --venv --python "$PYVER" --color no)
+
+# 3. ansible-lint, production profile, on the whole collection (.ansible-lint excludes src/ and tests/).
+FULL=$WORK/full/ansible_collections/spire_py/spire
+copy_tree "$FULL"
+echo "== ansible-lint --offline --profile production"
+(cd "$FULL" && ANSIBLE_COLLECTIONS_PATH="$WORK/full" PATH="$VBIN:$PATH" "$VBIN/ansible-lint" --offline --profile production --nocolor)
+
+# 4. pytest tests/collection from the copy, so the collection imports as ansible_collections.spire_py.spire.
+echo "== pytest tests/collection"
+rc=0
+(cd "$FULL" && ANSIBLE_COLLECTIONS_PATH="$WORK/full" PATH="$VBIN:$PATH" "$VPY" -m pytest -q -p no:cacheprovider tests/collection "$@") || rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "no collection tests were collected: failing" >&2
+  exit 1
+fi
+exit "$rc"
