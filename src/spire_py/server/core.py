@@ -29,6 +29,7 @@ class ServerCore:
     cache: EntryCache
     node_attestors: dict[str, Any] = field(default_factory=dict)
     admin_ids: set[str] = field(default_factory=set)
+    agent_ttl: Any = None
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="spire-db"))
     # Set when bundle or entries change, so agents' streams and caches can react.
     bundle_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -49,8 +50,13 @@ class ServerCore:
             raise GRPCError(Status.INTERNAL, f"datastore error: {exc}") from None
 
     async def sign(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from .ca.ca import CARequestError
+
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        except CARequestError as exc:
+            raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
 
     async def refresh_cache(self) -> None:
         await self.db(self.cache.refresh)

@@ -115,7 +115,7 @@ class SpireServer:
             node_attestors={name: p for name, p in plugins.get("NodeAttestor", [])},
             admin_ids=set(cfg.admin_ids or []),
         )
-        core.agent_ttl = cfg.agent_ttl or None  # type: ignore[attr-defined]
+        core.agent_ttl = cfg.agent_ttl or None
         self.core = core
         await core.sign(ca.start)
         await self._publish_bundle()

@@ -202,7 +202,7 @@ class AgentService(agent_grpc.AgentBase):
         existing = await self.core.db(self.core.datastore.fetch_attested_node, str(sid))
         if existing is not None and existing.banned:
             raise GRPCError(Status.PERMISSION_DENIED, "failed to attest: agent is banned")
-        chain = await self.core.sign(self.core.ca.sign_x509_svid, csr.public_key(), sid, self.core.agent_ttl)
+        chain = await self.core.sign(self.core.ca.sign_agent_svid, csr.public_key(), sid, self.core.agent_ttl)
         leaf = chain[0]
         node = AttestedNode(
             spiffe_id=str(sid),
@@ -230,7 +230,7 @@ class AgentService(agent_grpc.AgentBase):
             raise GRPCError(Status.INVALID_ARGUMENT, "params cannot be nil")
         csr = parse_csr(req.params.csr)
         sid: SpiffeId = caller.spiffe_id  # type: ignore[assignment]
-        chain = await self.core.sign(self.core.ca.sign_x509_svid, csr.public_key(), sid, self.core.agent_ttl)
+        chain = await self.core.sign(self.core.ca.sign_agent_svid, csr.public_key(), sid, self.core.agent_ttl)
         node = await self.core.db(self.core.datastore.fetch_attested_node, str(sid))
         node.new_cert_serial_number = str(chain[0].serial_number)
         node.new_cert_not_after = int(chain[0].not_valid_after_utc.timestamp())
