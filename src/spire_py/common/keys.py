@@ -172,6 +172,27 @@ def signature_hash_for(key: PrivateKey | PublicKey) -> hashes.HashAlgorithm:
     return hashes.SHA256()
 
 
+def _make_private_dirs(directory: str) -> None:
+    """Create ``directory`` and any missing parent, each with mode 0700 (makedirs applies the
+    mode to the last one only)."""
+    missing: list[str] = []
+    d = directory
+    while not os.path.isdir(d):
+        missing.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
+            continue
+        os.chmod(d, 0o700)
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never a mix.
 
@@ -180,7 +201,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
     """
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    _make_private_dirs(directory)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
