@@ -68,3 +68,23 @@ def run_module(module: Any, args: dict[str, Any], check_mode: bool = False, diff
 @pytest.fixture
 def module_runner():
     return run_module
+
+
+# The integration harness (a real spire-server on loopback) is reused as is.
+def _load_integration_harness():
+    import importlib.util
+
+    path = ROOT / "tests" / "integration" / "conftest.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("spire_integration_harness", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_integration_harness()
+if harness is not None:
+    make_server = harness.make_server
+    spire_server = harness.spire_server
