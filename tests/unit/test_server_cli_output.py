@@ -296,7 +296,7 @@ def test_spiffe_bundle_with_rsa_jwt_key():
 @pytest.mark.parametrize(
     "doc, message",
     [
-        ({}, "unable to parse to spiffe bundle: spiffebundle: no keys found"),
+        ({}, "unable to parse to spiffe bundle: spiffebundle: no authorities found"),
         ({"keys": [{"use": "jwt-svid", "kty": "EC", "crv": "P-256", "x": "", "y": ""}]}, "unable to parse to spiffe bundle"),
     ],
 )

@@ -14,9 +14,9 @@ import sys
 from typing import Any, Callable
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from ...common.bundle import Bundle as SpiffeBundle
+from ...common.bundle import BundleError
 from ...common.cli import CommandError, Context, FlagSet
 from ...proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from ...proto.spire.api.types import bundle_pb2 as types_bundle_pb2
@@ -28,8 +28,6 @@ from .printing import (
 
 Bundle = types_bundle_pb2.Bundle
 HEADER = "****************************************\n* {}\n****************************************\n"
-X509_USE = "x509-svid"
-JWT_USE = "jwt-svid"
 
 
 # ---------------------------------------------------------------- PEM
@@ -88,124 +86,21 @@ def certs_from_pem(data: bytes) -> list[bytes]:
 # ---------------------------------------------------------------- SPIFFE bundle format
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64url(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError("invalid base64 value")
-    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-
-
-_CURVES = {"secp256r1": ("P-256", 32), "secp384r1": ("P-384", 48), "secp521r1": ("P-521", 66)}
-_CURVES_BY_JWK = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
-
-
-def jwk_fields(key: Any) -> dict[str, Any]:
-    """The key parameters of a JWK, in go-jose's field order."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        crv, size = _CURVES[key.curve.name]
-        nums = key.public_numbers()
-        return {"kty": "EC", "crv": crv, "x": _b64url(nums.x.to_bytes(size, "big")), "y": _b64url(nums.y.to_bytes(size, "big"))}
-    if isinstance(key, rsa.RSAPublicKey):
-        nums = key.public_numbers()
-        return {"kty": "RSA", "n": _b64url(nums.n.to_bytes((nums.n.bit_length() + 7) // 8, "big")),
-                "e": _b64url(nums.e.to_bytes((nums.e.bit_length() + 7) // 8, "big"))}
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)}
-    raise CommandError(f"unsupported key type {type(key).__name__}")
-
-
-def key_from_jwk(jwk: dict[str, Any]) -> Any:
-    kty = jwk.get("kty")
-    if kty == "EC":
-        curve = _CURVES_BY_JWK.get(jwk.get("crv", ""))
-        if curve is None:
-            raise ValueError(f"unsupported elliptic curve '{jwk.get('crv')}'")
-        x = int.from_bytes(_unb64url(jwk.get("x")), "big")
-        y = int.from_bytes(_unb64url(jwk.get("y")), "big")
-        return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
-    if kty == "RSA":
-        n = int.from_bytes(_unb64url(jwk.get("n")), "big")
-        e = int.from_bytes(_unb64url(jwk.get("e")), "big")
-        return rsa.RSAPublicNumbers(e, n).public_key()
-    if kty == "OKP" and jwk.get("crv") == "Ed25519":
-        return ed25519.Ed25519PublicKey.from_public_bytes(_unb64url(jwk.get("x")))
-    raise ValueError(f"unknown json web key type '{kty}'")
-
-
 def spiffe_bundle_doc(b: Bundle) -> dict[str, Any]:
-    """go-spiffe's spiffebundle.Marshal of an API bundle."""
-    keys = []
-    for auth in b.x509_authorities:
-        cert = x509.load_der_x509_certificate(auth.asn1)
-        keys.append({"use": X509_USE, **jwk_fields(cert.public_key()), "x5c": [base64.b64encode(auth.asn1).decode()]})
-    for auth in b.jwt_authorities:
-        fields = jwk_fields(serialization.load_der_public_key(auth.public_key))
-        keys.append({"use": JWT_USE, "kty": fields.pop("kty"), "kid": auth.key_id, **fields})
-    doc: dict[str, Any] = {"keys": keys}
-    if b.sequence_number > 0:
-        doc["spiffe_sequence"] = b.sequence_number
-    if b.refresh_hint > 0:
-        doc["spiffe_refresh_hint"] = b.refresh_hint
-    return doc
+    """go-spiffe's spiffebundle.Marshal of an API bundle, as a JSON document."""
+    try:
+        return SpiffeBundle.from_proto(None, b).to_jwks()
+    except (BundleError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
 
 
 def bundle_from_spiffe(data: bytes, trust_domain: str) -> Bundle:
-    """util.ParseBundle for the SPIFFE format."""
+    """util.ParseBundle for the SPIFFE format: the trust domain comes from -id."""
     td = trust_domain_name(trust_domain)
-
-    def fail(msg: str) -> CommandError:
-        return CommandError(f"unable to parse to spiffe bundle: spiffebundle: {msg}")
-
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise fail(f"unable to parse JWKS: {exc}") from None
-    if not isinstance(doc, dict):
-        raise fail("unable to parse JWKS: json: cannot unmarshal into Go value of type spiffebundle.bundleDoc")
-    keys = doc.get("keys")
-    if keys is None:
-        raise fail("no keys found")
-    b = Bundle(trust_domain=td)
-    if isinstance(doc.get("spiffe_refresh_hint"), int):
-        b.refresh_hint = doc["spiffe_refresh_hint"]
-    if isinstance(doc.get("spiffe_sequence"), int):
-        b.sequence_number = doc["spiffe_sequence"]
-    for i, jwk in enumerate(keys if isinstance(keys, list) else []):
-        if not isinstance(jwk, dict):
-            raise fail("unable to parse JWKS: json: cannot unmarshal into Go struct field of type jose.JSONWebKey")
-        try:
-            key = key_from_jwk(jwk)
-            certs = [base64.b64decode(c) for c in jwk.get("x5c") or []]
-        except ValueError as exc:
-            raise fail(f"unable to parse JWKS: go-jose/go-jose: {exc}") from None
-        use = jwk.get("use")
-        if use == X509_USE:
-            if len(certs) != 1:
-                raise fail(f"expected a single certificate in {X509_USE} entry {i}; got {len(certs)}")
-            try:
-                cert = x509.load_der_x509_certificate(certs[0])
-            except ValueError as exc:
-                raise fail(f"unable to parse JWKS: {exc}") from None
-            if jwk_fields(cert.public_key()) != jwk_fields(key):
-                raise fail("unable to parse JWKS: go-jose/go-jose: invalid JWK, public keys mismatch")
-            if all(a.asn1 != certs[0] for a in b.x509_authorities):
-                b.x509_authorities.add(asn1=certs[0])
-        elif use == JWT_USE:
-            kid = jwk.get("kid") or ""
-            if not kid:
-                raise fail(f"error adding authority {i} of JWKS: keyID cannot be empty")
-            der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-            for existing in b.jwt_authorities:
-                if existing.key_id == kid:
-                    existing.public_key = der
-                    break
-            else:
-                b.jwt_authorities.add(public_key=der, key_id=kid)
-    return b
+        return SpiffeBundle.from_json(td, data).to_proto()
+    except (BundleError, ValueError) as exc:
+        raise CommandError(f"unable to parse to spiffe bundle: spiffebundle: {exc}") from None
 
 
 # ---------------------------------------------------------------- printing
