@@ -1,0 +1,263 @@
+"""CA rotation with a fake clock (prepare → activate → retire → prune) and the journal across restarts."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import pytest
+
+from spire_py.common.jwtsvid import validate_jwt_svid
+from spire_py.common.keys import generate_key, private_key_to_der, public_keys_equal
+from spire_py.common.spiffeid import TrustDomain
+from spire_py.common.x509util import X509SVIDError, verify_x509_svid
+from spire_py.server.ca.ca import ServerCA
+from spire_py.server.ca.slots import (
+    ACTIVE, PREPARED, activation_threshold, max_svid_ttl_for_ca_ttl, preparation_threshold,
+)
+from spire_py.server.plugins.keymanager.disk import DiskKeyManager
+from spire_py.server.plugins.keymanager.memory import MemoryKeyManager
+from spire_py.server.plugins.upstreamauthority.disk import DiskUpstreamAuthority
+
+TD = TrustDomain("example.org")
+WID = "spiffe://example.org/workload"
+TTL = 6000  # prepare at +3000, activate at +5000, expire at +6000
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.data: Optional[bytes] = None
+        self.saves = 0
+
+    def load(self) -> Optional[bytes]:
+        return self.data
+
+    def save(self, data: bytes) -> None:
+        self.data, self.saves = data, self.saves + 1
+
+
+def new_ca(clock, km=None, journal=None, upstream=None, **kw) -> ServerCA:
+    journal = journal or Journal()
+    return ServerCA(TD, km or MemoryKeyManager(), upstream=upstream, ca_ttl=TTL, x509_svid_ttl=600,
+                    clock=clock, load_journal=journal.load, save_journal=journal.save, **kw)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(float(int(time.time())))
+
+
+def test_thresholds_follow_spire():
+    assert preparation_threshold(0, 6000) == 3000
+    assert activation_threshold(0, 6000) == 5000
+    year = 365 * 86400  # caps: prepare 30 days and activate 7 days before expiry
+    assert preparation_threshold(0, year) == year - 30 * 86400
+    assert activation_threshold(0, year) == year - 7 * 86400
+    assert max_svid_ttl_for_ca_ttl(86400) == 14400
+
+
+def test_prepare_activate_retire_prune(clock):
+    changes = []
+    ca = new_ca(clock, on_bundle_change=changes.append)
+    t0 = clock.t
+    ca.start()
+    a_root, a_kid = ca.x509_ca, ca.jwt_key_id
+    assert ca.manager.current_x509_id == "A" and ca.manager.next_x509.is_empty()
+
+    clock.t = t0 + 2999
+    assert not ca.rotate_if_needed()
+
+    # Half-life: B is prepared and published, A still signs.
+    clock.t = t0 + 3001
+    assert ca.rotate_if_needed()
+    b_root = ca.manager.next_x509.cert
+    assert ca.manager.next_x509.status == PREPARED and ca.manager.next_jwt.status == PREPARED
+    assert ca.bundle().x509_authorities == [a_root, b_root]
+    assert len(ca.bundle().jwt_authorities) == 2
+    assert changes[-1].x509_authorities == [a_root, b_root]
+    assert ca.x509_ca == a_root and ca.jwt_key_id == a_kid
+
+    # A leaf and a token issued by A before activation.
+    clock.t = t0 + 4000
+    old_leaf = ca.sign_x509_svid(generate_key().public_key(), WID, ttl=3000)
+    old_token = ca.sign_jwt_svid(WID, ["svc"], ttl=1500)
+    assert old_leaf[0].issuer == a_root.subject
+
+    # 5/6 of the lifetime: B activates; A stays trusted.
+    clock.t = t0 + 5001
+    assert ca.rotate_if_needed()
+    assert ca.manager.current_x509_id == "B" and ca.x509_ca == b_root
+    assert ca.manager.current_x509.status == ACTIVE and ca.manager.next_x509.is_empty()
+    assert ca.jwt_key_id != a_kid
+    new_leaf = ca.sign_x509_svid(generate_key().public_key(), WID)
+    bundle = ca.bundle()
+    assert bundle.x509_authorities == [a_root, b_root]
+    for chain in (old_leaf, new_leaf):  # overlap: both generations verify against one bundle
+        verify_x509_svid(chain, bundle.x509_authorities, at_time=clock.t)
+    validate_jwt_svid(old_token, "svc", {TD: bundle.jwt_keys()}, now=clock.t)
+    validate_jwt_svid(ca.sign_jwt_svid(WID, ["svc"]), "svc", {TD: bundle.jwt_keys()}, now=clock.t)
+    assert old_leaf[0].not_valid_after_utc == a_root.not_valid_after_utc  # capped at A's lifetime
+
+    # A expires: pruned from the bundle; B (issued at +3001) is now past half-life, so slot A
+    # is prepared anew.
+    clock.t = t0 + 6002
+    assert ca.rotate_if_needed()
+    bundle = ca.bundle()
+    assert a_root not in bundle.x509_authorities and a_kid not in bundle.jwt_authorities
+    new_a = ca.manager.next_x509.cert
+    assert ca.manager.next_x509.id == "A" and new_a is not None and new_a != a_root
+    assert bundle.x509_authorities == [b_root, new_a]
+    with pytest.raises(X509SVIDError):
+        verify_x509_svid(old_leaf, bundle.x509_authorities, at_time=clock.t)
+    assert changes[-1].x509_authorities == [b_root, new_a]
+
+
+def test_expired_current_ca_is_replaced_in_one_step(clock):
+    ca = new_ca(clock)
+    ca.start()
+    first = ca.x509_ca
+    clock.t += 10 * TTL  # the server was stopped long past the CA's lifetime
+    assert ca.rotate_if_needed()
+    assert ca.x509_ca != first and ca.bundle().x509_authorities == [ca.x509_ca]
+    verify_x509_svid(ca.sign_x509_svid(generate_key().public_key(), WID), ca.bundle().x509_authorities,
+                     at_time=clock.t)
+
+
+def test_bundle_callback_failure_is_retried(clock):
+    calls = []
+
+    def flaky(bundle):
+        calls.append(bundle)
+        if len(calls) == 1:
+            raise RuntimeError("datastore down")
+
+    ca = new_ca(clock, on_bundle_change=flaky)
+    with pytest.raises(RuntimeError):
+        ca.start()
+    ca.rotate_if_needed()
+    assert len(calls) == 2 and calls[1].x509_authorities == [ca.x509_ca]
+    ca.rotate_if_needed()
+    assert len(calls) == 2
+
+
+# --- journal and restarts ------------------------------------------------------------------------
+def test_disk_keymanager_restart_keeps_the_ca(tmp_path, clock):
+    journal = Journal()
+    keys = str(tmp_path / "keys.json")
+    ca = new_ca(clock, DiskKeyManager(keys), journal)
+    ca.start()
+    root, kid = ca.x509_ca, ca.jwt_key_id
+    token = ca.sign_jwt_svid(WID, ["svc"])
+    keys_before = (tmp_path / "keys.json").read_bytes()
+
+    clock.t += 60
+    again = new_ca(clock, DiskKeyManager(keys), journal)
+    again.start()
+    assert again.x509_ca == root and again.jwt_key_id == kid
+    assert (tmp_path / "keys.json").read_bytes() == keys_before  # no key was regenerated
+    validate_jwt_svid(token, "svc", {TD: again.bundle().jwt_keys()}, now=clock.t)
+    verify_x509_svid(again.sign_x509_svid(generate_key().public_key(), WID), [root], at_time=clock.t)
+
+
+def test_restart_picks_up_prepared_next_slot(tmp_path, clock):
+    journal, keys = Journal(), str(tmp_path / "keys.json")
+    t0 = clock.t
+    ca = new_ca(clock, DiskKeyManager(keys), journal)
+    ca.start()
+    clock.t = t0 + 3001
+    ca.rotate_if_needed()
+    prepared = ca.manager.next_x509.cert
+
+    clock.t = t0 + 4000
+    again = new_ca(clock, DiskKeyManager(keys), journal)
+    again.start()
+    assert again.manager.next_x509.cert == prepared and again.manager.next_x509.status == PREPARED
+    clock.t = t0 + 5001
+    assert again.rotate_if_needed()
+    assert again.x509_ca == prepared
+
+
+def test_memory_keymanager_restart_creates_new_ca_but_keeps_trusting_old(clock):
+    journal = Journal()
+    ca = new_ca(clock, MemoryKeyManager(), journal)
+    ca.start()
+    old_root = ca.x509_ca
+    old_leaf = ca.sign_x509_svid(generate_key().public_key(), WID)
+
+    again = new_ca(clock, MemoryKeyManager(), journal)  # keys are gone, as with SPIRE
+    again.start()
+    assert again.x509_ca != old_root
+    bundle = again.bundle()
+    assert bundle.x509_authorities == [old_root, again.x509_ca]
+    verify_x509_svid(old_leaf, bundle.x509_authorities, at_time=clock.t)
+
+
+def test_mismatched_keymanager_key_is_not_used(clock):
+    journal, km = Journal(), MemoryKeyManager()
+    ca = new_ca(clock, km, journal)
+    ca.start()
+    old_root = ca.x509_ca
+    km.generate_key("x509-CA-A", "ec-p256")  # someone replaced the key behind the journal's back
+    again = new_ca(clock, km, journal)
+    again.start()
+    assert again.x509_ca != old_root
+    assert public_keys_equal(again.x509_ca.public_key(), again.manager.current_x509.key)  # type: ignore[arg-type]
+
+
+def test_corrupt_journal_starts_a_new_ca(clock):
+    journal = Journal()
+    journal.data = b"{not json"
+    ca = new_ca(clock, journal=journal)
+    ca.start()
+    assert ca.x509_ca is not None and journal.data.startswith(b"{")
+
+
+def test_journal_holds_no_private_key(tmp_path, clock):
+    journal, km = Journal(), DiskKeyManager(str(tmp_path / "keys.json"))
+    new_ca(clock, km, journal).start()
+    assert journal.data is not None and b"PRIVATE" not in journal.data
+    for info in km.list_keys():
+        der = private_key_to_der(km.get_key(info.key_id))  # type: ignore[arg-type]
+        import base64
+
+        assert base64.b64encode(der) not in journal.data
+
+
+def test_upstream_rotation_keeps_upstream_root_only(tmp_path, clock):
+    from spire_py.common.keys import private_key_to_pem
+    from spire_py.common.x509util import create_ca_certificate, x509_ca_subject
+    from cryptography.hazmat.primitives import serialization
+
+    key = generate_key("rsa-2048")
+    root = create_ca_certificate(key.public_key(), key, subject=x509_ca_subject(common_name="upstream"),
+                                 ttl=30 * 86400, now=clock.t - 60)
+    (tmp_path / "root.crt").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "root.key").write_bytes(private_key_to_pem(key))
+    ua = DiskUpstreamAuthority(TD, str(tmp_path / "root.crt"), str(tmp_path / "root.key"))
+    journal, keys = Journal(), str(tmp_path / "keys.json")
+    t0 = clock.t
+    ca = new_ca(clock, DiskKeyManager(keys), journal, upstream=ua)
+    ca.start()
+    first = ca.x509_ca
+    clock.t = t0 + 3001
+    ca.rotate_if_needed()
+    clock.t = t0 + 5001
+    ca.rotate_if_needed()
+    assert ca.x509_ca != first and ca.x509_ca.issuer == root.subject
+    assert ca.bundle().x509_authorities == [root]
+    chain = ca.sign_x509_svid(generate_key().public_key(), WID)
+    assert chain[1:] == [ca.x509_ca]
+    verify_x509_svid(chain, [root], at_time=clock.t)
+    # Restart: the upstream-signed intermediate comes back from the journal with its chain.
+    again = new_ca(clock, DiskKeyManager(keys), journal, upstream=ua)
+    again.start()
+    assert again.x509_ca == ca.x509_ca and again.x509_ca_chain == [ca.x509_ca]
+    assert again.bundle().x509_authorities == [root]
