@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,7 @@ def short_dir(tmp_path: Path, name: str) -> Path:
     import tempfile
 
     d = Path(tempfile.mkdtemp(prefix=f"spire-{name}-", dir="/tmp"))
+    d.chmod(0o755)  # workloads running as other uids must reach the agent socket below it
     return d
 
 
@@ -181,6 +183,8 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
     yield factory
     for h in started:
         h.proc.stop()
+        shutil.rmtree(h.dir, ignore_errors=True)
+        shutil.rmtree(h.dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -267,3 +271,4 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentHandle]]:
     yield factory
     for h in started:
         h.proc.stop()
+        shutil.rmtree(h.dir, ignore_errors=True)
