@@ -261,3 +261,59 @@ def test_upstream_rotation_keeps_upstream_root_only(tmp_path, clock):
     again.start()
     assert again.x509_ca == ca.x509_ca and again.x509_ca_chain == [ca.x509_ca]
     assert again.bundle().x509_authorities == [root]
+
+
+class FlakyUpstream:
+    """Wraps an UpstreamAuthority; fails while ``down`` is set."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.down = inner, False
+
+    def mint_x509_ca(self, *args):
+        if self.down:
+            raise ConnectionError("upstream unreachable")
+        return self.inner.mint_x509_ca(*args)
+
+
+def test_upstream_outage_keeps_current_ca_and_still_rotates_jwt(tmp_path, clock):
+    from spire_py.common.keys import private_key_to_pem
+    from spire_py.common.x509util import create_ca_certificate, x509_ca_subject
+    from cryptography.hazmat.primitives import serialization
+
+    key = generate_key()
+    root = create_ca_certificate(key.public_key(), key, subject=x509_ca_subject(), ttl=30 * 86400, now=clock.t)
+    (tmp_path / "r.crt").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "r.key").write_bytes(private_key_to_pem(key))
+    up = FlakyUpstream(DiskUpstreamAuthority(TD, str(tmp_path / "r.crt"), str(tmp_path / "r.key")))
+    t0 = clock.t
+    ca = new_ca(clock, upstream=up)
+    ca.start()
+    first, kid = ca.x509_ca, ca.jwt_key_id
+    up.down = True
+    clock.t = t0 + 3001
+    with pytest.raises(ConnectionError):
+        ca.rotate_if_needed()
+    assert ca.x509_ca == first and ca.manager.next_x509.is_empty()
+    assert ca.manager.next_jwt.status == PREPARED  # the JWT key is not held back by the upstream
+    ca.sign_x509_svid(generate_key().public_key(), WID)
+    up.down = False
+    clock.t = t0 + 3100
+    assert ca.rotate_if_needed()
+    assert ca.manager.next_x509.status == PREPARED
+    clock.t = t0 + 5001
+    ca.rotate_if_needed()
+    assert ca.x509_ca != first and ca.jwt_key_id != kid
+
+
+def test_usable_next_slot_is_promoted_when_current_is_lost(tmp_path, clock):
+    journal, km = Journal(), MemoryKeyManager()
+    t0 = clock.t
+    ca = new_ca(clock, km, journal)
+    ca.start()
+    clock.t = t0 + 3001
+    ca.rotate_if_needed()
+    prepared = ca.manager.next_x509.cert
+    km.generate_key("x509-CA-A", "ec-p256")  # the current CA's key is lost
+    again = new_ca(clock, km, journal)
+    again.start()
+    assert again.x509_ca == prepared and again.manager.current_x509_id == "B"

@@ -59,9 +59,9 @@ def jwk_params(key: PublicKey) -> dict[str, str]:
         return {"kty": "EC", "crv": crv[0], "x": _b64url(nums.x.to_bytes(crv[1], "big")),
                 "y": _b64url(nums.y.to_bytes(crv[1], "big"))}
     if isinstance(key, rsa.RSAPublicKey):
-        nums = key.public_numbers()
-        return {"kty": "RSA", "n": _b64url(nums.n.to_bytes((nums.n.bit_length() + 7) // 8, "big")),
-                "e": _b64url(nums.e.to_bytes((nums.e.bit_length() + 7) // 8, "big"))}
+        rsa_nums = key.public_numbers()
+        return {"kty": "RSA", "n": _b64url(rsa_nums.n.to_bytes((rsa_nums.n.bit_length() + 7) // 8, "big")),
+                "e": _b64url(rsa_nums.e.to_bytes((rsa_nums.e.bit_length() + 7) // 8, "big"))}
     raise BundleError(f"unsupported key type {type(key).__name__}")
 
 
@@ -96,6 +96,10 @@ def _key_of(value: Any) -> PublicKey:
     if isinstance(value, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
         return value
     raise BundleError(f"unsupported JWT authority value {type(value).__name__}")
+
+
+def _td(value: Union[TrustDomain, str]) -> TrustDomain:
+    return value if isinstance(value, TrustDomain) else TrustDomain.parse(value)
 
 
 def _field(obj: Any, name: str, default: Any = None) -> Any:
@@ -180,7 +184,7 @@ class Bundle:
             raise BundleError(f"unable to parse JWKS: {exc}") from None
         if not isinstance(doc, dict):
             raise BundleError("unable to parse JWKS: document is not a JSON object")
-        b = cls(trust_domain)
+        b = cls(_td(trust_domain))
         for name, attr in (("spiffe_refresh_hint", "refresh_hint"), ("spiffe_sequence", "sequence_number")):
             value = doc.get(name)
             if value is not None:
@@ -220,7 +224,7 @@ class Bundle:
             certs = x509.load_pem_x509_certificates(data)
         except ValueError as exc:
             raise BundleError(f"unable to parse PEM certificates: {exc}") from None
-        b = cls(trust_domain)
+        b = cls(_td(trust_domain))
         for c in certs:
             b.add_x509_authority(c)
         return b

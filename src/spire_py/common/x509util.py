@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -79,7 +79,7 @@ _GO_ORDER = (
 )
 
 
-def go_name(values: dict[x509.ObjectIdentifier, Sequence[str]]) -> x509.Name:
+def go_name(values: Mapping[x509.ObjectIdentifier, Sequence[str]]) -> x509.Name:
     """An x509.Name laid out as Go's pkix.Name marshals it (unknown types appended)."""
     rdns: list[x509.RelativeDistinguishedName] = []
     for oid in list(_GO_ORDER) + [o for o in values if o not in _GO_ORDER]:

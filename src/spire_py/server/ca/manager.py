@@ -132,10 +132,15 @@ class CAManager:
         except journal_mod.JournalError as exc:
             _log.error("Unable to load CA journal; starting with a new CA", extra=log.fields(error=str(exc)))
             return
+        try:
+            published = Bundle.from_record({"trust_domain_id": self.trust_domain.id_string(),
+                                            "x509_authorities": data.x509_authorities,
+                                            "jwt_authorities": data.jwt_authorities})
+        except ValueError as exc:
+            _log.error("Unable to load CA journal; starting with a new CA", extra=log.fields(error=str(exc)))
+            return
         with self._lock:
-            record = {"trust_domain_id": self.trust_domain.id_string(), "x509_authorities": data.x509_authorities,
-                      "jwt_authorities": data.jwt_authorities}
-            self.published = Bundle.from_record(record)
+            self.published = published
             self.current_x509_id, self.current_jwt_id = data.current_x509, data.current_jwt
             for sid, x in data.x509_cas.items():
                 slot = self._restore_x509(x, now)
@@ -145,6 +150,11 @@ class CAManager:
                 jslot = self._restore_jwt(j, now)
                 if jslot is not None:
                     self.jwt[sid] = jslot
+            # An unusable current authority gives way to a usable prepared one.
+            if self.current_x509.is_empty() and not self.next_x509.is_empty():
+                self.current_x509_id = self.next_x509.id
+            if self.current_jwt.is_empty() and not self.next_jwt.is_empty():
+                self.current_jwt_id = self.next_jwt.id
             # As SPIRE: a loaded current authority signs again unless the next one is due.
             for cur in (self.current_x509, self.current_jwt):
                 if not cur.is_empty() and not cur.should_activate_next(now):
@@ -213,9 +223,22 @@ class CAManager:
 
         Returns True when the signing authorities or the bundle changed.
         """
+        errors: list[Exception] = []
         with self._lock:
-            changed = self._rotate_x509(now)
-            changed = self._rotate_jwt(now) or changed
+            changed = False
+            try:
+                changed = self._rotate_x509(now)
+            except Exception as exc:
+                # As SPIRE's rotator: without a usable X.509 CA give up, else still rotate the JWT key.
+                if self.current_x509.is_empty():
+                    raise
+                _log.error("Unable to rotate X509 CA", extra=log.fields(error=str(exc)))
+                errors.append(exc)
+            try:
+                changed = self._rotate_jwt(now) or changed
+            except Exception as exc:
+                _log.error("Unable to rotate JWT key", extra=log.fields(error=str(exc)))
+                errors.append(exc)
             if self.published.prune(now):
                 self._bundle_dirty = changed = True
                 self._save()
@@ -225,6 +248,8 @@ class CAManager:
         with self._lock:
             if bundle is not None:
                 self._bundle_dirty = False
+        if errors:
+            raise errors[0]
         return changed
 
     def _rotate_x509(self, now: float) -> bool:
@@ -291,9 +316,10 @@ class CAManager:
                .subject_name(self.ca_subject(str(new_serial_number())))
                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(td_id)]), critical=False)
                .sign(key, signature_hash_for(key)))  # type: ignore[arg-type]
-        chain, roots = self.upstream.mint_x509_ca(csr.public_bytes(serialization.Encoding.DER),
-                                                  self.trust_domain, self.ca_ttl)
-        chain, roots = list(chain), list(roots)
+        minted, upstream_roots = self.upstream.mint_x509_ca(csr.public_bytes(serialization.Encoding.DER),
+                                                            self.trust_domain, self.ca_ttl)
+        chain: list[x509.Certificate] = list(minted)
+        roots: list[x509.Certificate] = list(upstream_roots)
         if not chain:
             raise CAError("upstream authority returned an empty X.509 CA chain")
         if not roots:
