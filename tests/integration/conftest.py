@@ -131,7 +131,7 @@ class ServerHandle:
 
 
 def server_conf(d: Path, sock: str, port: int, extra_server: str = "", extra_plugins: str = "",
-                keymanager: str = 'KeyManager "memory" { plugin_data {} }') -> str:
+                keymanager: str = 'KeyManager "memory" { plugin_data {} }', extra_top: str = "") -> str:
     return f"""
 server {{
     bind_address = "127.0.0.1"
@@ -156,6 +156,7 @@ plugins {{
     {keymanager}
     {extra_plugins}
 }}
+{extra_top}
 """
 
 
@@ -163,13 +164,14 @@ plugins {{
 def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
     started: list[ServerHandle] = []
 
-    def factory(extra_server: str = "", extra_plugins: str = "", keymanager: Optional[str] = None) -> ServerHandle:
+    def factory(extra_server: str = "", extra_plugins: str = "", keymanager: Optional[str] = None,
+                extra_top: str = "") -> ServerHandle:
         d = short_dir(tmp_path, "server")
         sock = str(d / "api.sock")
         port = free_port()
         conf = d / "server.conf"
-        kw = {} if keymanager is None else {"keymanager": keymanager}
-        conf.write_text(server_conf(d, sock, port, extra_server, extra_plugins, **kw))
+        kw = {} if keymanager is None else {"keymanager": keymanager.replace("{dir}", str(d))}
+        conf.write_text(server_conf(d, sock, port, extra_server, extra_plugins, extra_top=extra_top, **kw))
         proc = Proc([SERVER, "run", "-config", str(conf)], d / "server.log").start()
         h = ServerHandle(d, conf, sock, port, proc)
         started.append(h)
