@@ -14,7 +14,8 @@ description:
   - An entry is identified by O(spiffe_id), O(parent_id) and the set of O(selectors).
     Other attributes are updated in place, and only those given are managed (an
     attribute left out keeps its current value).
-  - Reports a diff of the entry; check mode changes nothing.
+  - Reports a diff of the entry; check mode changes nothing. In check mode before the server
+    is installed (O(server_bin) missing) the entry is reported as to be created, with a warning.
 author:
   - spire_py maintainers (@spire-py)
 extends_documentation_fragment:
@@ -149,6 +150,8 @@ updated:
   type: dict
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.spire_py.spire.plugins.module_utils import entry as entries
@@ -184,6 +187,12 @@ def main():
         want = entries.desired(p)
     except entries.EntryError as exc:
         module.fail_json(msg=str(exc))
+    if module.check_mode and not os.path.exists(p["server_bin"]):
+        # A first check-mode run: the server is not installed yet, so every entry is new.
+        module.warn("%s does not exist yet: reporting the entry as to be created" % p["server_bin"])
+        planned = dict(entries.merged(entries.view({}), want), id="")
+        absent = p["state"] == "absent"
+        module.exit_json(changed=not absent, entry={} if absent else planned, updated={})
     cli = ServerCLI(module.run_command, p["server_bin"], p["socket_path"])
     try:
         matches = entries.find(cli.show_entries(want["spiffe_id"], want["parent_id"]), want)

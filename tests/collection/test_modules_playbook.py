@@ -80,6 +80,7 @@ def setup(spire_server, tmp_path):
     return spire_server, d, inventory, tmp_path
 
 
+@pytest.mark.timeout(300)
 def test_every_module_check_mode_diff_and_idempotence(setup):
     server, d, inventory, tmp = setup
     play = write(tmp / "play.yml", playbook(server, d))
@@ -105,6 +106,7 @@ def test_every_module_check_mode_diff_and_idempotence(setup):
     assert again_check.changed() == 0, again_check.out
 
 
+@pytest.mark.timeout(300)
 def test_entry_is_updated_in_place_and_removed(setup):
     server, d, inventory, tmp = setup
     ansible_playbook(str(write(tmp / "play.yml", playbook(server, d))), inventory, cwd=tmp).check()
