@@ -47,12 +47,13 @@ def test_unknown_plugin_names_the_known_ones(tmp_path: Path) -> None:
                     '  DataStore "sql" { plugin_data { database_type = "sqlite3"\n connection_string = "x.db" } }\n'
                     '  KeyManager "vault" { plugin_data {} }\n}\n')
     for cmd in ("validate", "run"):
-        proc = run([SERVER, cmd, "-config", str(conf)], check=False, timeout=30)
+        proc = subprocess.run([SERVER, cmd, "-config", str(conf)], capture_output=True, text=True, timeout=30,
+                              cwd=tmp_path)
         assert proc.returncode == 1, proc.stderr
         assert 'unknown KeyManager plugin "vault"' in proc.stderr
         assert "disk, memory" in proc.stderr
         assert f"{conf}:7" in proc.stderr
-    assert not (tmp_path / "x.db").exists(), "validate must not create the database"
+    assert not (tmp_path / "x.db").exists(), "a refused config must not create the database"
 
 
 def test_kill9_after_entry_create_loses_no_entry(spire_server) -> None:

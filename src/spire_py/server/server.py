@@ -86,6 +86,7 @@ class SpireServer:
     # --- start-up ------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
+        self.check_plugins()  # every plugin's config is checked before anything touches disk
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
         plugins = await asyncio.to_thread(self.load_plugins)
         datastore = getattr(plugins["DataStore"][0][1], "store", plugins["DataStore"][0][1])
