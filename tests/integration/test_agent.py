@@ -192,3 +192,37 @@ def test_reused_join_token_is_refused(node, start_agent):
     wait_for(lambda: not second.proc.alive(), 30, "the second agent to give up")
     assert second.proc.stop() == 1
     assert "join token does not exist or has already been used" in second.proc.logs()
+
+
+async def test_renewed_agent_svid_replaces_the_old_one(make_server, start_agent):
+    from cryptography.hazmat.primitives import serialization
+
+    from spire_py.agent.client import ServerClient
+    from spire_py.agent.storage import load_der_chain
+    from spire_py.common.spiffeid import TrustDomain
+    from spire_py.proto.spire.api.server.entry.v1 import entry_pb2
+
+    server = make_server(extra_server='agent_ttl = "8s"')
+    agent = start_agent(server, server.token())
+    data = agent.dir / "data"
+    old_chain = load_der_chain((data / "agent_svid.der").read_bytes())
+    key_id = json.loads((data / "agent_state.json").read_text())["key_id"]
+    old_key = serialization.load_pem_private_key(
+        json.loads((data / "keys.json").read_text())["keys"][key_id].encode(), None)
+    roots = x509.load_pem_x509_certificates(server.cli("bundle", "show", "-format", "pem").stdout.encode())
+
+    async def call_with_old() -> None:
+        client = ServerClient("127.0.0.1", server.port, TrustDomain(TD), roots, old_chain, old_key)
+        try:
+            await client.entry.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest(), timeout=10)
+        finally:
+            client.close()
+
+    await call_with_old()  # still the current SVID
+    wait_for(lambda: load_der_chain((data / "agent_svid.der").read_bytes())[0].serial_number
+             != old_chain[0].serial_number, 30, "the agent SVID to be renewed")
+    time.sleep(2.5)  # the agent syncs with its new SVID, which retires the old one
+    with pytest.raises(GRPCError) as ei:
+        await call_with_old()
+    assert ei.value.status == Status.PERMISSION_DENIED
+    assert agent.healthy()

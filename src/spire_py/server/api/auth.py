@@ -86,6 +86,12 @@ async def _check_agent(core: "ServerCore", sid: SpiffeId, leaf: x509.Certificate
     serial = str(leaf.serial_number)
     if serial not in (node.cert_serial_number, node.new_cert_serial_number):
         raise GRPCError(Status.PERMISSION_DENIED, "agent SVID does not match expected serial number")
+    if serial == node.new_cert_serial_number:
+        # First use of a renewed SVID: it becomes the current one and the old one stops working.
+        node.cert_serial_number, node.cert_not_after = node.new_cert_serial_number, node.new_cert_not_after
+        node.new_cert_serial_number, node.new_cert_not_after = "", 0
+        await core.db(core.datastore.update_attested_node, node, {
+            "cert_serial_number", "cert_not_after", "new_cert_serial_number", "new_cert_not_after"})
     return True
 
 
