@@ -226,3 +226,23 @@ async def test_renewed_agent_svid_replaces_the_old_one(make_server, start_agent)
         await call_with_old()
     assert ei.value.status == Status.PERMISSION_DENIED
     assert agent.healthy()
+
+
+def test_agent_socket_modes_and_health_listener(spire_server, start_agent):
+    import stat
+    import urllib.request
+
+    port = free_port()
+    agent = start_agent(spire_server, spire_server.token(), extra_agent="")
+    sock_mode = stat.S_IMODE(os.stat(agent.socket).st_mode)
+    dir_mode = stat.S_IMODE(os.stat(os.path.dirname(agent.socket)).st_mode)
+    assert (sock_mode, dir_mode) == (0o777, 0o755)
+    # health_checks is a top-level block: restart the agent with it appended.
+    agent.proc.stop()
+    conf = agent.conf.read_text() + (f'\nhealth_checks {{\n listener_enabled = true\n bind_address = "127.0.0.1"\n'
+                                     f' bind_port = "{port}"\n}}\n')
+    agent.conf.write_text(conf)
+    agent.restart()
+    for path in ("/live", "/ready"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            assert r.status == 200

@@ -132,3 +132,12 @@ def test_health_checks_listener_serves_live_and_ready(make_server) -> None:
     assert _http(port, "/ready") == 200
     assert _http(port, "/nope") == 404
     assert server.healthy()
+
+
+def test_admin_socket_is_group_only(spire_server) -> None:
+    import os
+    import stat
+
+    mode = stat.S_IMODE(os.stat(spire_server.socket).st_mode)
+    assert mode == 0o770
+    assert stat.S_ISSOCK(os.stat(spire_server.socket).st_mode)

@@ -55,6 +55,8 @@ def run_cmd(ctx: Context) -> int:
 
     cfg = load(ctx)
     log.setup(cfg.log_level, cfg.log_format, cfg.log_file or None)
+    for warning in cfg.warnings:
+        log.get("config").warning(warning)
     try:
         asyncio.run(SpireServer(cfg).run())
     except ConfigError as exc:
