@@ -260,7 +260,11 @@ class SpireAgent:
             raise
         except Exception as exc:
             _log.warning("Initial synchronization failed; retrying", extra=log.fields(error=str(exc)))
-        service = WorkloadAPIService(self.cache, self.workload_attestors)
+        service = WorkloadAPIService(
+            self.cache, self.workload_attestors,
+            allow_unauthenticated_verifiers=bool(getattr(self.config, "allow_unauthenticated_verifiers", False)),
+            allowed_foreign_jwt_claims=tuple(getattr(self.config, "allowed_foreign_jwt_claims", ()) or ()),
+        )
         self._workload_server = await serve_workload_api(self.config.socket_path, service, extra_services=[self._health_service()])
         hc = self.config.health_checks
         if hc.listener_enabled:
