@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from typing import Any, Optional
@@ -16,8 +15,8 @@ from grpclib.exceptions import GRPCError
 from ..common import health as health_http
 from ..common import log, sdnotify
 from ..common.bundle import Bundle as SpiffeBundle
-from ..common.config import ConfigError, line_of
-from ..common.plugin import PluginConfigError, PluginContext, lookup
+from ..common.daemon import configure_plugin
+from ..common.plugin import PluginContext
 from ..common.spiffeid import TrustDomain
 from ..common.tls import spiffe_id_of
 from ..proto.spire.api.server.agent.v1 import agent_pb2
@@ -65,17 +64,7 @@ class SpireAgent:
 
     # --- plugins -------------------------------------------------------------------
     def _plugin(self, spec: Any, ctx: PluginContext, check_only: bool = False) -> Any:
-        try:
-            cls = lookup("agent", spec.type, spec.name)
-            if check_only:
-                cls.check_config(dict(spec.data or {}), ctx)
-                return None
-            return cls.configure(dict(spec.data or {}), ctx)
-        except PluginConfigError as exc:
-            key = f"plugins.{spec.type}.{spec.name}" + (f".plugin_data.{exc.key}" if exc.key else "")
-            source = getattr(self.config, "source", None)
-            line = line_of(source, key) if source else None
-            raise ConfigError(str(exc), path=getattr(self.config, "path", None), line=line or spec.line, key=key) from None
+        return configure_plugin("agent", spec, ctx, self.config, check_only)
 
     def _context(self) -> PluginContext:
         return PluginContext(trust_domain=self.config.trust_domain, data_dir=self.config.data_dir, side="agent",
@@ -238,7 +227,7 @@ class SpireAgent:
 
     # --- run / stop ------------------------------------------------------------------
     async def start(self) -> None:
-        from .workloadapi.server import close_workload_api, serve_workload_api  # noqa: F401
+        from .workloadapi.server import serve_workload_api
         from .workloadapi.handler import WorkloadAPIService
 
         await asyncio.to_thread(self.load_plugins)
@@ -306,5 +295,3 @@ class SpireAgent:
             self.client.close()
         _log.info("Agent stopped", extra=log.fields(error=self.error) if self.error else None)
 
-
-_ = os

@@ -13,9 +13,9 @@ from grpclib.server import Server as GrpcServer
 
 from ..common import health as health_http
 from ..common import log, sdnotify, tls
-from ..common.config import ConfigError, line_of
+from ..common.daemon import configure_plugin
 from ..common.keys import generate_key
-from ..common.plugin import PluginConfigError, PluginContext, lookup
+from ..common.plugin import PluginContext
 from ..common.spiffeid import TrustDomain, server_id
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .api.agent import AgentService
@@ -51,17 +51,9 @@ class SpireServer:
 
     # --- plugins -------------------------------------------------------------------
     def _configure(self, spec: Any, ctx: PluginContext, check_only: bool = False) -> Any:
-        try:
-            cls = lookup("server", spec.type, spec.name)
-            if check_only:
-                cls.check_config(dict(spec.data or {}), ctx)
-                return None
-            plugin = cls.configure(dict(spec.data or {}), ctx)
-        except PluginConfigError as exc:
-            key = f"plugins.{spec.type}.{spec.name}" + (f".plugin_data.{exc.key}" if exc.key else "")
-            line = line_of(self.config.source, key) if getattr(self.config, "source", None) else None
-            raise ConfigError(str(exc), path=getattr(self.config, "path", None), line=line or spec.line, key=key) from None
-        self._plugins.append(plugin)
+        plugin = configure_plugin("server", spec, ctx, self.config, check_only)
+        if plugin is not None:
+            self._plugins.append(plugin)
         return plugin
 
     def check_plugins(self) -> None:

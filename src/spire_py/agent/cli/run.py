@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from ...common import log
 from ...common.cli import CommandError, Context, FlagSet
 from ...common.config import ConfigError
+from ...common.daemon import load_config, start_logging
 from .main import app
 
 DEFAULT_CONFIG = "conf/agent/agent.conf"
@@ -40,20 +40,7 @@ def _flags(fs: FlagSet) -> None:
 def load(ctx: Context):  # type: ignore[no-untyped-def]
     from ..config import load_agent_config
 
-    overrides = {k: ctx.flags[k] for k in OVERRIDES if k in ctx.set_flags}
-    if "insecureBootstrap" in ctx.set_flags:
-        overrides["insecureBootstrap"] = ctx.flags["insecureBootstrap"]
-    if "serverPort" in overrides:
-        try:
-            overrides["serverPort"] = int(overrides["serverPort"])
-        except ValueError:
-            raise CommandError(f'invalid value "{overrides["serverPort"]}" for flag -serverPort') from None
-    try:
-        return load_agent_config(ctx.flags["config"], expand_env=ctx.flags["expandEnv"], overrides=overrides)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from None
-    except OSError as exc:
-        raise CommandError(f"could not read config file: {exc}") from None
+    return load_config(ctx, load_agent_config, [*OVERRIDES, "insecureBootstrap"])
 
 
 @app.command("run", "Runs the agent", _flags)
@@ -62,9 +49,7 @@ def run_cmd(ctx: Context) -> int:
     from ..attestor import AttestationFailed
 
     cfg = load(ctx)
-    log.setup(cfg.log_level, cfg.log_format, cfg.log_file or None)
-    for warning in cfg.warnings:
-        log.get("config").warning(warning)
+    start_logging(cfg)
     try:
         return asyncio.run(SpireAgent(cfg).run())
     except (ConfigError, AttestationFailed, OSError) as exc:

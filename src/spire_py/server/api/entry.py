@@ -12,7 +12,6 @@ from ...proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from ...proto.spire.api.types import entry_pb2 as types_entry_pb2
 from ...proto.spire.api.types import status_pb2
 from ..core import ServerCore
-from ..datastore import errors as ds_errors
 from ..datastore.models import Entry
 from . import convert
 from .auth import ADMIN, AGENT, DOWNSTREAM, require

@@ -6,8 +6,6 @@ import asyncio
 import time
 from typing import Any, Callable
 
-from cryptography.hazmat.primitives import serialization
-
 from ...proto.grpc.health.v1 import health_grpc, health_pb2
 from ...proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
 from ..core import ServerCore
@@ -61,5 +59,3 @@ class DebugService(debug_grpc.DebugBase):
             svid_chain=chain, uptime=int(time.time() - self.started), agents_count=agents,
             entries_count=entries, federated_bundles_count=max(0, bundles - 1)))
 
-
-_ = serialization  # kept for callers that render chains

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from ...common import log
 from ...common.cli import CommandError, Context, FlagSet
 from ...common.config import ConfigError
+from ...common.daemon import load_config, start_logging
 from .main import app
 
 DEFAULT_CONFIG = "conf/server/server.conf"
@@ -35,18 +35,7 @@ def _flags(fs: FlagSet) -> None:
 def load(ctx: Context):  # type: ignore[no-untyped-def]
     from ..config import load_server_config
 
-    overrides = {k: ctx.flags[k] for k in OVERRIDES if k in ctx.set_flags}
-    if "serverPort" in overrides:
-        try:
-            overrides["serverPort"] = int(overrides["serverPort"])
-        except ValueError:
-            raise CommandError(f'invalid value "{overrides["serverPort"]}" for flag -serverPort') from None
-    try:
-        return load_server_config(ctx.flags["config"], expand_env=ctx.flags["expandEnv"], overrides=overrides)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from None
-    except OSError as exc:
-        raise CommandError(f"could not read config file: {exc}") from None
+    return load_config(ctx, load_server_config, OVERRIDES)
 
 
 @app.command("run", "Runs the server", _flags)
@@ -54,9 +43,7 @@ def run_cmd(ctx: Context) -> int:
     from ..server import SpireServer
 
     cfg = load(ctx)
-    log.setup(cfg.log_level, cfg.log_format, cfg.log_file or None)
-    for warning in cfg.warnings:
-        log.get("config").warning(warning)
+    start_logging(cfg)
     try:
         asyncio.run(SpireServer(cfg).run())
     except ConfigError as exc:

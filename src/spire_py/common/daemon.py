@@ -1,0 +1,48 @@
+"""What spire-server and spire-agent share around their run loops: loading the config
+with SPIRE's flag overrides, logging set-up, and plugin configuration with located errors."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from . import log
+from .cli import CommandError, Context
+from .config import ConfigError, line_of
+from .plugin import PluginConfigError, PluginContext, lookup
+
+
+def load_config(ctx: Context, loader: Callable[..., Any], override_flags: Iterable[str]) -> Any:
+    """Load ``-config`` with ``-expandEnv`` and the overrides the user set; one-line errors."""
+    overrides = {k: ctx.flags[k] for k in override_flags if k in ctx.set_flags}
+    if "serverPort" in overrides:
+        try:
+            overrides["serverPort"] = int(overrides["serverPort"])
+        except ValueError:
+            raise CommandError(f'invalid value "{overrides["serverPort"]}" for flag -serverPort') from None
+    try:
+        return loader(ctx.flags["config"], expand_env=ctx.flags["expandEnv"], overrides=overrides)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"could not read config file: {exc}") from None
+
+
+def start_logging(cfg: Any) -> None:
+    log.setup(cfg.log_level, cfg.log_format, cfg.log_file or None)
+    for warning in cfg.warnings:
+        log.get("config").warning(warning)
+
+
+def configure_plugin(side: str, spec: Any, ctx: PluginContext, config: Any, check_only: bool = False) -> Any:
+    """Look up and configure (or only check) one plugin; errors name file, line and key."""
+    try:
+        cls = lookup(side, spec.type, spec.name)
+        if check_only:
+            cls.check_config(dict(spec.data or {}), ctx)
+            return None
+        return cls.configure(dict(spec.data or {}), ctx)
+    except PluginConfigError as exc:
+        key = f"plugins.{spec.type}.{spec.name}" + (f".plugin_data.{exc.key}" if exc.key else "")
+        source = getattr(config, "source", None)
+        line = line_of(source, key) if source else None
+        raise ConfigError(str(exc), path=getattr(config, "path", None), line=line or spec.line, key=key) from None
