@@ -10,6 +10,7 @@ from grpclib.exceptions import GRPCError
 from ...common import log
 from ...common.spiffeid import SpiffeIdError, TrustDomain
 from ...proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
+from ...proto.spire.api.types import bundle_pb2 as types_bundle_pb2
 from ..core import ServerCore
 from ..datastore.models import Bundle
 from . import convert
@@ -56,9 +57,6 @@ class BundleService(bundle_grpc.BundleBase):
     async def AppendBundle(self, stream: Any) -> None:
         req = await stream.recv_message()
         await require(stream, self.core, ADMIN)
-        pb = bundle_pb2.AppendBundleRequest  # noqa: F841 - documents the request type
-        from ...proto.spire.api.types import bundle_pb2 as types_bundle_pb2
-
         try:
             b = convert.bundle_from_proto(types_bundle_pb2.Bundle(
                 trust_domain=self.core.trust_domain.name,
@@ -74,8 +72,6 @@ class BundleService(bundle_grpc.BundleBase):
         await require(stream, self.core, DOWNSTREAM)
         if not req.HasField("jwt_authority"):
             raise GRPCError(Status.INVALID_ARGUMENT, "missing JWT authority")
-        from ...proto.spire.api.types import bundle_pb2 as types_bundle_pb2
-
         try:
             b = convert.bundle_from_proto(types_bundle_pb2.Bundle(
                 trust_domain=self.core.trust_domain.name, jwt_authorities=[req.jwt_authority]))
