@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from ansible_collections.spire_py.spire.plugins.module_utils import entry as entries
-from ansible_collections.spire_py.spire.plugins.module_utils.spire_cli import ServerCLI, SpireCLIError
+pytest.importorskip("ansible")
+
+from ansible_collections.spire_py.spire.plugins.module_utils import entry as entries  # noqa: E402
+from ansible_collections.spire_py.spire.plugins.module_utils.spire_cli import ServerCLI, SpireCLIError  # noqa: E402
 
 
 class FakeServer:

@@ -3,6 +3,7 @@
 import pytest
 
 hcl = pytest.importorskip("hcl")
+pytest.importorskip("ansible")
 
 from ansible_collections.spire_py.spire.plugins.filter.to_hcl import HCLError, render_hcl  # noqa: E402
 
