@@ -53,7 +53,7 @@ if [ -f "tests/collection/sanity/ignore-$ANSIBLE_VERSION.txt" ]; then
   cp "tests/collection/sanity/ignore-$ANSIBLE_VERSION.txt" "$SANITY/tests/sanity/"
 fi
 # ansible-test --venv downloads a pip bootstrap script from a host CI cannot reach; a
-# stand-in in its cache does the same job with ensurepip (see scripts/get_pip_standin.py).
+# stand-in in its cache does the same job with ensurepip (written below).
 PIP_VERSION=$("$VPY" - <<'PY'
 import inspect, re
 from ansible_test._internal import python_requirements
@@ -61,7 +61,24 @@ print(re.search(r"pip='([0-9.]+)'", inspect.getsource(python_requirements)).grou
 PY
 )
 mkdir -p "$HOME/.ansible/test/cache"
-cp scripts/get_pip_standin.py "$HOME/.ansible/test/cache/get_pip_${PIP_VERSION//./_}.py"
+cat > "$HOME/.ansible/test/cache/get_pip_${PIP_VERSION//./_}.py" <<'STANDIN'
+"""Stand-in for the pip bootstrap script ansible-test downloads (this machine cannot reach its host).
+
+ansible-test runs it as `python get_pip_<ver>.py <pip install args>`: bootstrap pip with
+ensurepip, then install what was asked. ensurepip points PIP_CONFIG_FILE at /dev/null,
+which would drop the machine's pip settings (certificates, mirrors), so it is removed.
+"""
+import os
+import subprocess
+import sys
+
+subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"])
+env = dict(os.environ)
+env.pop("PIP_CONFIG_FILE", None)
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+if args:
+    sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "--disable-pip-version-check"] + args, env=env))
+STANDIN
 PYVER=$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 echo "== ansible-test sanity (ansible-core $ANSIBLE_VERSION, Python $PYVER)"
 (cd "$SANITY" && PATH="$VBIN:$PATH" "$VBIN/ansible-test" sanity --venv --python "$PYVER" --color no)
