@@ -13,7 +13,7 @@ from spire_py.server.datastore.dialects import (
     TLSFiles,
     mysql_engine_args,
     parse_sqlite_connection_string,
-    postgres_engine_args,
+    postgres_connect_args,
 )
 from spire_py.server.datastore.plugin import parse_duration
 
@@ -106,11 +106,39 @@ def test_mysql_go_dsn_translation() -> None:
     assert "secret" not in str(info.value)
 
 
-def test_postgres_connection_strings() -> None:
-    assert postgres_engine_args("postgres://u:p@h:5432/db?sslmode=require") == (
-        "postgresql+psycopg://u:p@h:5432/db?sslmode=require", {})
-    url, args = postgres_engine_args("dbname=spire user=spire host=127.0.0.1")
-    assert str(url) == "postgresql+psycopg://" and args == {"conninfo": "dbname=spire user=spire host=127.0.0.1"}
+def test_postgres_connection_strings_as_spire_docs_write_them() -> None:
+    # SPIRE's doc example, libpq key=value.
+    assert postgres_connect_args("dbname=postgres user=postgres password=password host=localhost sslmode=disable") == {
+        "dbname": "postgres", "user": "postgres", "password": "password", "host": "localhost", "sslmode": "disable"}
+    # URL form; percent-escapes decoded.
+    assert postgres_connect_args("postgres://u:p%40x@h:5432/db?sslmode=verify-full") == {
+        "user": "u", "password": "p@x", "host": "h", "port": "5432", "dbname": "db", "sslmode": "verify-full"}
+
+
+def test_postgres_defaults_follow_lib_pq(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGHOST", raising=False)
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    # lib/pq: host defaults to localhost (libpq: a Unix socket), sslmode to require (libpq: prefer).
+    args = postgres_connect_args("dbname=spire_development user=spire")
+    assert args["host"] == "localhost" and args["sslmode"] == "require"
+    # lib/pq-only options would make libpq refuse the whole string; they are dropped.
+    assert "binary_parameters" not in postgres_connect_args("dbname=d binary_parameters=yes")
+
+
+@pytest.mark.parametrize("bad", ["dbname=spire password=hunter2 bogus", "dbname=d nope=1", "mysql://u:hunter2@h/d"])
+def test_bad_postgres_connection_string_is_invalid_and_redacted(bad: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        postgres_connect_args(bad)
+    assert "hunter2" not in str(info.value)
+
+
+def test_mysql_go_dsn_options_are_mapped() -> None:
+    _, args = mysql_engine_args("spire:@tcp(127.0.0.1)/spire_development?parseTime=true&timeout=5s&readTimeout=1m")
+    assert args == {"connect_timeout": 5, "read_timeout": 60}
+    _, args = mysql_engine_args("u:p@tcp(h)/d?tls=skip-verify")
+    assert args == {"ssl": {"verify_mode": False}}
+    with pytest.raises(InvalidArgumentError, match="tls"):
+        mysql_engine_args("u:p@tcp(h)/d?tls=custom")
 
 
 def test_unwritable_location_is_a_datastore_error(tmp_path: os.PathLike[str]) -> None:

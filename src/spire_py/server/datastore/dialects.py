@@ -4,9 +4,7 @@ turning SPIRE's connection strings into engines, and how transactions begin.
 SPIRE's connection strings are accepted as written:
 - sqlite3: a file path (``./.data/datastore.sqlite3``) or a ``file:`` URI; a
   plain path is never parsed as a URL, so ``?`` and ``#`` are file-name characters.
-- postgres: a URL (``postgres://user:pw@host/db?sslmode=...``) or libpq
-  ``key=value`` pairs (``dbname=spire user=spire host=...``); driver psycopg 3.
-- mysql: a Go MySQL DSN (``user:pass@tcp(host:3306)/db?parseTime=true``); driver PyMySQL.
+- postgres and mysql: see ``connection_strings`` (psycopg 3, PyMySQL).
 """
 
 from __future__ import annotations
@@ -23,7 +21,27 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import QueuePool
 
+from .connection_strings import (
+    DriverMissingError,
+    TLSFiles,
+    mysql_engine_args,
+    postgres_connect_args,
+)
 from .errors import InvalidArgumentError
+
+__all__ = [
+    "DATABASE_TYPES",
+    "DriverMissingError",
+    "MYSQL",
+    "POSTGRES",
+    "PoolSettings",
+    "SQLITE",
+    "TLSFiles",
+    "create_store_engine",
+    "mysql_engine_args",
+    "parse_sqlite_connection_string",
+    "postgres_connect_args",
+]
 
 SQLITE = "sqlite3"
 POSTGRES = "postgres"
@@ -36,27 +54,11 @@ WRITE_OPTION = "spire_py_write"
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000  # go-sqlite3's default, as SPIRE uses
 
 
-class DriverMissingError(InvalidArgumentError):
-    """The Python driver for the configured database type is not installed."""
-
-
 @dataclass
 class PoolSettings:
     max_open_conns: int | None = None
     max_idle_conns: int | None = None
     conn_max_lifetime: float | None = None  # seconds
-
-
-@dataclass
-class TLSFiles:
-    """Client TLS for MySQL (SPIRE's client_cert_path/client_key_path/root_ca_path)."""
-
-    client_cert_path: str = ""
-    client_key_path: str = ""
-    root_ca_path: str = ""
-
-    def any(self) -> bool:
-        return bool(self.client_cert_path or self.client_key_path or self.root_ca_path)
 
 
 @dataclass
@@ -235,90 +237,6 @@ def _pool_kwargs(pool: PoolSettings) -> dict[str, Any]:
     return kwargs
 
 
-# --- PostgreSQL -------------------------------------------------------------
-
-_PG_SCHEMES = ("postgres://", "postgresql://")
-
-
-def postgres_engine_args(conn: str) -> tuple[URL | str, dict[str, Any]]:
-    """(url, connect_args) for psycopg 3 from a SPIRE postgres connection string."""
-    if conn.startswith(_PG_SCHEMES):
-        rest = conn.split("://", 1)[1]
-        return "postgresql+psycopg://" + rest, {}
-    if _URL_SCHEME_RE.match(conn):
-        raise InvalidArgumentError(f'postgres connection string: unsupported scheme in "{conn}"')
-    # libpq key=value pairs go to psycopg unchanged.
-    return URL.create("postgresql+psycopg"), {"conninfo": conn}
-
-
-# --- MySQL ------------------------------------------------------------------
-
-# [user[:password]@][net[(addr)]]/dbname[?param=value&...]
-_GO_DSN_RE = re.compile(
-    r"^(?:(?P<user>[^:@]*)(?::(?P<password>.*))?@)?"
-    r"(?:(?P<net>[a-z0-9]+)(?:\((?P<addr>[^)]*)\))?)?"
-    r"/(?P<db>[^?]*)(?:\?(?P<query>.*))?$"
-)
-
-
-def mysql_engine_args(conn: str, tls: TLSFiles | None = None) -> tuple[URL, dict[str, Any]]:
-    """(url, connect_args) for PyMySQL from a Go MySQL DSN (what SPIRE takes)."""
-    m = _GO_DSN_RE.match(conn)
-    if not m:
-        raise InvalidArgumentError(
-            f'mysql connection string "{_redact_dsn(conn)}": expected '
-            "user:password@tcp(host:port)/dbname?params"
-        )
-    net = m.group("net") or "tcp"
-    addr = m.group("addr") or ""
-    query: dict[str, str] = {"charset": "utf8mb4"}
-    host: str | None = None
-    port: int | None = None
-    if net == "unix":
-        query["unix_socket"] = addr or "/tmp/mysql.sock"
-    elif net in ("tcp", "tcp6"):
-        addr = addr or "127.0.0.1:3306"
-        if addr.startswith("["):  # [ipv6]:port
-            h, _, p = addr[1:].partition("]")
-            host, port_s = h, p.lstrip(":")
-        else:
-            host, _, port_s = addr.rpartition(":") if ":" in addr else (addr, "", "")
-        try:
-            port = int(port_s) if port_s else 3306
-        except ValueError:
-            raise InvalidArgumentError(f'mysql connection string: bad port "{port_s}"') from None
-    else:
-        raise InvalidArgumentError(f'mysql connection string: unsupported network "{net}"')
-    # Go driver options (parseTime, loc, timeout...) have no PyMySQL meaning; keep charset.
-    for k, v in parse_qsl(m.group("query") or "", keep_blank_values=True):
-        if k == "charset":
-            query["charset"] = v.split(",")[0]
-    url = URL.create(
-        "mysql+pymysql",
-        username=unquote(m.group("user")) if m.group("user") else None,
-        password=m.group("password") if m.group("password") is not None else None,
-        host=host,
-        port=port,
-        database=m.group("db") or None,
-        query=query,
-    )
-    connect_args: dict[str, Any] = {}
-    if tls is not None and tls.any():
-        ssl: dict[str, str] = {}
-        if tls.root_ca_path:
-            ssl["ca"] = tls.root_ca_path
-        if tls.client_cert_path:
-            ssl["cert"] = tls.client_cert_path
-        if tls.client_key_path:
-            ssl["key"] = tls.client_key_path
-        connect_args["ssl"] = ssl
-    return url, connect_args
-
-
-def _redact_dsn(conn: str) -> str:
-    return re.sub(r"^([^:@]*):[^@]*@", r"\1:****@", conn)
-
-
 def create_store_engine(
     database_type: str,
     connection_string: str,
@@ -329,8 +247,9 @@ def create_store_engine(
 ) -> Engine:
     if database_type == SQLITE:
         return _sqlite_engine(parse_sqlite_connection_string(connection_string), pool, echo)
+    url: URL | str
     if database_type == POSTGRES:
-        url, connect_args = postgres_engine_args(connection_string)
+        url, connect_args = "postgresql+psycopg://", postgres_connect_args(connection_string)
     elif database_type == MYSQL:
         url, connect_args = mysql_engine_args(connection_string, tls)
     else:
