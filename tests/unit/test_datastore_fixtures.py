@@ -29,32 +29,58 @@ BACKENDS = ["sqlite3"] + [
 ]
 
 
-def _reset_server_db(kind: str, conn: str) -> None:
-    """Empty a scratch postgres/mysql database so each test starts from nothing."""
+def server_conn(kind: str) -> str:
+    return os.environ["SPIRE_PY_TEST_POSTGRES" if kind == "postgres" else "SPIRE_PY_TEST_MYSQL"]
+
+
+def _reset_server_db(kind: str, conn: str, drop: bool = True) -> None:
+    """Empty a scratch postgres/mysql database so each test starts from nothing.
+
+    With ``drop=False`` a schema already at head is kept and only its rows go,
+    which is much quicker than migrating again (MySQL DDL is slow).
+    """
     from spire_py.server.datastore.dialects import PoolSettings, create_store_engine
+    from spire_py.server.datastore.migrate import current_revision, head_revision
 
     engine = create_store_engine(kind, conn, PoolSettings())
     with engine.begin() as c:
         names = inspect(c).get_table_names()
         if kind == "mysql":
             c.execute(text("SET FOREIGN_KEY_CHECKS=0"))
-        for name in names:
-            c.execute(text(f"DROP TABLE IF EXISTS {name}" + (" CASCADE" if kind == "postgres" else "")))
+        if not drop and "alembic_version" in names and current_revision(c) == head_revision():
+            data = [n for n in names if n != "alembic_version"]
+            if kind == "postgres":
+                c.execute(text(f"TRUNCATE {', '.join(data)} RESTART IDENTITY"))
+            else:
+                for name in data:
+                    c.execute(text(f"DELETE FROM {name}"))
+        else:
+            for name in names:
+                c.execute(text(f"DROP TABLE IF EXISTS {name}" + (" CASCADE" if kind == "postgres" else "")))
     engine.dispose()
 
 
 def open_store(kind: str, tmp_path: os.PathLike[str], **kw: object) -> SQLDataStore:
     if kind == "sqlite3":
         return SQLDataStore("sqlite3", os.path.join(tmp_path, "data", "datastore.sqlite3"), **kw)  # type: ignore[arg-type]
-    conn = os.environ["SPIRE_PY_TEST_POSTGRES" if kind == "postgres" else "SPIRE_PY_TEST_MYSQL"]
-    return SQLDataStore(kind, conn, **kw)  # type: ignore[arg-type]
+    return SQLDataStore(kind, server_conn(kind), **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    """An empty database (schema kept on postgres/mysql when it is at head)."""
     kind: str = request.param
     if kind != "sqlite3":
-        _reset_server_db(kind, os.environ["SPIRE_PY_TEST_POSTGRES" if kind == "postgres" else "SPIRE_PY_TEST_MYSQL"])
+        _reset_server_db(kind, server_conn(kind), drop=False)
+    return kind
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_backend(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    """A database with no tables at all, for the migration tests."""
+    kind: str = request.param
+    if kind != "sqlite3":
+        _reset_server_db(kind, server_conn(kind))
     return kind
 
 

@@ -262,16 +262,45 @@ class EntryStore(TransactionalStore):
     # -- events --
 
     def list_entry_events(
-        self, greater_than_id: int = 0, limit: int = 0, *, tolerate_stale: bool = False
+        self,
+        greater_than_id: int = 0,
+        limit: int = 0,
+        *,
+        less_than_id: int = 0,
+        tolerate_stale: bool = False,
     ) -> list[tuple[int, str]]:
-        """(event_id, entry_id) in id order, after ``greater_than_id``."""
+        """(event_id, entry_id) in id order, after ``greater_than_id`` (and before
+        ``less_than_id`` when set)."""
         check_page_size(limit)
         ev = s.registered_entries_events
         q = select(ev.c.id, ev.c.entry_id).where(ev.c.id > greater_than_id).order_by(ev.c.id)
+        if less_than_id:
+            q = q.where(ev.c.id < less_than_id)
         if limit:
             q = q.limit(limit)
         with self._read(tolerate_stale) as conn:
             return [(int(r.id), r.entry_id) for r in conn.execute(q)]
+
+    def fetch_entry_events(self, event_ids: Sequence[int]) -> list[tuple[int, str]]:
+        """The events among ``event_ids`` that exist now, in id order.
+
+        The entry cache asks for ids it saw skipped: on PostgreSQL and MySQL ids
+        are handed out when a transaction inserts, not when it commits, so a
+        later id can become visible before an earlier one.
+        """
+        ev = s.registered_entries_events
+        out: list[tuple[int, str]] = []
+        with self._read() as conn:
+            for part in chunks(sorted(set(event_ids))):
+                q = select(ev.c.id, ev.c.entry_id).where(ev.c.id.in_(part)).order_by(ev.c.id)
+                out.extend((int(r.id), r.entry_id) for r in conn.execute(q))
+        return out
+
+    def last_entry_event_id(self) -> int:
+        """The highest entry event id now visible (0 when there is none)."""
+        ev = s.registered_entries_events
+        with self._read() as conn:
+            return int(conn.execute(select(func.max(ev.c.id))).scalar() or 0)
 
     def prune_entry_events(self, older_than_seconds: int) -> int:
         ev = s.registered_entries_events

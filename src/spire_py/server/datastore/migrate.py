@@ -1,4 +1,10 @@
-"""Alembic migrations, configured in code (no alembic.ini needed)."""
+"""Alembic migrations, configured in code (no alembic.ini needed).
+
+Servers sharing one database may start together: the upgrade runs under a
+database-wide lock (PostgreSQL advisory lock, MySQL GET_LOCK, sqlite's write
+lock), so one migrates and the others find the schema at head. MySQL commits
+DDL implicitly, so there a failed migration is not rolled back as a whole.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,18 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import WRITE_OPTION
 from .errors import DataStoreError
+
+# Any fixed number: the PostgreSQL advisory lock key / the MySQL lock name.
+_PG_LOCK_KEY = 0x5350495245  # "SPIRE"
+_MYSQL_LOCK_NAME = "spire_py_migration."
+# MySQL's named locks are server-wide: qualify by database, within the 64-character limit.
+_MYSQL_LOCK_SQL = "LEFT(CONCAT(:name, DATABASE()), 64)"
+LOCK_TIMEOUT_S = 300
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
@@ -35,17 +49,35 @@ def current_revision(conn: Connection) -> str | None:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to head in one write transaction."""
+    """Bring the schema to head in one write transaction, under the migration lock."""
     cfg = alembic_config()
     with engine.connect() as conn:
         conn.execution_options(**{WRITE_OPTION: True})
-        with conn.begin():
-            _check_known(conn)
-            cfg.attributes["connection"] = conn
-            try:
-                command.upgrade(cfg, "head")
-            except CommandError as exc:
-                raise DataStoreError(f"datastore migration failed: {exc}") from exc
+        mysql = conn.dialect.name == "mysql"
+        if mysql:
+            got = conn.execute(
+                text(f"SELECT GET_LOCK({_MYSQL_LOCK_SQL}, :timeout)"), {"name": _MYSQL_LOCK_NAME, "timeout": LOCK_TIMEOUT_S}
+            ).scalar()
+            conn.commit()
+            if got != 1:
+                raise DataStoreError(f"datastore migration: another server held the migration lock for {LOCK_TIMEOUT_S}s")
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+                _check_known(conn)
+                cfg.attributes["connection"] = conn
+                try:
+                    command.upgrade(cfg, "head")
+                except CommandError as exc:
+                    raise DataStoreError(f"datastore migration failed: {exc}") from exc
+        finally:
+            if mysql:
+                try:
+                    conn.execute(text(f"SELECT RELEASE_LOCK({_MYSQL_LOCK_SQL})"), {"name": _MYSQL_LOCK_NAME})
+                    conn.commit()
+                except SQLAlchemyError:
+                    pass  # the session (and its lock) is gone anyway
 
 
 def check_current(engine: Engine) -> None:

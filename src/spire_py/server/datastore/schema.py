@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.mysql import MEDIUMBLOB
 
 # sqlite only makes "INTEGER PRIMARY KEY" an alias of the rowid.
 ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -43,6 +44,8 @@ TOKEN_LEN = 255
 CA_JOURNAL_ID_LEN = 255
 # MySQL: BLOB(16777215) is a MEDIUMBLOB; bytea/BLOB elsewhere.
 BLOB_LEN = 16777215
+# Spelled as MySQL reflects it, so comparing the metadata with a migrated database finds no drift.
+BLOB = LargeBinary(BLOB_LEN).with_variant(MEDIUMBLOB(), "mysql", "mariadb")
 
 metadata = MetaData()
 
@@ -57,7 +60,7 @@ bundles = Table(
     metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("trust_domain", String(TRUST_DOMAIN_LEN), nullable=False),
-    Column("data", LargeBinary(BLOB_LEN), nullable=False),
+    Column("data", BLOB, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     UniqueConstraint("trust_domain", name="uix_bundles_trust_domain"),
@@ -167,6 +170,7 @@ attested_node_entries = Table(
     Column("updated_at", BigInteger, nullable=False),
     UniqueConstraint("spiffe_id", name="uix_attested_node_entries_spiffe_id"),
     Index("idx_attested_node_entries_expires_at", "expires_at"),
+    Index("idx_attested_node_entries_data_type", "data_type"),  # migration 0002
     **_AUTOINC,
 )
 
@@ -210,7 +214,7 @@ ca_journals = Table(
     "ca_journals",
     metadata,
     Column("id", String(CA_JOURNAL_ID_LEN), primary_key=True),
-    Column("data", LargeBinary(BLOB_LEN), nullable=False),
+    Column("data", BLOB, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     **_TABLE,
 )

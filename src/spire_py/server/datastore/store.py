@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .bundles import BundleStore
 from .dialects import DATABASE_TYPES, PoolSettings, TLSFiles, create_store_engine
 from .entries import EntryStore
+from .entries_batch import EntryBatchStore
 from .errors import DataStoreError, InvalidArgumentError
 from .migrate import check_current, upgrade
 from .nodes import NodeStore
@@ -23,7 +24,7 @@ from .tokens import TokenStore
 log = logging.getLogger(__name__)
 
 
-class SQLDataStore(BundleStore, EntryStore, NodeStore, TokenStore):
+class SQLDataStore(BundleStore, EntryStore, EntryBatchStore, NodeStore, TokenStore):
     """The "sql" DataStore.
 
     ``database_type`` is sqlite3, postgres or mysql; ``connection_string`` is
