@@ -207,11 +207,21 @@ class SpireAgent:
             except Exception as exc:  # keep serving cached SVIDs; retry next tick
                 _log.warning("Synchronization failed", extra=log.fields(error=f"{type(exc).__name__}: {exc}"))
 
+    async def _reattest(self) -> None:
+        try:
+            await self._attest()
+        except AttestationFailed as exc:
+            # Unreachable: retry next tick. Refused (banned, credentials no longer trusted): stop, as SPIRE.
+            if exc.status in (Status.PERMISSION_DENIED, Status.UNAUTHENTICATED):
+                self.storage.clear_state()
+                raise AgentRefused(f"re-attestation refused: {exc}") from None
+            raise
+
     async def _sync_or_recover(self) -> None:
         if self.state is not None and not self._usable(self.state):
             if not self.state.reattestable:
                 raise AgentRefused("agent SVID expired and the node attestor cannot re-attest")
-            await self._attest()
+            await self._reattest()
         try:
             await self.sync_once()
         except GRPCError as exc:
@@ -219,7 +229,7 @@ class SpireAgent:
                 raise
             if self.state is not None and self.state.reattestable:
                 _log.warning("Agent refused; re-attesting", extra=log.fields(error=exc.message))
-                await self._attest()
+                await self._reattest()
                 await self.sync_once()
                 return
             self.storage.clear_state()

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ..common import log
@@ -24,7 +25,13 @@ _log = log.get("attestor")
 
 
 class AttestationFailed(Exception):
-    """Node attestation was refused or could not run; the message says why."""
+    """Node attestation was refused or could not run; the message says why.
+
+    ``status`` is the server's gRPC status when the server refused, else None."""
+
+    def __init__(self, message: str, status: Optional[Status] = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def load_bootstrap_roots(config: Any, td: TrustDomain) -> Optional[list[x509.Certificate]]:
@@ -85,6 +92,8 @@ async def attest(
             while True:
                 resp = await stream.recv_message()
                 if resp is None:
+                    # A refusal after a challenge comes in the trailers: surface its status.
+                    await stream.recv_trailing_metadata()
                     raise AttestationFailed("server closed the attestation stream without a result")
                 if resp.HasField("result"):
                     break
@@ -95,7 +104,7 @@ async def attest(
                 await stream.send_message(agent_pb2.AttestAgentRequest(challenge_response=answer))
             await stream.end()
     except GRPCError as exc:
-        raise AttestationFailed(f"attestation refused by server: {exc.status.name}: {exc.message}") from None
+        raise AttestationFailed(f"attestation refused by server: {exc.status.name}: {exc.message}", exc.status) from None
     except (ConnectionError, OSError, ssl.SSLError) as exc:
         raise AttestationFailed(f"cannot reach server: {exc}") from None
     chain = chain_from_proto(resp.result.svid.cert_chain)

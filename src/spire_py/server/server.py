@@ -32,6 +32,19 @@ _log = log.get("server")
 
 SERVER_SVID_KEY = "ec-p256"
 TICK = 5.0
+MIN_TICK = 0.5
+# As SPIRE: expired authorities stay in the bundle a while, for relying parties with skewed clocks.
+BUNDLE_PRUNE_SAFETY = 24 * 3600.0
+
+
+def maintenance_tick(ca_ttl: float) -> float:
+    """Every 5 s, or often enough that a short ca_ttl (tests, demos) still rotates on time."""
+    return max(MIN_TICK, min(TICK, ca_ttl / 20))
+
+
+def bundle_prune_safety(ca_ttl: float) -> float:
+    """SPIRE's 24 h, or one ca_ttl when that is shorter, so expired roots do leave short-lived bundles."""
+    return min(BUNDLE_PRUNE_SAFETY, ca_ttl)
 
 
 class SpireServer:
@@ -171,6 +184,21 @@ class SpireServer:
             self.core.bundle_changed.set()
         self._roots = [x509.load_der_x509_certificate(der) for der in merged.x509_authorities]
 
+    async def _prune_bundle(self) -> bool:
+        """Drop authorities that expired more than the safety margin ago; True when any went."""
+        assert self.core is not None
+        expires_before = int(time.time() - bundle_prune_safety(self.core.ca.ca_ttl))
+        try:
+            pruned = bool(await self.core.db(self.core.datastore.prune_bundle, self.trust_domain.id_string(),
+                                             expires_before))
+        except Exception as exc:  # e.g. it would empty the bundle: keep it, retry next tick
+            _log.warning("Unable to prune bundle", extra=log.fields(error=str(exc)))
+            return False
+        if pruned:
+            self.core.bundle_changed.set()
+            _log.info("Expired authorities pruned from the bundle", extra=log.fields(expires_before=expires_before))
+        return pruned
+
     def _rotate_server_svid(self) -> None:
         assert self.core is not None
         key = generate_key(SERVER_SVID_KEY)
@@ -192,14 +220,16 @@ class SpireServer:
         """Periodic work: CA rotation, bundle publishing, server SVID rotation, pruning."""
         assert self.core is not None
         core = self.core
+        tick = maintenance_tick(core.ca.ca_ttl)
         while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), TICK)
+                await asyncio.wait_for(self._stop.wait(), tick)
                 return
             except asyncio.TimeoutError:
                 pass
             try:
                 changed = await core.sign(core.ca.rotate_if_needed, time.time())
+                changed = await self._prune_bundle() or changed
                 await self._publish_bundle()
                 if changed or self._svid_due():
                     await core.sign(self._rotate_server_svid)

@@ -214,9 +214,10 @@ class AgentService(agent_grpc.AgentBase):
         if existing is None:
             await self.core.db(self.core.datastore.create_attested_node, node)
         else:
+            # As SPIRE's UpdateAttestedNodeCertificateMask: the attestation type is not updatable.
             await self.core.db(self.core.datastore.update_attested_node, node, {
-                "attestation_type", "cert_serial_number", "cert_not_after",
-                "new_cert_serial_number", "new_cert_not_after", "can_reattest"})
+                "cert_serial_number", "cert_not_after", "new_cert_serial_number", "new_cert_not_after",
+                "can_reattest"})
         await self.core.db(self.core.datastore.set_node_selectors, str(sid), result.selectors)
         _log.info("Agent attestation request completed", extra=log.fields(
             agent_id=str(sid), node_attestor_type=params.data.type, svid_serial_number=node.cert_serial_number))
