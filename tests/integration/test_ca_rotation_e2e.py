@@ -157,3 +157,14 @@ def test_workload_keeps_a_valid_svid_through_two_ca_rotations(make_server, start
     server_logs = server.proc.logs()
     assert server_logs.count("X509 CA activated") >= 3
     assert "Expired authorities pruned from the bundle" in server_logs
+
+
+def test_maintenance_tick_and_prune_margin_follow_short_ca_ttls():
+    from spire_py.server.server import bundle_prune_safety, maintenance_tick
+
+    # Production ca_ttls keep SPIRE's cadence; short ones still rotate on time.
+    assert maintenance_tick(24 * 3600) == 5.0
+    assert maintenance_tick(CA_TTL) == 3.0
+    assert maintenance_tick(1) == 0.5
+    assert bundle_prune_safety(7 * 24 * 3600) == 24 * 3600
+    assert bundle_prune_safety(CA_TTL) == CA_TTL

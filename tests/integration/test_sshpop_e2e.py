@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.exceptions import GRPCError
+
+from spire_py.agent.attestor import make_csr
+from spire_py.agent.client import ServerClient
+from spire_py.agent.plugins.nodeattestor.sshpop import SshPopAttestor
+from spire_py.common.plugin import PluginContext
+from spire_py.common.spiffeid import TrustDomain
+from spire_py.proto.spire.api.server.agent.v1 import agent_pb2
+from spire_py.proto.spire.api.types import attestation_pb2
 
 from conftest import TD, AgentHandle, ServerHandle, wait_for
 from pki_helpers import SshCA, new_host_key, ssh_fingerprint, write_ssh_host
@@ -139,3 +150,51 @@ def test_host_key_not_matching_the_certificate_is_refused_by_the_agent(sshpop_se
     agent = start_agent(sshpop_server, node_attestor=conf, wait=False)
     logs = agent_exit_log(agent)
     assert "does not match the certificate" in logs
+
+
+async def _attest_raw(server: ServerHandle, payload: bytes,
+                      answer: Callable[[bytes], Any]) -> agent_pb2.AttestAgentResponse:
+    """AttestAgent against the real server with ``payload``, answering its challenge with ``answer``."""
+    roots = x509.load_pem_x509_certificates(server.cli("bundle", "show", "-format", "pem").stdout.encode())
+    client = ServerClient("127.0.0.1", server.port, TrustDomain(TD), roots)
+    req = agent_pb2.AttestAgentRequest(params=agent_pb2.AttestAgentRequest.Params(
+        data=attestation_pb2.AttestationData(type="sshpop", payload=payload),
+        params=agent_pb2.AgentX509SVIDParams(csr=make_csr(ec.generate_private_key(ec.SECP256R1()))),
+    ))
+    try:
+        async with client.agent.AttestAgent.open(timeout=30) as stream:
+            await stream.send_message(req)
+            resp = await stream.recv_message()
+            assert resp is not None and not resp.HasField("result")
+            reply = await answer(bytes(resp.challenge))
+            await stream.send_message(agent_pb2.AttestAgentRequest(challenge_response=reply))
+            result = await stream.recv_message()
+            await stream.end()
+            return result
+    finally:
+        client.close()
+
+
+async def test_replayed_challenge_response_is_refused(sshpop_server, hosts):
+    hosts.host("node1")
+    host = SshPopAttestor.configure(
+        {"host_key_path": str(hosts.dir / "node1" / "ssh_host_ed25519_key"),
+         "host_cert_path": str(hosts.dir / "node1" / "ssh_host_ed25519_key-cert.pub")},
+        PluginContext(TD, side="agent"))
+    payload = await host.payload()
+    captured: list[bytes] = []
+
+    async def honest(challenge: bytes) -> bytes:
+        captured.append(await host.respond(challenge))
+        return captured[-1]
+
+    async def replay(_challenge: bytes) -> bytes:
+        return captured[0]
+
+    assert (await _attest_raw(sshpop_server, payload, honest)).HasField("result")
+    # The server's next nonce differs: the recorded answer signs a stale one.
+    with pytest.raises(GRPCError) as ei:
+        await _attest_raw(sshpop_server, payload, replay)
+    assert "failed to verify signature" in ei.value.message, ei.value.message
+    failed = [ln for ln in sshpop_server.proc.logs().splitlines() if "Agent attestation failed" in ln]
+    assert failed and "failed to verify signature" in failed[-1], sshpop_server.proc.logs()

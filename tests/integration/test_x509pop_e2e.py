@@ -20,6 +20,7 @@ from grpclib.exceptions import GRPCError
 
 from spire_py.agent.attestor import make_csr
 from spire_py.agent.client import ServerClient
+from spire_py.agent.storage import AgentStorage
 from spire_py.common.plugins import x509pop as pop
 from spire_py.common.spiffeid import TrustDomain
 from spire_py.proto.spire.api.server.agent.v1 import agent_pb2
@@ -228,6 +229,7 @@ async def test_replayed_challenge_response_is_refused(x509pop_server, pki):
 # --- re-attestation -----------------------------------------------------------------------------
 
 def test_agent_reattests_by_itself_after_its_svid_expired_during_a_server_outage(make_server, start_agent, pki):
+    # A disk KeyManager keeps the server's CA across the restart, so the agent's bundle still trusts it.
     server = make_server(extra_server='agent_ttl = "10s"', extra_plugins=server_plugin(pki.bundle),
                          keymanager=DISK_KM)
     node1, conf = pki.node("node1")
@@ -267,12 +269,9 @@ def test_agent_reattests_by_itself_after_its_svid_expired_during_a_server_outage
 
 def _agent_svid_expiry(data_dir: Path) -> float:
     """NotAfter of the agent SVID the agent stored on disk."""
-    from spire_py.agent.storage import AgentStorage
-
     state = AgentStorage(str(data_dir)).load_state()
     assert state is not None
     return state.svid[0].not_valid_after_utc.timestamp()
-
 
 
 def test_banned_agent_is_refused_when_it_reattests_and_stops(x509pop_server, start_agent, pki):
