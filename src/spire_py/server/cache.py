@@ -4,7 +4,8 @@ Agent sync asks "which entries is this agent authorized for?" many times a
 minute; answering from memory keeps the database out of the hot path. The cache
 loads once, then applies the datastore's entry events in order (idempotent, so an
 event seen twice is harmless), which also picks up writes made by other servers
-sharing the database.
+sharing the database. Event ids can become visible out of order on PostgreSQL and
+MySQL; the datastore's EventTracker re-checks the ids it saw skipped, as SPIRE does.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import defaultdict
 from typing import Any, Iterable, NamedTuple
 
 from ..common.spiffeid import TrustDomain, server_id
+from .datastore.events import EventTracker
 from .datastore.models import Entry, Selector
 
 
@@ -22,11 +24,34 @@ class EntryFlags(NamedTuple):
     downstream: bool
 
 
+class Authorized(NamedTuple):
+    """An agent's authorized entries; ``version`` changes whenever they may have changed."""
+
+    version: int
+    entries: list[Entry]  # shared with the cache: read, never modify
+    by_id: dict[str, Entry]  # the same entries by ID
+
+
+class _Memo(NamedTuple):
+    answer: Authorized
+    selectors: frozenset[Selector]
+    parents: frozenset[str]  # the IDs whose children are in the answer
+
+
+# How many agents' answers are remembered between changes (oldest forgotten first).
+AUTHORIZED_MEMO_AGENTS = 1024
+
+
 class EntryCache:
     def __init__(self, datastore: Any, trust_domain: TrustDomain) -> None:
         self.ds = datastore
         self.server_id = str(server_id(trust_domain))
         self._lock = threading.RLock()
+        # One refresh at a time: two interleaved ones could apply an older read last.
+        self._refresh_lock = threading.Lock()
+        # The frequent scan for new events may read a replica (ro_connection_string), as SPIRE's does.
+        self.events = EventTracker(lambda after: datastore.list_entry_events(after, tolerate_stale=True),
+                                   datastore.fetch_entry_events, datastore.last_entry_event_id)
         self.entries: dict[str, Entry] = {}
         self.children: dict[str, set[str]] = defaultdict(set)
         # Node alias entries (parent = the server) indexed by each of their selectors.
@@ -34,11 +59,18 @@ class EntryCache:
         self.by_spiffe_id: dict[str, set[str]] = defaultdict(set)
         self.last_event_id = 0
         self.loaded = False
+        # Agents' answers, kept until a change touches their tree: a sync with nothing changed
+        # for that agent does not walk its entries again.
+        self._memo: dict[str, _Memo] = {}
+        self._versions = 0
 
     # --- loading -------------------------------------------------------------
     def load(self) -> None:
-        events = self.ds.list_entry_events(0)
-        last = events[-1][0] if events else 0
+        with self._refresh_lock:
+            self._load()
+
+    def _load(self) -> None:
+        start = self.events.start()  # read before the entries: later changes arrive as events
         entries: list[Entry] = []
         token = ""
         while True:
@@ -53,26 +85,37 @@ class EntryCache:
             self.by_spiffe_id.clear()
             for e in entries:
                 self._put(e)
-            self.last_event_id = last
+            self.events.advance(start)
+            self.last_event_id = self.events.last_id
             self.loaded = True
+            self._memo.clear()
 
     def refresh(self) -> int:
         """Apply new events; returns how many entries changed."""
+        with self._refresh_lock:
+            return self._refresh()
+
+    def _refresh(self) -> int:
         if not self.loaded:
-            self.load()
+            self._load()
             return len(self.entries)
-        events = self.ds.list_entry_events(self.last_event_id)
-        if not events:
+        poll = self.events.poll()
+        ids = sorted(poll.keys)
+        if not ids:
+            self.events.advance(poll)
             return 0
-        ids = sorted({entry_id for _, entry_id in events})
         fresh = self.ds.fetch_entries(ids)
         with self._lock:
+            touched: set[str] = set()
             for entry_id in ids:
-                self._drop(entry_id)
+                old = self._drop(entry_id)
                 e = fresh.get(entry_id)
                 if e is not None:
                     self._put(e)
-            self.last_event_id = max(self.last_event_id, events[-1][0])
+                touched.update(x.parent_id for x in (old, e) if x is not None)
+            self._forget(touched)
+            self.events.advance(poll)
+            self.last_event_id = self.events.last_id
         return len(ids)
 
     def _put(self, e: Entry) -> None:
@@ -83,10 +126,19 @@ class EntryCache:
             for s in e.selectors:
                 self.alias_by_selector[s].add(e.id)
 
-    def _drop(self, entry_id: str) -> None:
+    def _forget(self, touched_parents: set[str]) -> None:
+        """Drop the answers a change under ``touched_parents`` may alter. A node alias (parent:
+        the server) can match any agent's selectors, so changing one drops them all."""
+        if self.server_id in touched_parents:
+            self._memo.clear()
+            return
+        for agent in [a for a, m in self._memo.items() if not m.parents.isdisjoint(touched_parents)]:
+            del self._memo[agent]
+
+    def _drop(self, entry_id: str) -> Entry | None:
         old = self.entries.pop(entry_id, None)
         if old is None:
-            return
+            return None
         same = self.by_spiffe_id.get(old.spiffe_id)
         if same is not None:
             same.discard(entry_id)
@@ -104,6 +156,7 @@ class EntryCache:
                     ids.discard(entry_id)
                     if not ids:
                         del self.alias_by_selector[s]
+        return old
 
     # --- queries -------------------------------------------------------------
     def aliases_for(self, node_selectors: Iterable[Selector]) -> list[Entry]:
@@ -120,6 +173,25 @@ class EntryCache:
 
     def authorized_entries(self, agent_id: str, node_selectors: Iterable[Selector]) -> list[Entry]:
         """Everything an agent may mint: its node aliases and every entry descending from it or them."""
+        return list(self.authorized(agent_id, node_selectors).entries)
+
+    def authorized(self, agent_id: str, node_selectors: Iterable[Selector]) -> Authorized:
+        """``authorized_entries`` with a version, remembered until a change touches the agent's tree."""
+        selectors = frozenset(node_selectors)
+        with self._lock:
+            memo = self._memo.get(agent_id)
+            if memo is not None and memo.selectors == selectors:
+                return memo.answer
+            by_id, parents = self._walk(agent_id, selectors)
+            self._versions += 1
+            answer = Authorized(self._versions, list(by_id.values()), by_id)
+            self._memo.pop(agent_id, None)
+            while len(self._memo) >= AUTHORIZED_MEMO_AGENTS:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[agent_id] = _Memo(answer, selectors, frozenset(parents))
+            return answer
+
+    def _walk(self, agent_id: str, node_selectors: frozenset[Selector]) -> tuple[dict[str, Entry], set[str]]:
         with self._lock:
             result: dict[str, Entry] = {}
             aliases = self.aliases_for(node_selectors)
@@ -137,7 +209,7 @@ class EntryCache:
                     if e.spiffe_id not in seen_parents:
                         seen_parents.add(e.spiffe_id)
                         parents.append(e.spiffe_id)
-            return list(result.values())
+            return result, seen_parents
 
     def flags_for(self, spiffe_id: str) -> "EntryFlags":
         """Whether any entry for this SPIFFE ID grants admin or downstream rights."""

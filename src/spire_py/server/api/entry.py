@@ -11,7 +11,9 @@ from ...common import log
 from ...proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from ...proto.spire.api.types import entry_pb2 as types_entry_pb2
 from ...proto.spire.api.types import status_pb2
+from ..cache import Authorized
 from ..core import ServerCore
+from ..datastore import errors as ds_errors
 from ..datastore.models import Entry
 from . import convert
 from .auth import ADMIN, AGENT, DOWNSTREAM, require
@@ -20,6 +22,8 @@ _log = log.get("entry_api")
 
 MATCH = {0: "exact", 1: "subset", 2: "superset", 3: "any"}
 SYNC_PAGE_SIZE = 500
+# Agents (with more than SYNC_PAGE_SIZE entries) whose revision pages are kept between changes.
+REVISION_MEMO_AGENTS = 32
 
 ENTRY_MASK_FIELDS = {
     "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl", "federates_with", "admin",
@@ -32,6 +36,22 @@ def status(code: Status, message: str = "") -> status_pb2.Status:
 
 
 OK = status_pb2.Status(code=0, message="OK")
+
+_DS_STATUS = (
+    (ds_errors.NotFoundError, Status.NOT_FOUND),
+    (ds_errors.AlreadyExistsError, Status.ALREADY_EXISTS),
+    (ds_errors.InvalidArgumentError, Status.INVALID_ARGUMENT),
+)
+
+
+def _error_status(exc: Exception) -> tuple[Status, str]:
+    """The status for one item's failure, as ServerCore.db maps a raised datastore error."""
+    if isinstance(exc, GRPCError):
+        return exc.status, exc.message or ""
+    for kind, code in _DS_STATUS:
+        if isinstance(exc, kind):
+            return code, str(exc)
+    return Status.INTERNAL, f"datastore error: {exc}"
 
 
 def _list_filters(core: ServerCore, flt: Any) -> dict[str, Any]:
@@ -62,6 +82,8 @@ def _list_filters(core: ServerCore, flt: Any) -> dict[str, Any]:
 class EntryService(entry_grpc.EntryBase):
     def __init__(self, core: ServerCore) -> None:
         self.core = core
+        # agent ID -> (answer version, SyncAuthorizedEntries revision pages); see _revision_pages.
+        self._pages: dict[str, tuple[int, list[Any]]] = {}
 
     async def CountEntries(self, stream: Any) -> None:
         req = await stream.recv_message()
@@ -106,27 +128,35 @@ class EntryService(entry_grpc.EntryBase):
         req = await stream.recv_message()
         caller = await require(stream, self.core, ADMIN)
         mask = req.output_mask if req.HasField("output_mask") else None
-        results = []
-        for pb in req.entries:
-            results.append(await self._create_one(pb, mask, caller.describe()))
+        Result = entry_pb2.BatchCreateEntryResponse.Result
+        who = caller.describe()
+        results: list[Any] = [None] * len(req.entries)
+        todo: list[tuple[int, Entry]] = []
+        for i, pb in enumerate(req.entries):
+            try:
+                todo.append((i, convert.entry_from_proto(pb, self.core.trust_domain)))
+            except convert.InvalidInput as exc:
+                results[i] = Result(status=status(Status.INVALID_ARGUMENT, f"failed to convert entry: {exc}"))
+        # The whole batch is written in one transaction; each entry keeps its own outcome.
+        try:
+            outcomes: list[Any] = await self.core.db(
+                self.core.datastore.create_entries_if_not_exist, [e for _, e in todo]) if todo else []
+        except GRPCError as exc:
+            outcomes = [exc] * len(todo)
+        for (i, _), out in zip(todo, outcomes):
+            if isinstance(out, Exception):
+                code, message = _error_status(out)
+                results[i] = Result(status=status(code, f"failed to create entry: {message}"))
+                continue
+            stored, existed = out
+            if existed:
+                results[i] = Result(status=status(Status.ALREADY_EXISTS, "similar entry already exists"),
+                                    entry=convert.entry_to_proto(stored, mask))
+                continue
+            _log.info("Entry created", extra=log.fields(entry_id=stored.id, spiffe_id=stored.spiffe_id, caller=who))
+            results[i] = Result(status=OK, entry=convert.entry_to_proto(stored, mask))
         await self.core.refresh_cache()
         await stream.send_message(entry_pb2.BatchCreateEntryResponse(results=results))
-
-    async def _create_one(self, pb: Any, mask: Any, who: str) -> Any:
-        Result = entry_pb2.BatchCreateEntryResponse.Result
-        try:
-            e = convert.entry_from_proto(pb, self.core.trust_domain)
-        except convert.InvalidInput as exc:
-            return Result(status=status(Status.INVALID_ARGUMENT, f"failed to convert entry: {exc}"))
-        try:
-            stored, existed = await self.core.db(self.core.datastore.create_entry_if_not_exists, e)
-        except GRPCError as exc:
-            return Result(status=status(exc.status, f"failed to create entry: {exc.message}"))
-        if existed:
-            return Result(status=status(Status.ALREADY_EXISTS, "similar entry already exists"),
-                          entry=convert.entry_to_proto(stored, mask))
-        _log.info("Entry created", extra=log.fields(entry_id=stored.id, spiffe_id=stored.spiffe_id, caller=who))
-        return Result(status=OK, entry=convert.entry_to_proto(stored, mask))
 
     async def BatchUpdateEntry(self, stream: Any) -> None:
         req = await stream.recv_message()
@@ -177,26 +207,26 @@ class EntryService(entry_grpc.EntryBase):
         await self.core.refresh_cache()
         await stream.send_message(entry_pb2.BatchDeleteEntryResponse(results=results))
 
-    async def _authorized(self, stream: Any) -> list[Entry]:
+    async def _authorized(self, stream: Any) -> tuple[str, Authorized]:
         caller = await require(stream, self.core, AGENT, DOWNSTREAM)
         agent = str(caller.spiffe_id)
         selectors = await self.core.db(self.core.datastore.get_node_selectors, agent) if caller.is_agent else []
         await self.core.refresh_cache()
-        return self.core.cache.authorized_entries(agent, selectors)
+        return agent, self.core.cache.authorized(agent, selectors)
 
     async def GetAuthorizedEntries(self, stream: Any) -> None:
         req = await stream.recv_message()
-        entries = await self._authorized(stream)
+        _, authorized = await self._authorized(stream)
         mask = req.output_mask if req.HasField("output_mask") else None
-        await stream.send_message(
-            entry_pb2.GetAuthorizedEntriesResponse(entries=[convert.entry_to_proto(e, mask) for e in entries])
-        )
+        await stream.send_message(entry_pb2.GetAuthorizedEntriesResponse(
+            entries=[convert.entry_to_proto(e, mask) for e in authorized.entries]))
 
     async def SyncAuthorizedEntries(self, stream: Any) -> None:
         req = await stream.recv_message()
         if req is None:
             return
-        entries = await self._authorized(stream)
+        agent, authorized = await self._authorized(stream)
+        entries = authorized.entries
         if req.ids:
             raise GRPCError(Status.INVALID_ARGUMENT, "specifying IDs on initial request is not supported")
         mask: Optional[types_entry_pb2.EntryMask] = req.output_mask if req.HasField("output_mask") else None
@@ -207,18 +237,12 @@ class EntryService(entry_grpc.EntryBase):
             await stream.send_message(Resp(entries=[convert.entry_to_proto(e, mask) for e in entries]))
             return
         # Many entries: send revisions first; the agent asks for the ones it lacks.
-        for i in range(0, len(entries), SYNC_PAGE_SIZE):
-            page = entries[i : i + SYNC_PAGE_SIZE]
-            await stream.send_message(Resp(
-                entry_revisions=[entry_pb2.EntryRevision(id=e.id, revision_number=e.revision_number,
-                                                         created_at=e.created_at) for e in page],
-                more=i + SYNC_PAGE_SIZE < len(entries),
-            ))
-        by_id = {e.id: e for e in entries}
+        for page in self._revision_pages(agent, authorized):
+            await stream.send_message(page)
         async for req in stream:
             out: list[Any] = []
             for entry_id in sorted(req.ids):
-                e = by_id.get(entry_id)
+                e = authorized.by_id.get(entry_id)
                 if e is None:
                     continue
                 if len(out) == SYNC_PAGE_SIZE:
@@ -226,6 +250,27 @@ class EntryService(entry_grpc.EntryBase):
                     out = []
                 out.append(convert.entry_to_proto(e, mask))
             await stream.send_message(Resp(entries=out, more=False))
+
+    def _revision_pages(self, agent: str, authorized: Authorized) -> list[Any]:
+        """The revision pages for an agent's entries, kept while its answer is unchanged: an
+        agent re-syncing with nothing changed for it costs no message building."""
+        hit = self._pages.get(agent)
+        if hit is not None and hit[0] == authorized.version:
+            return hit[1]
+        Resp = entry_pb2.SyncAuthorizedEntriesResponse
+        Rev = entry_pb2.EntryRevision
+        entries = authorized.entries
+        pages = [
+            Resp(entry_revisions=[Rev(id=e.id, revision_number=e.revision_number, created_at=e.created_at)
+                                  for e in entries[i:i + SYNC_PAGE_SIZE]],
+                 more=i + SYNC_PAGE_SIZE < len(entries))
+            for i in range(0, len(entries), SYNC_PAGE_SIZE)
+        ]
+        self._pages.pop(agent, None)
+        while len(self._pages) >= REVISION_MEMO_AGENTS:
+            self._pages.pop(next(iter(self._pages)))
+        self._pages[agent] = (authorized.version, pages)
+        return pages
 
 
 def _merge(current: Entry, pb: Any, fields: Optional[set[str]]) -> Entry:

@@ -14,6 +14,7 @@ from ...common import log
 from ...common.spiffeid import SpiffeId, SpiffeIdError
 from ...proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from ...proto.spire.api.types import jwtsvid_pb2
+from ..ca.ca import CARequestError
 from ..core import ServerCore
 from . import convert
 from .agent import parse_csr, svid_to_proto
@@ -88,15 +89,22 @@ class SVIDService(svid_grpc.SVIDBase):
         agent = str(caller.spiffe_id)
         selectors = await self.core.db(self.core.datastore.get_node_selectors, agent) if caller.is_agent else []
         await self.core.refresh_cache()
-        return {e.id: e for e in self.core.cache.authorized_entries(agent, selectors)}
+        return self.core.cache.authorized(agent, selectors).by_id
 
     async def BatchNewX509SVID(self, stream: Any) -> None:
         req = await stream.recv_message()
         caller = await require(stream, self.core, AGENT)
         entries = await self._authorized_entries(caller)
+        # One trip to the thread pool for the whole batch: per-item trips cost more than the
+        # signing itself and let other requests interleave between the items.
+        results = await self.core.sign(self._sign_batch, list(req.params), entries)
+        await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=results))
+
+    def _sign_batch(self, params: list[Any], entries: dict[str, Any]) -> list[Any]:
+        """Check each param, parse its CSR and sign it; every item gets its own status."""
         Result = svid_pb2.BatchNewX509SVIDResponse.Result
         results = []
-        for p in req.params:
+        for p in params:
             if not p.entry_id:
                 results.append(Result(status=status(Status.INVALID_ARGUMENT, "missing entry ID")))
                 continue
@@ -112,11 +120,14 @@ class SVIDService(svid_grpc.SVIDBase):
             except GRPCError as exc:
                 results.append(Result(status=status(exc.status, exc.message or "malformed CSR")))
                 continue
-            sid = SpiffeId.parse(e.spiffe_id)
-            chain = await self.core.sign(self.core.ca.sign_x509_svid, csr.public_key(), sid,
-                                         e.x509_svid_ttl or None, list(e.dns_names))
+            try:
+                chain = self.core.ca.sign_x509_svid(csr.public_key(), SpiffeId.parse(e.spiffe_id),
+                                                    e.x509_svid_ttl or None, list(e.dns_names))
+            except CARequestError as exc:
+                results.append(Result(status=status(Status.INVALID_ARGUMENT, f"failed to sign X509-SVID: {exc}")))
+                continue
             results.append(Result(status=OK, svid=svid_to_proto(e.spiffe_id, chain)))
-        await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=results))
+        return results
 
     async def NewJWTSVID(self, stream: Any) -> None:
         req = await stream.recv_message()

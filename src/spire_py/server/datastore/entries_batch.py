@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Union
 
 from sqlalchemy import Connection, insert, select
@@ -141,10 +142,12 @@ class EntryBatchStore(TransactionalStore):
                 conn.execute(insert(table), rows)
         conn.execute(insert(s.registered_entries_events),
                      [{"entry_id": entry_id, "created_at": t} for _, entry_id, _ in new])
-        stored: dict[str, Entry] = {}
-        for part in chunks([entry_id for _, entry_id, _ in new]):
-            rows = conn.execute(select(E).where(E.c.entry_id.in_(part))).all()
-            stored.update((x.id, x) for x in hydrate(conn, rows))
+        # The entries as hydrate() would read them back, without reading them back.
+        stored = {
+            entry_id: replace(e, id=entry_id, selectors=list(e.selectors), dns_names=list(dict.fromkeys(e.dns_names)),
+                              federates_with=sorted(set(e.federates_with)), created_at=t, revision_number=0)
+            for _, entry_id, e in new
+        }
         created = {_similar_key(e): stored[entry_id] for _, entry_id, e in new}
         for i, entry_id, _ in new:
             outcomes[i] = (stored[entry_id], False)

@@ -1,0 +1,154 @@
+"""Run the benchmarks, print the table, write benchmarks/results.json.
+
+    python -m benchmarks.run                 # full sizes (make bench)
+    python -m benchmarks.run --quick         # small sizes, for the test suite's smoke
+    python -m benchmarks.run --only sync,svid --profile /tmp/prof
+
+Every figure is printed with a raw baseline measured in the same run and their
+ratio. ``--profile DIR`` samples the server (or agent) with py-spy during each
+timed phase and prints where the time went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from . import entry_create, entry_sync, svid_issuance, workload_api
+from .harness import ROOT, Profiler, Row, machine, top_frames
+
+FULL = {
+    "issuance_svids": 3000,
+    "workload_calls": 1000,
+    "sync_entries": 100_000,
+    "sync_authorized": 20_000,
+    "sync_agents": 10_000,
+    "sync_repeats": 11,
+    "create_entries": 20_000,
+}
+QUICK = {
+    "issuance_svids": 100,
+    "workload_calls": 50,
+    "sync_entries": 2_000,
+    "sync_authorized": 600,
+    "sync_agents": 200,
+    "sync_repeats": 3,
+    "create_entries": 1_000,
+}
+BENCHMARKS: dict[str, Callable[..., Any]] = {
+    "svid": svid_issuance.run,
+    "workload": workload_api.run,
+    "sync": entry_sync.run,
+    "create": entry_create.run,
+}
+DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
+
+
+def _fmt(v: Optional[float]) -> str:
+    if v is None or v != v:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("Benchmark", "Case", "Figure", "Baseline", "Ratio", "Target", "Met")
+    lines = [head]
+    for r in rows:
+        ratio = r.ratio
+        lines.append((
+            r.benchmark, r.case, f"{_fmt(r.value)} {r.unit}",
+            f"{_fmt(r.baseline)} {r.unit}" if r.baseline is not None else "-",
+            f"{ratio:.2f}x" if ratio is not None else "-",
+            r.target or "-", "-" if r.met is None else ("yes" if r.met else "NO"),
+        ))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    out = []
+    for n, line in enumerate(lines):
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    baselines = sorted({(r.benchmark, r.baseline_what) for r in rows if r.baseline_what})
+    out.append("")
+    out.append("Baselines (measured in this run): " + "; ".join(f"{b}: {w}" for b, w in baselines))
+    return "\n".join(out)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", default=os.environ.get("SPIRE_PY_BENCH_QUICK") == "1",
+                    help="small sizes (also SPIRE_PY_BENCH_QUICK=1)")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the JSON results")
+    ap.add_argument("--profile", metavar="DIR", default="", help="sample server/agent with py-spy into DIR")
+    args = ap.parse_args(argv)
+
+    names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else FULL
+    profile = Profiler(Path(args.profile)) if args.profile else None
+    desc = machine()
+    load_start = os.getloadavg()[0]
+    print(f"== spire_py benchmarks ({'quick' if args.quick else 'full'}) on {desc['cores']} x {desc['cpu']}, "
+          f"{desc['memory_gb']} GB, Python {desc['python']}, load average {load_start:.1f}", flush=True)
+    started = time.monotonic()
+    rows: list[Row] = []
+    timings: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for name in names:
+        t0 = time.monotonic()
+        print(f"-- {name} ...", flush=True)
+        try:
+            got = asyncio.run(BENCHMARKS[name](sizes, profile))
+        except Exception as exc:  # report the others anyway; exit non-zero at the end
+            traceback.print_exc()
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            got = []
+        timings[name] = round(time.monotonic() - t0, 1)
+        for r in got:
+            ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
+            print(f"   {r.case}: {_fmt(r.value)} {r.unit} (baseline {_fmt(r.baseline)}, {ratio})", flush=True)
+        rows.extend(got)
+    wall = time.monotonic() - started
+    print()
+    print(table(rows))
+    print(f"\nwall time {wall:.0f} s ({', '.join(f'{k} {v:g} s' for k, v in timings.items())}); "
+          f"load average now {os.getloadavg()[0]:.1f}")
+    if profile is not None:
+        for path in profile.files:
+            print(f"\n-- profile {path.stem} (inclusive share of GIL-holding samples)")
+            for fn, pct in top_frames(path, 25):
+                print(f"   {pct:5.1f}%  {fn}")
+    result = {
+        "machine": {**desc, "load_average": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}},
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "sizes": sizes,
+        "wall_seconds": round(wall, 1),
+        "benchmark_seconds": timings,
+        "failed": failed,
+        "results": [r.as_dict() for r in rows],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nresults written to {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
