@@ -16,7 +16,17 @@ pytest_or_fail() {
 }
 
 start=$(date +%s)
-echo "== product: unit and integration tests"
+echo "== databases: scratch PostgreSQL and MariaDB on 127.0.0.1 for the DataStore tests"
+if db_env=$(bash scripts/databases.sh start); then
+  eval "$db_env"
+  trap 'bash scripts/databases.sh stop >/dev/null 2>&1 || true' EXIT
+fi
+for var in SPIRE_PY_TEST_POSTGRES SPIRE_PY_TEST_MYSQL; do
+  [ -n "${!var:-}" ] || echo "$var is not set: the tests on that database are skipped (reason above)"
+done
+echo "   databases ready after $(( $(date +%s) - start ))s"
+
+echo "== product: unit and integration tests (DataStore suites on sqlite3, postgres, mysql)"
 pytest_or_fail tests/unit tests/integration
 
 echo "== collection: sanity, lint, module and playbook tests"

@@ -3,6 +3,9 @@
 ``spire_server`` starts ``spire-server run`` on a free loopback port with its own
 socket, data dir and sqlite database under tmp_path; ``start_agent`` starts
 ``spire-agent run`` against it. Processes are killed at teardown whatever happens.
+``make_server(datastore=...)`` swaps in another DataStore block (db_helpers.py has
+PostgreSQL/MySQL ones); ``bind_address``/``port`` and the agent's
+``server_address``/``prefix`` serve the HA tests.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class ServerHandle:
     port: int
     proc: Proc
     extra_conf: str = ""
+    bind_address: str = "127.0.0.1"
 
     def cli(self, *args: str, check: bool = True, input: Optional[str] = None) -> subprocess.CompletedProcess[str]:
         words = []
@@ -130,11 +134,21 @@ class ServerHandle:
         return p
 
 
+def sqlite_datastore(d: Path) -> str:
+    return f"""DataStore "sql" {{
+        plugin_data {{
+            database_type = "sqlite3"
+            connection_string = "{d}/data/datastore.sqlite3"
+        }}
+    }}"""
+
+
 def server_conf(d: Path, sock: str, port: int, extra_server: str = "", extra_plugins: str = "",
-                keymanager: str = 'KeyManager "memory" { plugin_data {} }', extra_top: str = "") -> str:
+                keymanager: str = 'KeyManager "memory" { plugin_data {} }', extra_top: str = "",
+                datastore: Optional[str] = None, bind_address: str = "127.0.0.1") -> str:
     return f"""
 server {{
-    bind_address = "127.0.0.1"
+    bind_address = "{bind_address}"
     bind_port = "{port}"
     socket_path = "{sock}"
     trust_domain = "{TD}"
@@ -144,12 +158,7 @@ server {{
 }}
 
 plugins {{
-    DataStore "sql" {{
-        plugin_data {{
-            database_type = "sqlite3"
-            connection_string = "{d}/data/datastore.sqlite3"
-        }}
-    }}
+    {datastore or sqlite_datastore(d)}
     NodeAttestor "join_token" {{
         plugin_data {{}}
     }}
@@ -165,15 +174,17 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
     started: list[ServerHandle] = []
 
     def factory(extra_server: str = "", extra_plugins: str = "", keymanager: Optional[str] = None,
-                extra_top: str = "") -> ServerHandle:
+                extra_top: str = "", datastore: Optional[str] = None, bind_address: str = "127.0.0.1",
+                port: Optional[int] = None) -> ServerHandle:
         d = short_dir(tmp_path, "server")
         sock = str(d / "api.sock")
-        port = free_port()
+        port = port or free_port()
         conf = d / "server.conf"
         kw = {} if keymanager is None else {"keymanager": keymanager.replace("{dir}", str(d))}
-        conf.write_text(server_conf(d, sock, port, extra_server, extra_plugins, extra_top=extra_top, **kw))
+        conf.write_text(server_conf(d, sock, port, extra_server, extra_plugins, extra_top=extra_top, datastore=datastore,
+                                    bind_address=bind_address, **kw))
         proc = Proc([SERVER, "run", "-config", str(conf)], d / "server.log").start()
-        h = ServerHandle(d, conf, sock, port, proc)
+        h = ServerHandle(d, conf, sock, port, proc, bind_address=bind_address)
         started.append(h)
         try:
             wait_for(lambda: h.healthy() or not proc.alive(), 60, "server healthcheck")
@@ -201,6 +212,7 @@ class AgentHandle:
     socket: str
     proc: Proc
     args: list[str] = field(default_factory=list)
+    prefix: list[str] = field(default_factory=list)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         words = []
@@ -213,20 +225,21 @@ class AgentHandle:
         return self.cli("healthcheck", check=False).returncode == 0
 
     def restart(self, extra_args: tuple[str, ...] = ()) -> None:
-        self.proc = Proc([AGENT, "run", "-config", str(self.conf), *extra_args], self.proc.log_path).start()
+        self.proc = Proc([*self.prefix, AGENT, "run", "-config", str(self.conf), *extra_args],
+                         self.proc.log_path).start()
         wait_for(lambda: self.healthy() or not self.proc.alive(), 60, "agent healthcheck")
         assert self.proc.alive(), "agent exited:\n" + self.proc.logs()
 
 
 def agent_conf(d: Path, server: ServerHandle, sock: str, bundle: Path, extra_agent: str = "",
                node_attestor: str = 'NodeAttestor "join_token" { plugin_data {} }',
-               keymanager: Optional[str] = None) -> str:
+               keymanager: Optional[str] = None, server_address: Optional[str] = None) -> str:
     km = keymanager or f'KeyManager "disk" {{ plugin_data {{ directory = "{d}/data" }} }}'
     return f"""
 agent {{
     data_dir = "{d}/data"
     log_level = "DEBUG"
-    server_address = "127.0.0.1"
+    server_address = "{server_address or server.bind_address}"
     server_port = "{server.port}"
     socket_path = "{sock}"
     trust_bundle_path = "{bundle}"
@@ -252,15 +265,17 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentHandle]]:
     started: list[AgentHandle] = []
 
     def factory(server: ServerHandle, token: Optional[str] = None, extra_agent: str = "",
-                node_attestor: Optional[str] = None, wait: bool = True, keymanager: Optional[str] = None) -> AgentHandle:
+                node_attestor: Optional[str] = None, wait: bool = True, keymanager: Optional[str] = None,
+                server_address: Optional[str] = None, prefix: tuple[str, ...] = ()) -> AgentHandle:
         d = short_dir(tmp_path, "agent")
         sock = str(d / "public" / "api.sock")
         conf = d / "agent.conf"
         kw = {"node_attestor": node_attestor} if node_attestor else {}
-        conf.write_text(agent_conf(d, server, sock, server.bundle_path(), extra_agent, keymanager=keymanager, **kw))
+        conf.write_text(agent_conf(d, server, sock, server.bundle_path(), extra_agent, keymanager=keymanager,
+                                   server_address=server_address, **kw))
         args = [AGENT, "run", "-config", str(conf)] + (["-joinToken", token] if token else [])
-        proc = Proc(args, d / "agent.log").start()
-        h = AgentHandle(d, conf, sock, proc, args)
+        proc = Proc([*prefix, *args], d / "agent.log").start()
+        h = AgentHandle(d, conf, sock, proc, args, prefix=list(prefix))
         started.append(h)
         if wait:
             try:

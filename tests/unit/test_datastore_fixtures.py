@@ -1,14 +1,19 @@
 """Shared fixtures and builders for the DataStore tests.
 
 The ``store`` fixture runs each test on sqlite3; set SPIRE_PY_TEST_POSTGRES or
-SPIRE_PY_TEST_MYSQL to a connection string (SPIRE syntax) of an empty scratch
-database to run the same tests there too.
+SPIRE_PY_TEST_MYSQL to a connection string (SPIRE syntax) of a scratch database
+to run the same tests there too (scripts/databases.sh sets both). When the user
+may create databases, each test run works in one of its own (spire_unit_<random>,
+dropped at exit), so runs sharing a server do not disturb each other.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
+import re
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -29,8 +34,54 @@ BACKENDS = ["sqlite3"] + [
 ]
 
 
+_ENV = {"postgres": "SPIRE_PY_TEST_POSTGRES", "mysql": "SPIRE_PY_TEST_MYSQL"}
+_RUN_DBS: dict[str, str] = {}
+
+
+def _admin(kind: str, sql: str) -> None:
+    conn = os.environ[_ENV[kind]]
+    if kind == "postgres":
+        import psycopg
+
+        from spire_py.server.datastore.connection_strings import postgres_connect_args
+
+        with psycopg.connect(**postgres_connect_args(conn), autocommit=True) as c:
+            c.execute(sql)  # type: ignore[arg-type]
+        return
+    import pymysql
+
+    from spire_py.server.datastore.connection_strings import mysql_engine_args
+
+    url, args = mysql_engine_args(conn)
+    with pymysql.connect(host=url.host, port=url.port, user=url.username, password=url.password or "", **args) as c:
+        with c.cursor() as cur:
+            cur.execute(sql)
+
+
 def server_conn(kind: str) -> str:
-    return os.environ["SPIRE_PY_TEST_POSTGRES" if kind == "postgres" else "SPIRE_PY_TEST_MYSQL"]
+    """This run's database on the postgres/mysql server (created on first use)."""
+    if kind not in _RUN_DBS:
+        conn = os.environ[_ENV[kind]]
+        name = f"spire_unit_{uuid.uuid4().hex[:10]}"
+        try:
+            _admin(kind, f"CREATE DATABASE {name}")
+        except Exception:  # noqa: BLE001 - no right to create one: use the given database
+            _RUN_DBS[kind] = conn
+        else:
+            if kind == "postgres":
+                _RUN_DBS[kind] = re.sub(r"dbname=\S+", f"dbname={name}", conn)
+            else:
+                _RUN_DBS[kind] = re.sub(r"\)/[^?]*", f")/{name}", conn)
+            force = " WITH (FORCE)" if kind == "postgres" else ""
+            atexit.register(lambda: _drop_quietly(kind, f"DROP DATABASE IF EXISTS {name}{force}"))
+    return _RUN_DBS[kind]
+
+
+def _drop_quietly(kind: str, sql: str) -> None:
+    try:
+        _admin(kind, sql)
+    except Exception:  # noqa: BLE001 - a left-over scratch database is harmless
+        pass
 
 
 def _reset_server_db(kind: str, conn: str, drop: bool = True) -> None:

@@ -32,3 +32,8 @@ class InvalidArgumentError(DataStoreError):
 
 class ConflictError(DataStoreError):
     """The current state forbids the operation (SPIRE's FailedPrecondition)."""
+
+
+class RetryableError(DataStoreError):
+    """The database gave up on the transaction (deadlock, serialization failure,
+    lock wait timeout); running it again from the start may well succeed."""

@@ -7,7 +7,12 @@ nothing half-written.
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,12 +21,36 @@ from .bundles import BundleStore
 from .dialects import DATABASE_TYPES, PoolSettings, TLSFiles, create_store_engine
 from .entries import EntryStore
 from .entries_batch import EntryBatchStore
-from .errors import DataStoreError, InvalidArgumentError
+from .errors import DataStoreError, InvalidArgumentError, RetryableError
 from .migrate import check_current, upgrade
 from .nodes import NodeStore
 from .tokens import TokenStore
+from .transactions import TransactionalStore
 
 log = logging.getLogger(__name__)
+
+# A transaction the database aborted (deadlock, serialization failure) is run
+# again a few times, after a short random pause, before the error is reported.
+RETRY_ATTEMPTS = 4
+RETRY_PAUSE_S = 0.02
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def retry_aborted(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return fn(*args, **kwargs)
+            except RetryableError as exc:
+                if attempt == RETRY_ATTEMPTS:
+                    raise
+                log.debug("datastore transaction aborted; retrying", extra={"error": str(exc), "attempt": attempt})
+                time.sleep(RETRY_PAUSE_S * attempt * (1 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return wrapper  # type: ignore[return-value]
 
 
 class SQLDataStore(BundleStore, EntryStore, EntryBatchStore, NodeStore, TokenStore):
@@ -93,3 +122,12 @@ class SQLDataStore(BundleStore, EntryStore, EntryBatchStore, NodeStore, TokenSto
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Every public operation is one or more whole transactions, so running it again is safe.
+for _base in SQLDataStore.__mro__[1:]:
+    if issubclass(_base, TransactionalStore) and _base is not TransactionalStore:
+        for _name, _fn in vars(_base).items():
+            if not _name.startswith("_") and callable(_fn) and not isinstance(_fn, staticmethod) \
+                    and _name not in vars(SQLDataStore):
+                setattr(SQLDataStore, _name, retry_aborted(_fn))

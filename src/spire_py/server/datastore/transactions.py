@@ -10,7 +10,22 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from .dialects import WRITE_OPTION
-from .errors import AlreadyExistsError, DataStoreError
+from .errors import AlreadyExistsError, DataStoreError, RetryableError
+
+# PostgreSQL SQLSTATEs and MySQL error numbers of transactions worth running again.
+_PG_RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_MYSQL_RETRYABLE = {1213, 1205}  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+
+
+def is_retryable(orig: BaseException | None) -> bool:
+    """Whether a driver error means "run the whole transaction again"."""
+    if orig is None:
+        return False
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in _PG_RETRYABLE
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _MYSQL_RETRYABLE
 
 
 def now() -> int:
@@ -50,6 +65,8 @@ class TransactionalStore:
         except IntegrityError as exc:
             raise AlreadyExistsError(f"datastore-sql: {exc.orig}") from exc
         except OperationalError as exc:
+            if is_retryable(exc.orig):
+                raise RetryableError(f"datastore-sql: {exc.orig}") from exc
             raise DataStoreError(f"datastore-sql: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise DataStoreError(f"datastore-sql: {exc}") from exc
