@@ -43,6 +43,18 @@ TD = "example.org"
 TRUST_DOMAIN = TrustDomain(TD)
 
 
+def daemon(side: str) -> list[str]:
+    """The command that starts ``spire-server`` / ``spire-agent``. With SPIRE_PY_BENCH_SRC set to
+    another checkout's ``src`` (``run.py --src``), the processes run that code instead, so a
+    before/after comparison uses the same benchmark client."""
+    src = os.environ.get("SPIRE_PY_BENCH_SRC")
+    if not src:
+        return [str(BIN / f"spire-{side}")]
+    code = (f"import sys; sys.path.insert(0, {src!r}); "
+            f"from spire_py.{side}.cli.main import main; sys.exit(main())")
+    return [sys.executable, "-c", code]
+
+
 def free_port() -> int:
     import socket
 
@@ -180,7 +192,7 @@ class ServerProcess:
         conf.write_text(SERVER_CONF.format(port=self.port, sock=self.sock, td=TD, dir=self.dir,
                                            log_level=log_level, db_type=db_type,
                                            db_conn=db_conn.replace("\\", "\\\\").replace('"', '\\"')))
-        self.proc = Proc([str(BIN / "spire-server"), "run", "-config", str(conf)], self.dir / "server.log")
+        self.proc = Proc([*daemon("server"), "run", "-config", str(conf)], self.dir / "server.log")
 
     def start(self) -> "ServerProcess":
         self.proc.start()
@@ -252,7 +264,7 @@ class AgentProcess:
         conf = self.dir / "agent.conf"
         conf.write_text(AGENT_CONF.format(dir=self.dir, port=server.port, sock=self.sock, bundle=bundle, td=TD,
                                           log_level=log_level))
-        self.proc = Proc([str(BIN / "spire-agent"), "run", "-config", str(conf), "-joinToken", token],
+        self.proc = Proc([*daemon("agent"), "run", "-config", str(conf), "-joinToken", token],
                          self.dir / "agent.log")
 
     def start(self) -> "AgentProcess":
@@ -472,10 +484,18 @@ class _Sampling:
             self.owner.files.append(self.path)
 
 
-def top_frames(path: Path, n: int = 15, prefix: str = "spire_py") -> list[tuple[str, float]]:
-    """Inclusive share of samples per function in collapsed stacks; ``prefix`` keeps our own
-    code and cryptography/sqlalchemy/grpclib frames readable (everything is counted)."""
-    totals: dict[str, int] = {}
+def _frame_name(frame: str) -> tuple[str, str]:
+    """("function (file.py)", full path) of one py-spy frame "function (path/file.py:line)"."""
+    fn, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0]
+    return f"{fn} ({path.rsplit('/', 1)[-1]})", path
+
+
+def top_frames(path: Path, n: int = 15) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """From py-spy's collapsed stacks: (our functions by inclusive share of samples, any
+    function by self share). Our functions are those under src/spire_py."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
     samples = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -483,18 +503,24 @@ def top_frames(path: Path, n: int = 15, prefix: str = "spire_py") -> list[tuple[
             continue
         c = int(count)
         samples += c
+        frames = [f for f in stack.split(";") if " (" in f]
         seen = set()
-        for frame in stack.split(";"):
-            fn = frame.split(" (")[0] + " (" + frame.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")" \
-                if " (" in frame else frame
-            if fn in seen or fn.startswith("process ") or fn.startswith("thread "):
-                continue
-            seen.add(fn)
-            totals[fn] = totals.get(fn, 0) + c
+        for frame in frames:
+            name, where = _frame_name(frame)
+            ours = where.startswith("spire_py/") or ("/spire_py/" in where and "/site-packages/" not in where)
+            if ours and name not in seen:
+                seen.add(name)
+                inclusive[name] = inclusive.get(name, 0) + c
+        if frames:
+            leaf = _frame_name(frames[-1])[0]
+            own[leaf] = own.get(leaf, 0) + c
     if not samples:
-        return []
-    ranked = sorted(totals.items(), key=lambda kv: -kv[1])
-    return [(fn, 100.0 * c / samples) for fn, c in ranked[:n]]
+        return [], []
+
+    def ranked(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(k, 100.0 * v / samples) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]]
+
+    return ranked(inclusive), ranked(own)
 
 
 def cpu_seconds(pid: int) -> float:

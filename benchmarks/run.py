@@ -92,7 +92,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the JSON results")
     ap.add_argument("--profile", metavar="DIR", default="", help="sample server/agent with py-spy into DIR")
+    ap.add_argument("--src", metavar="DIR", default="",
+                    help="run spire-server/spire-agent from another checkout's src/ (before/after comparisons)")
     args = ap.parse_args(argv)
+    if args.src:
+        os.environ["SPIRE_PY_BENCH_SRC"] = str(Path(args.src).resolve())
 
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -130,13 +134,19 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"load average now {os.getloadavg()[0]:.1f}")
     if profile is not None:
         for path in profile.files:
-            print(f"\n-- profile {path.stem} (inclusive share of GIL-holding samples)")
-            for fn, pct in top_frames(path, 25):
+            ours, leaves = top_frames(path, 15)
+            print(f"\n-- profile {path.stem}: share of the samples where the process held the GIL")
+            print("   spire_py functions, inclusive:")
+            for fn, pct in ours:
+                print(f"   {pct:5.1f}%  {fn}")
+            print("   any function, self:")
+            for fn, pct in leaves:
                 print(f"   {pct:5.1f}%  {fn}")
     result = {
         "machine": {**desc, "load_average": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}},
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
+        "daemons_from": os.environ.get("SPIRE_PY_BENCH_SRC") or str(ROOT / "src"),
         "sizes": sizes,
         "wall_seconds": round(wall, 1),
         "benchmark_seconds": timings,

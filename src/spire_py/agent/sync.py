@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -95,6 +95,15 @@ def _signed_by(svid: CachedSVID, roots: list[x509.Certificate]) -> bool:
     return any(top.issuer == r.subject for r in roots)
 
 
+def _keys_and_csrs(count: int, key_type: str) -> tuple[list[PrivateKeyTypes], list[bytes]]:
+    keys: list[PrivateKeyTypes] = [generate_key(key_type) for _ in range(count)]
+    return keys, [make_csr(k) for k in keys]
+
+
+def _chains(results: Any) -> list[Optional[list[x509.Certificate]]]:
+    return [chain_from_proto(r.svid.cert_chain) if r.status.code == Status.OK.value else None for r in results]
+
+
 async def mint_svids(
     client: ServerClient, cache: WorkloadCache, entries: dict[str, Entry], revisions: dict[str, int],
     roots: list[x509.Certificate], key_type: str,
@@ -113,17 +122,30 @@ async def mint_svids(
         if eid not in cache.svids or revisions.get(eid) != e.revision_number
         or _due(cache.svids[eid], now) or not _signed_by(cache.svids[eid], roots)
     ]
-    for i in range(0, len(need), BATCH):
-        batch = need[i : i + BATCH]
-        keys: list[PrivateKeyTypes] = await asyncio.to_thread(lambda: [generate_key(key_type) for _ in batch])
-        params = [svid_pb2.NewX509SVIDParams(entry_id=e.id, csr=make_csr(k)) for e, k in zip(batch, keys)]
-        resp = await client.svid.BatchNewX509SVID(svid_pb2.BatchNewX509SVIDRequest(params=params), timeout=RPC_TIMEOUT)
-        for e, k, r in zip(batch, keys, resp.results):
-            if r.status.code != Status.OK.value:
-                _log.warning("Failed to mint X509-SVID", extra=log.fields(entry_id=e.id, spiffe_id=e.spiffe_id, error=r.status.message))
-                continue
-            cache.svids[e.id] = CachedSVID(e.id, e.spiffe_id, chain_from_proto(r.svid.cert_chain), k, e.hint)
-            revisions[e.id] = e.revision_number
-            changed = True
-            _log.debug("Minted X509-SVID", extra=log.fields(entry_id=e.id, spiffe_id=e.spiffe_id))
+    batches = [need[i : i + BATCH] for i in range(0, len(need), BATCH)]
+    # Keys and CSRs are made in a thread (never on the event loop serving the Workload API),
+    # the next batch's while the server signs this one.
+    prepared = asyncio.ensure_future(asyncio.to_thread(_keys_and_csrs, len(batches[0]), key_type)) if batches else None
+    try:
+        for n, batch in enumerate(batches):
+            assert prepared is not None
+            keys, csrs = await prepared
+            prepared = None
+            if n + 1 < len(batches):
+                prepared = asyncio.ensure_future(asyncio.to_thread(_keys_and_csrs, len(batches[n + 1]), key_type))
+            params = [svid_pb2.NewX509SVIDParams(entry_id=e.id, csr=csr) for e, csr in zip(batch, csrs)]
+            resp = await client.svid.BatchNewX509SVID(svid_pb2.BatchNewX509SVIDRequest(params=params),
+                                                      timeout=RPC_TIMEOUT)
+            chains = await asyncio.to_thread(_chains, resp.results)
+            for e, k, r, chain in zip(batch, keys, resp.results, chains):
+                if chain is None:
+                    _log.warning("Failed to mint X509-SVID", extra=log.fields(entry_id=e.id, spiffe_id=e.spiffe_id, error=r.status.message))
+                    continue
+                cache.svids[e.id] = CachedSVID(e.id, e.spiffe_id, chain, k, e.hint)
+                revisions[e.id] = e.revision_number
+                changed = True
+                _log.debug("Minted X509-SVID", extra=log.fields(entry_id=e.id, spiffe_id=e.spiffe_id))
+    finally:
+        if prepared is not None:
+            prepared.cancel()
     return changed
