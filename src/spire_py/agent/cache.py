@@ -92,11 +92,17 @@ class WorkloadCache:
 
     # --- readers (Workload API) ---------------------------------------------------------
     def identity_parents(self) -> set[str]:
-        """The agent's own ID and its node aliases: parents of workload entries on this node."""
+        """The agent's own ID, its node aliases and every entry below them: parents of workload
+        entries on this node. Below counts: a join token's alias (`token generate -spiffeID`)
+        is an entry parented by the agent ID, and SPIRE's quickstart registers workloads under it."""
         server = f"spiffe://{self.trust_domain.name}/spire/server"
         parents = {self.agent_id}
         parents.update(e.spiffe_id for e in self.entries.values() if e.parent_id == server)
-        return parents
+        while True:
+            below = {e.spiffe_id for e in self.entries.values() if e.parent_id in parents} - parents
+            if not below:
+                return parents
+            parents |= below
 
     def entries_for(self, selectors: Iterable[Selector]) -> list[Entry]:
         """Entries whose selectors are all among the workload's, parented by this node."""
