@@ -32,6 +32,7 @@ _log = log.get("server")
 
 SERVER_SVID_KEY = "ec-p256"
 TICK = 5.0
+JOIN_TOKEN_GRACE = 3600
 MIN_TICK = 0.5
 # As SPIRE: expired authorities stay in the bundle a while, for relying parties with skewed clocks.
 BUNDLE_PRUNE_SAFETY = 24 * 3600.0
@@ -233,7 +234,8 @@ class SpireServer:
                 await self._publish_bundle()
                 if changed or self._svid_due():
                     await core.sign(self._rotate_server_svid)
-                await core.db(core.datastore.prune_join_tokens, int(time.time()))
+                # Expired tokens linger an hour so a late agent is told "expired", not "unknown".
+                await core.db(core.datastore.prune_join_tokens, int(time.time()) - JOIN_TOKEN_GRACE)
                 await core.refresh_cache()
             except Exception as exc:  # keep serving; the next tick retries
                 _log.error("Maintenance failed", extra=log.fields(error=str(exc)), exc_info=True)
