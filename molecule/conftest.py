@@ -129,7 +129,19 @@ def jwt_claims(token: str) -> dict[str, Any]:
 
 
 def der_certs(b64: str) -> list[x509.Certificate]:
-    return x509.load_der_x509_certificates(base64.b64decode(b64))
+    """Certificates concatenated in DER, as the Workload API sends chains and bundles."""
+    data = base64.b64decode(b64)
+    certs, i = [], 0
+    while i < len(data):
+        assert data[i] == 0x30, f"not a DER SEQUENCE at byte {i}"
+        size = data[i + 1]
+        head = 2
+        if size & 0x80:
+            head += size & 0x7F
+            size = int.from_bytes(data[i + 2:i + head], "big")
+        certs.append(x509.load_der_x509_certificate(data[i:i + head + size]))
+        i += head + size
+    return certs
 
 
 def check_x509_svid(svid: dict[str, Any]) -> x509.Certificate:
