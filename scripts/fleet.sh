@@ -257,6 +257,7 @@ fleet_env() {
     tar --exclude=.venv --exclude=.git --exclude=__pycache__ -cf - . | tar -C "$snap" -xf -
   fi
   export ANSIBLE_COLLECTIONS_PATH=$RUN_COLLECTIONS:$STATE/collections
+  export SPIRE_FLEET_COLLECTION=$snap
   export PATH=$FLEET_VENV/bin:$PATH
   # A podman connection with pipelining answers to the driver's `podman` (see its docstring).
   export ANSIBLE_CONNECTION_PLUGINS=$ROOT/molecule/_shared/connection_plugins
@@ -273,10 +274,10 @@ run_scenario() {
   log "scenario $scenario: molecule $command"
   if [ "$command" = test ]; then
     # Clean up whatever happens (the last destroy step can flake at network removal).
-    molecule -c molecule/_shared/config.yml test -s "$scenario" || rc=$?
+    molecule -c molecule/_shared/base.yml test -s "$scenario" || rc=$?
     cleanup_fleet
   else
-    molecule -c molecule/_shared/config.yml "$command" -s "$scenario" || rc=$?
+    molecule -c molecule/_shared/base.yml "$command" -s "$scenario" || rc=$?
   fi
   log "scenario $scenario: molecule $command rc=$rc in $((SECONDS - t0))s"
   return "$rc"

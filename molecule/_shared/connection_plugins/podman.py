@@ -6,7 +6,7 @@ The upstream plugin turns pipelining off because it runs ``podman exec`` without
 module piped on stdin never arrives; with ``-i`` it does. A module then costs one
 ``podman exec`` instead of five (mkdir, put, chmod, run, rm), which halves a converge.
 Molecule's podman driver names the connection ``podman``; this directory is first on
-ANSIBLE_CONNECTION_PLUGINS (see molecule/_shared/config.yml), so this class answers to it.
+ANSIBLE_CONNECTION_PLUGINS (scripts/fleet.sh sets it), so this class answers to it.
 """
 
 from __future__ import absolute_import, division, print_function
