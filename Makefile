@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 PROTO_DIR := src/spire_py/proto
 PROTOS := $(shell find $(PROTO_DIR) -name '*.proto' 2>/dev/null | sort)
 
-.PHONY: venv proto test unit integration demo bench clean
+.PHONY: venv proto test unit integration demo bench clean fleet
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: venv
 
 bench: venv
 	$(VPY) -m benchmarks.run
+
+# The Molecule fleet: every scenario (default, x509pop, sshpop, upgrade, ha) on real systemd
+# hosts under rootful podman; scripts/fleet.sh installs what it needs (root only).
+fleet:
+	bash scripts/fleet.sh all
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

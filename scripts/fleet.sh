@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-STATE=${SPIRE_FLEET_STATE:-${XDG_CACHE_HOME:-$HOME/.cache}/spire_py-fleet}
+STATE=${SPIRE_FLEET_STATE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/spire_py-fleet}
 FLEET_VENV=$STATE/venv
 FLEET_PY=${FLEET_PY:-python3}
 ANSIBLE_PKG_VERSION=${SPIRE_FLEET_ANSIBLE_PKG:-12.3.0}   # carries containers.podman (Python 3.11 tops out at 12.x)
@@ -283,18 +283,34 @@ run_scenario() {
   return "$rc"
 }
 
+# Containers and networks go whatever the outcome, also when CI's time limit stops the run.
+on_exit() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [ "${KEEP_HOSTS:-0}" = 1 ] || cleanup_fleet
+  rm -rf "${RUN_COLLECTIONS:-}"
+  exit "$rc"
+}
+
 cmd_run() {
   [ $# -ge 1 ] || die "usage: fleet.sh run SCENARIO [molecule command]"
   cmd_install
   fleet_env
-  trap 'rm -rf "$RUN_COLLECTIONS"' EXIT
+  # Single steps (converge, verify...) keep their hosts for the next step; `test` removes them.
+  KEEP_HOSTS=1
+  [ "${2:-test}" = test ] && KEEP_HOSTS=0
+  trap on_exit EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
   run_scenario "$@"
 }
 
 cmd_all() {
   cmd_install
   fleet_env
-  trap 'cleanup_fleet; rm -rf "$RUN_COLLECTIONS"' EXIT
+  trap on_exit EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
   local failed=() s
   for s in "${SCENARIOS[@]}"; do
     run_scenario "$s" test || failed+=("$s")
@@ -323,7 +339,9 @@ cmd_ci() {
   local t0=$SECONDS
   cmd_install
   fleet_env
-  trap 'cleanup_fleet; rm -rf "$RUN_COLLECTIONS"' EXIT
+  trap on_exit EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
   run_scenario default test
   log "ci: default scenario passed in $((SECONDS - t0))s (set-up included)"
 }

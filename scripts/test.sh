@@ -32,4 +32,7 @@ pytest_or_fail tests/unit tests/integration
 echo "== collection: sanity, lint, module and playbook tests"
 bash scripts/collection-test.sh
 
+echo "== fleet: the default Molecule scenario on real systemd hosts (podman; skipped with a reason unless root)"
+bash scripts/fleet.sh ci
+
 echo "== make test finished in $(( $(date +%s) - start ))s"
