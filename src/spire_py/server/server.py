@@ -33,6 +33,7 @@ _log = log.get("server")
 SERVER_SVID_KEY = "ec-p256"
 TICK = 5.0
 JOIN_TOKEN_GRACE = 3600
+EVENT_PRUNE_INTERVAL = 600.0
 MIN_TICK = 0.5
 # As SPIRE: expired authorities stay in the bundle a while, for relying parties with skewed clocks.
 BUNDLE_PRUNE_SAFETY = 24 * 3600.0
@@ -222,6 +223,7 @@ class SpireServer:
         assert self.core is not None
         core = self.core
         tick = maintenance_tick(core.ca.ca_ttl)
+        next_event_prune = time.monotonic()  # first tick prunes, then every EVENT_PRUNE_INTERVAL
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), tick)
@@ -236,6 +238,12 @@ class SpireServer:
                     await core.sign(self._rotate_server_svid)
                 # Expired tokens linger an hour so a late agent is told "expired", not "unknown".
                 await core.db(core.datastore.prune_join_tokens, int(time.time()) - JOIN_TOKEN_GRACE)
+                if time.monotonic() >= next_event_prune:
+                    # Events older than prune_events_older_than (SPIRE: 12 h) are no longer needed by any cache.
+                    keep = int(getattr(self.config, "prune_events_older_than", 0) or 12 * 3600)
+                    await core.db(core.datastore.prune_entry_events, keep)
+                    await core.db(core.datastore.prune_node_events, keep)
+                    next_event_prune = time.monotonic() + EVENT_PRUNE_INTERVAL
                 await core.refresh_cache()
             except Exception as exc:  # keep serving; the next tick retries
                 _log.error("Maintenance failed", extra=log.fields(error=str(exc)), exc_info=True)
