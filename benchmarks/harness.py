@@ -428,9 +428,9 @@ class Row:
 
     @property
     def ratio(self) -> Optional[float]:
-        if self.baseline in (None, 0) or self.value != self.value:
+        if not self.baseline or self.value != self.value:
             return None
-        return self.value / self.baseline  # type: ignore[operator]
+        return self.value / self.baseline
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -480,7 +480,7 @@ class _Sampling:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
-        if self.path.exists():
+        if self.path.exists() and self.path not in self.owner.files:
             self.owner.files.append(self.path)
 
 

@@ -28,6 +28,7 @@ from .harness import ROOT, Profiler, Row, machine, top_frames
 FULL = {
     "issuance_svids": 3000,
     "workload_calls": 1000,
+    "workload_other_entries": 1000,
     "sync_entries": 100_000,
     "sync_authorized": 20_000,
     "sync_agents": 10_000,
@@ -37,6 +38,7 @@ FULL = {
 QUICK = {
     "issuance_svids": 100,
     "workload_calls": 50,
+    "workload_other_entries": 20,
     "sync_entries": 2_000,
     "sync_authorized": 600,
     "sync_agents": 200,

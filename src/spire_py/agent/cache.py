@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Optional
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -48,6 +48,15 @@ class CachedJWT:
 JWTMinter = Callable[[Entry, list[str]], Awaitable[CachedJWT]]
 
 
+class _WorkloadIndex(NamedTuple):
+    """What every Workload API call needs from ``entries``, worked out once per change."""
+
+    key: tuple[int, int, int, str]  # id and size of the entries dict, cache version, agent ID
+    entries: dict[str, Entry]  # kept so the dict's id cannot be reused while this lives
+    parents: frozenset[str]
+    by_selector: dict[Selector, list[Entry]]  # this node's workload entries, by each of their selectors
+
+
 @dataclass
 class WorkloadCache:
     trust_domain: TrustDomain
@@ -61,6 +70,7 @@ class WorkloadCache:
     version: int = 0
     _jwts: dict[tuple[str, tuple[str, ...]], CachedJWT] = field(default_factory=dict)
     _cond: Optional[asyncio.Condition] = None
+    _index: Optional[_WorkloadIndex] = field(default=None, repr=False, compare=False)
 
     # --- writers (sync loop) ---------------------------------------------------------
     def _condition(self) -> asyncio.Condition:
@@ -91,10 +101,28 @@ class WorkloadCache:
             del self._jwts[k]
 
     # --- readers (Workload API) ---------------------------------------------------------
-    def identity_parents(self) -> set[str]:
+    def _workload_index(self) -> _WorkloadIndex:
+        """Rebuilt when the sync loop replaces ``entries`` or publishes, or the dict changes size:
+        a Workload API call then costs a few lookups, not a scan of every entry."""
+        key = (id(self.entries), len(self.entries), self.version, self.agent_id)
+        if self._index is not None and self._index.key == key:
+            return self._index
+        parents = frozenset(self._identity_parents())
+        by_selector: dict[Selector, list[Entry]] = {}
+        for e in self.entries.values():
+            if e.parent_id in parents:
+                for sel in set(e.selectors):
+                    by_selector.setdefault(sel, []).append(e)
+        self._index = _WorkloadIndex(key, self.entries, parents, by_selector)
+        return self._index
+
+    def identity_parents(self) -> frozenset[str]:
         """The agent's own ID, its node aliases and every entry below them: parents of workload
         entries on this node. Below counts: a join token's alias (`token generate -spiffeID`)
         is an entry parented by the agent ID, and SPIRE's quickstart registers workloads under it."""
+        return self._workload_index().parents
+
+    def _identity_parents(self) -> set[str]:
         server = f"spiffe://{self.trust_domain.name}/spire/server"
         parents = {self.agent_id}
         parents.update(e.spiffe_id for e in self.entries.values() if e.parent_id == server)
@@ -107,15 +135,14 @@ class WorkloadCache:
     def entries_for(self, selectors: Iterable[Selector]) -> list[Entry]:
         """Entries whose selectors are all among the workload's, parented by this node."""
         have = set(selectors)
-        parents = self.identity_parents()
+        index = self._workload_index()
         now = time.time()
-        out = [
-            e for e in self.entries.values()
-            if e.parent_id in parents and e.selectors and set(e.selectors) <= have
-            and not (e.expires_at and e.expires_at < now)
-        ]
-        out.sort(key=lambda e: (e.spiffe_id, e.id))
-        return out
+        found: dict[str, Entry] = {}
+        for sel in have:
+            for e in index.by_selector.get(sel, ()):
+                if e.id not in found and set(e.selectors) <= have and not (e.expires_at and e.expires_at < now):
+                    found[e.id] = e
+        return sorted(found.values(), key=lambda e: (e.spiffe_id, e.id))
 
     def x509_svids_for(self, selectors: Iterable[Selector]) -> list[CachedSVID]:
         return [self.svids[e.id] for e in self.entries_for(selectors) if e.id in self.svids]

@@ -12,9 +12,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Union
+from typing import Any, Union
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Row, insert, select
 
 from . import schema as s
 from .entries_sql import E, hydrate, validate_entry
@@ -37,7 +37,7 @@ def _existing_similar(conn: Connection, entries: Sequence[Entry]) -> dict[_Simil
     """Stored entries similar to any of ``entries``; the oldest one per key, as _find_similar."""
     spiffe_ids = sorted({e.spiffe_id for e in entries})
     parents = {e.parent_id for e in entries}
-    rows = []
+    rows: list[Row[Any]] = []
     for part in chunks(spiffe_ids):
         rows.extend(r for r in conn.execute(select(E).where(E.c.spiffe_id.in_(part))) if r.parent_id in parents)
     if not rows:
@@ -129,7 +129,9 @@ class EntryBatchStore(TransactionalStore):
         for part in chunks([entry_id for _, entry_id, _ in new]):
             internal.update((r.entry_id, int(r.id)) for r in conn.execute(
                 select(E.c.id, E.c.entry_id).where(E.c.entry_id.in_(part))))
-        sel_rows, dns_rows, fed_rows = [], [], []
+        sel_rows: list[dict[str, Any]] = []
+        dns_rows: list[dict[str, Any]] = []
+        fed_rows: list[dict[str, Any]] = []
         for _, entry_id, e in new:
             rid = internal[entry_id]
             sel_rows.extend({"registered_entry_id": rid, "type": x.type, "value": x.value} for x in e.selectors)
