@@ -227,13 +227,18 @@ PY
 }
 
 # ---------------------------------------------------------------- run
+# cleanup_fleet [SCENARIO]: that scenario's containers and network, or every fleet one.
 cleanup_fleet() {
-  local ids nets
-  ids=$(podman ps -aq --filter "label=spire_fleet=1" 2>/dev/null || true)
-  ids+=" $(podman ps -aq --filter "name=^$PREFIX-" 2>/dev/null || true)"
+  local scenario=${1:-} ids nets
+  if [ -n "$scenario" ]; then
+    ids=$(podman ps -aq --filter "label=spire_fleet=$scenario" 2>/dev/null || true)
+    nets=$(podman network ls --format '{{.Name}}' 2>/dev/null | grep -x "$PREFIX-$scenario" || true)
+  else
+    ids=$(podman ps -aq --filter "label=spire_fleet" 2>/dev/null || true)
+    nets=$(podman network ls --format '{{.Name}}' 2>/dev/null | grep "^$PREFIX-" || true)
+  fi
   # shellcheck disable=SC2086
   [ -n "${ids// /}" ] && podman rm -f -t 2 $ids >/dev/null 2>&1 || true
-  nets=$(podman network ls --format '{{.Name}}' 2>/dev/null | grep "^$PREFIX-" || true)
   for net in $nets; do
     podman network rm -f "$net" >/dev/null 2>&1 || true
   done
@@ -275,7 +280,7 @@ run_scenario() {
   if [ "$command" = test ]; then
     # Clean up whatever happens (the last destroy step can flake at network removal).
     molecule -c molecule/_shared/base.yml test -s "$scenario" || rc=$?
-    cleanup_fleet
+    cleanup_fleet "$scenario"
   else
     molecule -c molecule/_shared/base.yml "$command" -s "$scenario" || rc=$?
   fi
@@ -287,7 +292,7 @@ run_scenario() {
 on_exit() {
   local rc=$?
   trap - EXIT INT TERM
-  [ "${KEEP_HOSTS:-0}" = 1 ] || cleanup_fleet
+  [ "${KEEP_HOSTS:-0}" = 1 ] || cleanup_fleet "${FLEET_SCENARIO:-}"
   rm -rf "${RUN_COLLECTIONS:-}"
   exit "$rc"
 }
@@ -299,6 +304,7 @@ cmd_run() {
   # Single steps (converge, verify...) keep their hosts for the next step; `test` removes them.
   KEEP_HOSTS=1
   [ "${2:-test}" = test ] && KEEP_HOSTS=0
+  FLEET_SCENARIO=$1
   trap on_exit EXIT
   trap 'exit 143' TERM
   trap 'exit 130' INT
@@ -339,6 +345,7 @@ cmd_ci() {
   local t0=$SECONDS
   cmd_install
   fleet_env
+  FLEET_SCENARIO=default
   trap on_exit EXIT
   trap 'exit 143' TERM
   trap 'exit 130' INT
@@ -353,6 +360,6 @@ case "${1:-}" in
   run) shift; cmd_run "$@" ;;
   all) cmd_all ;;
   ci) cmd_ci ;;
-  cleanup) write_containers_conf; cleanup_fleet ;;
+  cleanup) write_containers_conf; cleanup_fleet "${2:-}" ;;
   *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
