@@ -12,8 +12,8 @@ def test_agents_attested_with_sshpop(fleet):
     out = server.check_output(f"spire-server agent list -socketPath {SERVER_SOCKET} -output json")
     agents = json.loads(out).get("agents", [])
     assert sorted(a["attestation_type"] for a in agents) == ["sshpop"] * len(fleet.agents)
-    assert sorted(a["id"]["path"] for a in agents) == sorted(f"/sshpop/{n}" for n in fleet.agents) or \
-        sorted(a["id"]["path"] for a in agents) == sorted(f"/spire/agent/sshpop/{n}" for n in fleet.agents)
+    # agent_path_template "/{{ .PluginName }}/{{ .Hostname }}" under SPIRE's /spire/agent prefix.
+    assert sorted(a["id"]["path"] for a in agents) == sorted(f"/spire/agent/sshpop/{n}" for n in fleet.agents)
 
 
 def test_host_certificate_signed_for_this_host(fleet, agent):
