@@ -24,7 +24,7 @@ FLEET_VENV=$STATE/venv
 FLEET_PY=${FLEET_PY:-python3}
 ANSIBLE_PKG_VERSION=${SPIRE_FLEET_ANSIBLE_PKG:-12.3.0}   # carries containers.podman (Python 3.11 tops out at 12.x)
 SUITE=${SPIRE_FLEET_SUITE:-bookworm}
-IMAGE_REPO=localhost/spire-py-fleet
+IMAGE_REPO=${SPIRE_FLEET_IMAGE_REPO:-localhost/spire-py-fleet}
 # Every container and network the fleet makes carries this prefix (cleanup relies on it).
 PREFIX=spire-fleet
 SCENARIOS=(default x509pop sshpop upgrade ha)
