@@ -62,6 +62,9 @@ def test_workload_received_new_svids_through_the_rollout(fleet, agent, record):
     during = [r for r in log if record["start"] <= r["t"] <= record["end"]]
     assert during[-1]["updates"] > during[0]["updates"], "no SVID update during the rollout"
     expiries = {exp for r in log for exp in r["held"].values()}
+    print(f"{agent}: {len(log)} s watched, {during[-1]['updates'] - during[0]['updates']} updates and "
+          f"{during[-1]['errors'] - during[0]['errors']} stream errors during the rollout, "
+          f"{len(expiries)} distinct SVIDs held")
     assert len(expiries) >= 2, "the SVID was never rotated"
     held_ids = set(log[-1]["held"])
     assert held_ids == set(fleet.expected_svids(agent))
