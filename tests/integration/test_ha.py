@@ -206,3 +206,32 @@ def test_agent_fails_over_when_its_server_is_killed(ha: dict[str, Any], start_ag
     entry_create(by_address[survivor], agent_id, f"spiffe://{TD}/after-kill", "-selector", f"unix:uid:{ME}",
                  "-x509SVIDTTL", "8")
     assert agent.proc.alive()
+
+
+def _signing_ca(server: Any) -> bytes:
+    """The authority key ID of an SVID the server mints now: which CA signs there."""
+    out = server.cli("x509", "mint", "-spiffeID", f"spiffe://{TD}/probe").stdout
+    leaf = x509.load_pem_x509_certificates(out.encode())[0]
+    return leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("engine", engine_params(SERVER_ENGINES))
+def test_each_server_resumes_its_own_ca_after_a_restart(engine: str, make_database: Any,  # noqa: F811
+                                                         make_server: Any) -> None:
+    """Each server keeps its journal under its own CA's authority ID: a restart resumes its CA."""
+    db = make_database(engine)
+    disk_km = 'KeyManager "disk" { plugin_data { keys_path = "{dir}/keys.json" } }'
+    port = free_port()
+    servers = [make_server(datastore=db.datastore(), keymanager=disk_km, bind_address=a, port=port) for a in ADDRESSES]
+    before = [_signing_ca(s) for s in servers]
+    assert before[0] != before[1]  # self-signed: one CA each, both in the shared bundle
+    roots = servers[0].cli("bundle", "show", "-format", "pem").stdout.count("BEGIN CERTIFICATE")
+    jwt_keys = len(json.loads(servers[0].cli("bundle", "show", "-output", "json").stdout)["jwt_authorities"])
+    for i in (1, 0):
+        servers[i].proc.stop()
+        servers[i].restart()
+        assert _signing_ca(servers[i]) == before[i], f"server {i} came back with a new CA"
+    # No new authority was minted by either restart.
+    assert servers[1].cli("bundle", "show", "-format", "pem").stdout.count("BEGIN CERTIFICATE") == roots
+    assert len(json.loads(servers[1].cli("bundle", "show", "-output", "json").stdout)["jwt_authorities"]) == jwt_keys

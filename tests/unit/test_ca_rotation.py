@@ -33,21 +33,41 @@ class Clock:
 
 
 class Journal:
+    """A datastore's ca_journals table in a dict (rows keyed by journal ID)."""
+
     def __init__(self) -> None:
-        self.data: Optional[bytes] = None
+        self.rows: dict[str, bytes] = {}
         self.saves = 0
+        self.asked: list[list[str]] = []
 
-    def load(self) -> Optional[bytes]:
-        return self.data
+    def load(self, journal_ids: list[str]) -> Optional[tuple[str, bytes]]:
+        self.asked.append(list(journal_ids))
+        return next(((j, self.rows[j]) for j in journal_ids if j in self.rows), None)
 
-    def save(self, data: bytes) -> None:
-        self.data, self.saves = data, self.saves + 1
+    def all(self) -> list[tuple[str, bytes]]:
+        return sorted(self.rows.items())
+
+    def save(self, journal_id: str, data: bytes, replaces: Optional[str]) -> None:
+        self.rows[journal_id] = data
+        if replaces and replaces != journal_id:
+            self.rows.pop(replaces, None)
+        self.saves += 1
+
+    @property
+    def data(self) -> Optional[bytes]:
+        """The one journal of a single-server test."""
+        assert len(self.rows) <= 1, sorted(self.rows)
+        return next(iter(self.rows.values()), None)
+
+    @data.setter
+    def data(self, value: bytes) -> None:
+        self.rows = {"server-ca": value}
 
 
 def new_ca(clock, km=None, journal=None, upstream=None, **kw) -> ServerCA:
     journal = journal or Journal()
     return ServerCA(TD, km or MemoryKeyManager(), upstream=upstream, ca_ttl=TTL, x509_svid_ttl=600,
-                    clock=clock, load_journal=journal.load, save_journal=journal.save, **kw)
+                    clock=clock, journal_store=journal, **kw)
 
 
 @pytest.fixture
@@ -195,9 +215,11 @@ def test_memory_keymanager_restart_creates_new_ca_but_keeps_trusting_old(clock):
     again = new_ca(clock, MemoryKeyManager(), journal)  # keys are gone, as with SPIRE
     again.start()
     assert again.x509_ca != old_root
-    bundle = again.bundle()
-    assert bundle.x509_authorities == [old_root, again.x509_ca]
-    verify_x509_svid(old_leaf, bundle.x509_authorities, at_time=clock.t)
+    # No journal matches the new keys; the old root stays trusted through the datastore's bundle,
+    # which the server appends to (tests/integration: memory KeyManager restart).
+    assert again.bundle().x509_authorities == [again.x509_ca]
+    assert len(journal.rows) == 2
+    verify_x509_svid(old_leaf, [old_root, again.x509_ca], at_time=clock.t)
 
 
 def test_mismatched_keymanager_key_is_not_used(clock):
@@ -212,12 +234,65 @@ def test_mismatched_keymanager_key_is_not_used(clock):
     assert public_keys_equal(again.x509_ca.public_key(), again.manager.current_x509.key)  # type: ignore[arg-type]
 
 
-def test_corrupt_journal_starts_a_new_ca(clock):
-    journal = Journal()
-    journal.data = b"{not json"
-    ca = new_ca(clock, journal=journal)
+def test_corrupt_journal_starts_a_new_ca(tmp_path, clock):
+    journal, keys = Journal(), str(tmp_path / "keys.json")
+    new_ca(clock, DiskKeyManager(keys), journal).start()
+    (jid,) = journal.rows
+    journal.rows[jid] = b"{not json"
+    ca = new_ca(clock, DiskKeyManager(keys), journal)
     ca.start()
-    assert ca.x509_ca is not None and journal.data.startswith(b"{")
+    assert ca.x509_ca is not None and journal.data is not None and journal.data.startswith(b"{")
+
+
+def test_servers_sharing_a_datastore_each_resume_their_own_ca(tmp_path, clock):
+    """HA: two servers write their journals into one table and each restarts with its own CA."""
+    journal = Journal()
+    keys = {n: str(tmp_path / f"{n}.json") for n in ("s1", "s2")}
+    first = {n: new_ca(clock, DiskKeyManager(k), journal) for n, k in keys.items()}
+    for ca in first.values():
+        ca.start()
+    roots = {n: ca.x509_ca for n, ca in first.items()}
+    kids = {n: ca.jwt_key_id for n, ca in first.items()}
+    assert roots["s1"] != roots["s2"] and len(journal.rows) == 2
+    for n in ("s2", "s1"):  # restart in the other order
+        clock.t += 10
+        again = new_ca(clock, DiskKeyManager(keys[n]), journal)
+        again.start()
+        assert again.x509_ca == roots[n] and again.jwt_key_id == kids[n], n
+    assert len(journal.rows) == 2
+
+
+def test_journal_follows_the_active_authority_across_rotation(tmp_path, clock):
+    from spire_py.common.x509util import subject_key_id
+
+    journal, keys = Journal(), str(tmp_path / "keys.json")
+    t0 = clock.t
+    ca = new_ca(clock, DiskKeyManager(keys), journal)
+    ca.start()
+    assert list(journal.rows) == [subject_key_id(ca.x509_ca.public_key()).hex()]
+    clock.t = t0 + 5001
+    ca.rotate_if_needed()
+    ca.rotate_if_needed()
+    b_root = ca.x509_ca
+    assert list(journal.rows) == [subject_key_id(b_root.public_key()).hex()]  # A's row replaced
+    clock.t = t0 + 5100
+    again = new_ca(clock, DiskKeyManager(keys), journal)
+    again.start()
+    assert again.x509_ca == b_root
+
+
+def test_legacy_journal_row_is_taken_over_only_by_its_own_server(tmp_path, clock):
+    journal, keys = Journal(), str(tmp_path / "keys.json")
+    ca = new_ca(clock, DiskKeyManager(keys), journal)
+    ca.start()
+    root = ca.x509_ca
+    journal.data = journal.data  # as written before journals were keyed: one "server-ca" row
+    other = new_ca(clock, DiskKeyManager(str(tmp_path / "other.json")), journal)
+    other.start()
+    assert other.x509_ca != root and "server-ca" in journal.rows  # not its keys: left alone
+    again = new_ca(clock, DiskKeyManager(keys), journal)
+    again.start()
+    assert again.x509_ca == root and "server-ca" not in journal.rows and len(journal.rows) == 2
 
 
 def test_journal_holds_no_private_key(tmp_path, clock):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -206,3 +207,21 @@ def test_ca_journal_set_and_fetch(store: SQLDataStore) -> None:
     store.set_ca_journal("y", b"")
     assert store.fetch_ca_journal("x") == b"\x00two"
     assert store.fetch_ca_journal("y") == b""
+
+
+def test_ca_journal_find_replace_list_and_prune(store: SQLDataStore) -> None:
+    store.set_ca_journal("a" * 40, b"one")
+    store.set_ca_journal("b" * 40, b"two")
+    assert store.find_ca_journal([]) is None
+    assert store.find_ca_journal(["c" * 40]) is None
+    assert store.find_ca_journal(["c" * 40, "b" * 40, "a" * 40]) == ("b" * 40, b"two")  # the order asked
+    # Rotation: the journal moves to the new authority's ID in one transaction.
+    store.set_ca_journal("c" * 40, b"three", replaces="a" * 40)
+    assert store.list_ca_journals() == [("b" * 40, b"two"), ("c" * 40, b"three")]
+    store.set_ca_journal("c" * 40, b"four", replaces="c" * 40)  # same ID: kept, not deleted
+    assert store.fetch_ca_journal("c" * 40) == b"four"
+    # Pruning by last write keeps the caller's own journal.
+    future = int(time.time()) + 10
+    assert store.prune_ca_journals(future, keep="c" * 40) == 1
+    assert store.list_ca_journals() == [("c" * 40, b"four")]
+    assert store.prune_ca_journals(int(time.time()) - 3600) == 0

@@ -24,6 +24,7 @@ from .api.entry import EntryService
 from .api.health import DebugService, HealthService
 from .api.svid import SVIDService
 from .ca.ca import ServerCA
+from .ca.journal import DatastoreJournal
 from .cache import EntryCache
 from .core import ServerCore
 from .datastore.models import Bundle, JWTKey
@@ -111,8 +112,7 @@ class SpireServer:
             x509_svid_ttl=cfg.default_x509_svid_ttl,
             jwt_svid_ttl=cfg.default_jwt_svid_ttl,
             jwt_issuer=cfg.jwt_issuer or None,
-            load_journal=lambda: datastore.fetch_ca_journal("server-ca"),
-            save_journal=lambda data: datastore.set_ca_journal("server-ca", data),
+            journal_store=DatastoreJournal(datastore),
         )
         core = ServerCore(
             config=cfg,
@@ -243,6 +243,10 @@ class SpireServer:
                     keep = int(getattr(self.config, "prune_events_older_than", 0) or 12 * 3600)
                     await core.db(core.datastore.prune_entry_events, keep)
                     await core.db(core.datastore.prune_node_events, keep)
+                    # A journal nobody wrote for two CA lifetimes only holds expired CAs (a server
+                    # that restarted with a memory KeyManager, or was removed from the HA set).
+                    await core.db(core.datastore.prune_ca_journals, int(time.time() - 2 * core.ca.ca_ttl),
+                                  core.ca.manager.journal_id)
                     next_event_prune = time.monotonic() + EVENT_PRUNE_INTERVAL
                 await core.refresh_cache()
             except Exception as exc:  # keep serving; the next tick retries

@@ -20,7 +20,7 @@ from ...common.jwtsvid import JWTSVIDError, sign_jwt_svid
 from ...common.keys import EC_P256, KEY_TYPES, PublicKey
 from ...common.spiffeid import SpiffeId, SpiffeIdError, TrustDomain, server_id
 from ...common.x509util import create_ca_certificate, create_x509_svid, go_name, name_values, x509_ca_subject
-from .manager import CAError, CAManager, SubjectFactory
+from .manager import CAError, CAManager, JournalStore, SubjectFactory
 from .slots import X509CASlot
 
 DEFAULT_CA_TTL = 24 * 3600
@@ -73,8 +73,7 @@ class ServerCA:
         clock: Callable[[], float] = time.time,
         *,
         agent_svid_ttl: Optional[float] = None,
-        load_journal: Optional[Callable[[], Optional[bytes]]] = None,
-        save_journal: Optional[Callable[[bytes], None]] = None,
+        journal_store: Optional[JournalStore] = None,
         on_bundle_change: Optional[Callable[[Bundle], None]] = None,
     ) -> None:
         self.trust_domain = trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain)
@@ -90,7 +89,7 @@ class ServerCA:
         self.manager = CAManager(
             self.trust_domain, key_manager, upstream,
             ca_key_type=ca_key_type or EC_P256, jwt_key_type=jwt_key_type or EC_P256, ca_ttl=self.ca_ttl,
-            ca_subject=ca_subject_factory(ca_subject), load_journal=load_journal, save_journal=save_journal,
+            ca_subject=ca_subject_factory(ca_subject), journal_store=journal_store,
             on_bundle_change=on_bundle_change,
         )
 

@@ -3,8 +3,8 @@
 It records, per slot, the certificates (never private keys: those stay in the
 KeyManager under the slot's key id), the JWT key id and public key, the status,
 and the authorities published to the bundle and not yet expired. The bytes go
-to a caller-supplied ``save_journal`` (the datastore's ca_journals table) as
-versioned JSON.
+to a ``manager.JournalStore`` (the datastore's ca_journals table, one row per
+server keyed by its signing CA's authority ID) as versioned JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -154,3 +154,21 @@ def decode(raw: bytes) -> JournalData:
             raise
         raise JournalError(f"malformed journal: {exc!r}") from None
     return out
+
+
+class DatastoreJournal:
+    """The CA journal kept in the datastore's ca_journals table (manager.JournalStore)."""
+
+    def __init__(self, datastore: Any) -> None:
+        self._ds = datastore
+
+    def load(self, journal_ids: list[str]) -> Optional[tuple[str, bytes]]:
+        found: Optional[tuple[str, bytes]] = self._ds.find_ca_journal(journal_ids)
+        return found
+
+    def all(self) -> list[tuple[str, bytes]]:
+        rows: list[tuple[str, bytes]] = self._ds.list_ca_journals()
+        return rows
+
+    def save(self, journal_id: str, data: bytes, replaces: Optional[str]) -> None:
+        self._ds.set_ca_journal(journal_id, data, replaces=replaces)

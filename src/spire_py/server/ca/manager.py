@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -24,7 +24,7 @@ from ...common.bundle import Bundle
 from ...common.keys import PrivateKey, public_key_der, public_keys_equal, signature_hash_for
 from ...common.spiffeid import TrustDomain
 from ...common.x509util import (
-    X509SVIDError, create_ca_certificate, is_ca, new_serial_number, uri_sans, verify_chain,
+    X509SVIDError, create_ca_certificate, is_ca, new_serial_number, subject_key_id, uri_sans, verify_chain,
 )
 from . import journal as journal_mod
 from .slots import ACTIVE, OLD, PREPARED, SLOT_IDS, JWTKeySlot, X509CASlot, other_slot
@@ -45,6 +45,24 @@ def new_key_id() -> str:
     return "".join(_KID_ALPHABET[b % len(_KID_ALPHABET)] for b in secrets.token_bytes(32))
 
 
+class JournalStore(Protocol):
+    """Where the CA journal is kept (the datastore's ca_journals table).
+
+    As SPIRE, each server's journal is found through its own KeyManager keys: it is stored under
+    the authority ID (subject key ID) of the X.509 CA that signs, so servers sharing a datastore
+    in HA never read or overwrite each other's journal.
+    """
+
+    def load(self, journal_ids: list[str]) -> Optional[tuple[str, bytes]]:
+        """The first stored journal among ``journal_ids``, with its ID."""
+
+    def all(self) -> list[tuple[str, bytes]]:
+        """Every stored journal (one per server that shares the datastore), with its ID."""
+
+    def save(self, journal_id: str, data: bytes, replaces: Optional[str]) -> None:
+        """Store ``data`` under ``journal_id``, dropping the row ``replaces`` when it is another."""
+
+
 class CAManager:
     """State of both authority kinds; every method is safe to call from several threads."""
 
@@ -58,8 +76,7 @@ class CAManager:
         jwt_key_type: str,
         ca_ttl: float,
         ca_subject: SubjectFactory,
-        load_journal: Optional[Callable[[], Optional[bytes]]] = None,
-        save_journal: Optional[Callable[[bytes], None]] = None,
+        journal_store: Optional[JournalStore] = None,
         on_bundle_change: Optional[Callable[[Bundle], None]] = None,
     ) -> None:
         self.trust_domain = trust_domain
@@ -69,8 +86,8 @@ class CAManager:
         self.jwt_key_type = jwt_key_type
         self.ca_ttl = float(ca_ttl)
         self.ca_subject = ca_subject
-        self._load_journal = load_journal
-        self._save_journal = save_journal
+        self._journal_store = journal_store
+        self._journal_id: Optional[str] = None  # the row this server's journal is stored under
         self._on_bundle_change = on_bundle_change
         self._lock = threading.RLock()
         self.x509 = {sid: X509CASlot(sid) for sid in SLOT_IDS}
@@ -79,6 +96,11 @@ class CAManager:
         self.current_jwt_id = "A"
         self.published = Bundle(trust_domain)
         self._bundle_dirty = False
+
+    @property
+    def journal_id(self) -> Optional[str]:
+        """The ID this server's journal is stored under (None before the first save)."""
+        return self._journal_id
 
     # --- slot access -------------------------------------------------------------------------
     @property
@@ -124,14 +146,10 @@ class CAManager:
     # --- journal ----------------------------------------------------------------------------
     def load(self, now: float) -> None:
         """Pick the slots up from the journal when their KeyManager keys are still there."""
-        raw = self._load_journal() if self._load_journal else None
-        if not raw:
+        found = self._find_journal()
+        if found is None:
             return
-        try:
-            data = journal_mod.decode(raw)
-        except journal_mod.JournalError as exc:
-            _log.error("Unable to load CA journal; starting with a new CA", extra=log.fields(error=str(exc)))
-            return
+        self._journal_id, data = found
         try:
             published = Bundle.from_record({"trust_domain_id": self.trust_domain.id_string(),
                                             "x509_authorities": data.x509_authorities,
@@ -160,6 +178,42 @@ class CAManager:
                 if not cur.is_empty() and not cur.should_activate_next(now):
                     cur.status = ACTIVE
             self._save()
+
+    def _find_journal(self) -> Optional[tuple[str, journal_mod.JournalData]]:
+        """This server's journal: the one whose X.509 CAs were made with its KeyManager's keys.
+
+        Looked up by authority ID first (the row of the CA that signed when it was written), then
+        among every stored journal by any CA's key: that finds it when only the prepared slot's key
+        is left, and journals written under the single ID of earlier releases.
+        """
+        if self._journal_store is None:
+            return None
+        ours = set()
+        for sid in SLOT_IDS:
+            key = self._km_key(self.x509[sid].km_key_id)
+            if key is not None:
+                ours.add(subject_key_id(key).hex())
+        if not ours:
+            _log.info("No X509 CA key in the key manager; starting with a new CA")
+            return None
+        found = self._journal_store.load(sorted(ours))
+        rows = [found] if found else self._journal_store.all()
+        for journal_id, raw in rows:
+            try:
+                data = journal_mod.decode(raw)
+            except journal_mod.JournalError as exc:
+                if found:
+                    _log.error("Unable to load CA journal; starting with a new CA",
+                               extra=log.fields(journal=journal_id, error=str(exc)))
+                    self._journal_id = journal_id  # ours, unreadable: the new CA's journal replaces it
+                    return None
+                continue  # somebody else's unreadable journal
+            keys = {subject_key_id(e.chain[0].public_key()).hex()  # type: ignore[arg-type]
+                    for e in data.x509_cas.values() if e.chain}
+            if found or keys & ours:
+                return journal_id, data
+        _log.info("No CA journal matches this server's key manager keys; starting with a new CA")
+        return None
 
     def _km_key(self, key_id: str) -> Optional[PrivateKey]:
         key: Optional[PrivateKey] = self.key_manager.get_key(key_id)
@@ -207,15 +261,23 @@ class CAManager:
         return slot
 
     def _save(self) -> None:
-        if self._save_journal is None:
+        if self._journal_store is None:
             return
+        cert = self.current_x509.cert
+        journal_id = self._journal_id
+        if cert is not None:
+            journal_id = subject_key_id(cert.public_key()).hex()  # type: ignore[arg-type]
+        if not journal_id:
+            return  # nothing worth keeping before the first CA exists
         rec = self.published.to_record()
         data = journal_mod.encode(self.current_x509_id, self.x509, self.current_jwt_id, self.jwt,
                                   rec["x509_authorities"], rec["jwt_authorities"])
         try:
-            self._save_journal(data)
+            self._journal_store.save(journal_id, data, self._journal_id)
         except Exception as exc:  # as SPIRE: the CA keeps working, the next change retries
             _log.error("Unable to save CA journal", extra=log.fields(error=str(exc)))
+            return
+        self._journal_id = journal_id
 
     # --- rotation (SPIRE's rotator.rotate) ---------------------------------------------------
     def rotate(self, now: float) -> bool:
