@@ -16,6 +16,7 @@ keyUsage), every certificate must be valid at the given time.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -103,8 +104,9 @@ def x509_ca_subject(country: Sequence[str] = ("US",), organization: Sequence[str
                     NameOID.COMMON_NAME: [common_name], NameOID.SERIAL_NUMBER: [serial_number]})
 
 
+@functools.lru_cache(maxsize=1)
 def default_x509_svid_subject() -> x509.Name:
-    """SPIRE's default SVID subject: C=US, O=SPIRE."""
+    """SPIRE's default SVID subject: C=US, O=SPIRE (immutable, built once)."""
     return go_name({NameOID.COUNTRY_NAME: ["US"], NameOID.ORGANIZATION_NAME: ["SPIRE"]})
 
 
@@ -129,6 +131,7 @@ def authority_id(cert: x509.Certificate) -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=32)
 def _aki_of(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -138,8 +141,14 @@ def _aki_of(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
 
 
 def _check_signer(issuer: Optional[x509.Certificate], signer: PrivateKey) -> None:
-    if issuer is not None and not public_keys_equal(issuer.public_key(), signer):  # type: ignore[arg-type]
+    if issuer is not None and not _signer_matches(issuer, signer):
         raise X509SVIDError("signing key does not match the issuer certificate")
+
+
+@functools.lru_cache(maxsize=32)
+def _signer_matches(issuer: x509.Certificate, signer: PrivateKey) -> bool:
+    # Cached per (certificate, key object): a CA signs thousands of SVIDs with the same pair.
+    return public_keys_equal(issuer.public_key(), signer)  # type: ignore[arg-type]
 
 
 def _finish(builder: x509.CertificateBuilder, public_key: PublicKey, signer: PrivateKey,
