@@ -30,8 +30,14 @@ def _not_after(h, spiffe_id):
     raise AssertionError(f"no {spiffe_id}")
 
 
+def _bundle_roots(h):
+    out = h.check_output(f"spire-server bundle show -socketPath {SERVER_SOCKET} -format pem")
+    return out.count("BEGIN CERTIFICATE")
+
+
 def test_agents_keep_rotating_through_the_other_server(fleet):
     stopped = fleet.host(fleet.servers[0])
+    roots_before = _bundle_roots(stopped)
     stopped.check_output("systemctl stop spire-server.service")
     try:
         assert stopped.service("spire-server.service").is_running is False
@@ -50,3 +56,6 @@ def test_agents_keep_rotating_through_the_other_server(fleet):
     finally:
         stopped.check_output("systemctl start spire-server.service")
     assert stopped.service("spire-server.service").is_running
+    # Its journal is its own (keyed by its CA in the shared datastore): it resumes its CA, no new root.
+    assert stopped.run(f"spire-server healthcheck -socketPath {SERVER_SOCKET}").rc == 0
+    assert _bundle_roots(stopped) == roots_before
