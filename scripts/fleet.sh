@@ -206,13 +206,14 @@ cmd_wheelhouse() {
     rm -rf "$dir"
     mkdir -p "$dir"
     # spire_py's dependencies (from pyproject.toml, with the postgres extra when there is one),
-    # plus setuptools and wheel, its build backend: the roles pip-install its sdist.
+    # plus its build-system requirements: the roles pip-install its sdist.
     local reqs
     reqs=$("$FLEET_VENV/bin/python" - <<'PY'
 import tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+doc = tomllib.load(open("pyproject.toml", "rb"))
+project = doc["project"]
 extras = project.get("optional-dependencies", {})
-for req in project.get("dependencies", []) + extras.get("postgres", []) + ["setuptools>=68", "wheel"]:
+for req in project.get("dependencies", []) + extras.get("postgres", []) + doc["build-system"]["requires"]:
     print(req)
 PY
 )
