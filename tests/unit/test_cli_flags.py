@@ -48,3 +48,13 @@ def test_usage_errors_are_one_clear_line(args, message):
     with pytest.raises(UsageError) as ei:
         flags().parse(args)
     assert message in str(ei.value)
+
+
+def test_usage_prints_defaults_as_go_flag_does():
+    fs = flags()
+    fs.duration("interval", 90, "")
+    fs.string("socketPath", "/tmp/api.sock", "")
+    text = fs.usage()
+    assert "(default 5s)" in text and "(default 1m30s)" in text
+    assert '(default "/tmp/api.sock")' in text and "(default 600)" in text
+    assert "-admin\n" in text and "default false" not in text  # Go omits zero defaults

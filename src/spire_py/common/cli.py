@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Sequence, TextIO
 
-from .duration import parse_duration
+from .duration import format_duration, parse_duration
 
 
 class UsageError(Exception):
@@ -129,7 +129,12 @@ class FlagSet:
             lines.append(f"  -{f.name}{arg}")
             desc = f"    \t{f.usage}"
             if f.kind not in ("bool", "list") and f.default not in ("", 0, None):
-                desc += f' (default "{f.default}")' if f.kind == "string" else f" (default {f.default})"
+                if f.kind == "string":
+                    desc += f' (default "{f.default}")'
+                elif f.kind == "duration":  # as Go's time.Duration prints: 5s, 1m0s
+                    desc += f" (default {format_duration(f.default)})"
+                else:
+                    desc += f" (default {f.default})"
             lines.append(desc)
         return "\n".join(lines)
 
