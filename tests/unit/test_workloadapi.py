@@ -161,6 +161,32 @@ async def test_unrelated_cache_changes_do_not_repeat_the_svid(world):
             await stream.cancel()
 
 
+async def test_svid_stream_pushes_a_new_bundle_and_repeated_calls_agree(world):
+    from test_workloadapi_fixtures import CA, make_bundle
+
+    world.add_entry()
+    async with raw(world) as stub:
+        async with stub.FetchX509SVID.open(metadata=HEADER) as first:
+            await first.send_message(pb.X509SVIDRequest(), end=True)
+            before = await first.recv_message()
+            # A second caller with the same identity gets the same bytes (the response is reused).
+            async with stub.FetchX509SVID.open(metadata=HEADER) as second:
+                await second.send_message(pb.X509SVIDRequest(), end=True)
+                assert (await second.recv_message()).SerializeToString() == before.SerializeToString()
+                await second.cancel()
+            # The bundle is replaced (a new root): the open stream gets it, with the same SVID.
+            new_root = CA("next root")
+            old = world.cache.own_bundle()
+            world.cache.bundles[TD_ID] = make_bundle(TD_ID, [*old.x509_authorities, new_root.cert], {})
+            await world.cache.publish()
+            after = await asyncio.wait_for(first.recv_message(), 5)
+            new_der = new_root.cert.public_bytes(serialization.Encoding.DER)
+            assert after.svids[0].bundle == before.svids[0].bundle + new_der
+            assert after.svids[0].x509_svid == before.svids[0].x509_svid
+            assert after.svids[0].x509_svid_key == before.svids[0].x509_svid_key
+            await first.cancel()
+
+
 async def test_caller_whose_uid_matches_no_entry_is_denied(world):
     world.add_entry(selectors=[uid_selector(os.getuid() + 4242)])
     async with raw(world) as stub:

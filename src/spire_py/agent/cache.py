@@ -7,11 +7,13 @@ The sync loop writes it; the Workload API reads it. Every change bumps
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Optional
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..common.spiffeid import TrustDomain
@@ -29,6 +31,18 @@ class CachedSVID:
     @property
     def expires_at(self) -> int:
         return int(self.chain[0].not_valid_after_utc.timestamp())
+
+    # Encoded once per SVID, not once per Workload API call (frozen: cached_property writes __dict__).
+    @functools.cached_property
+    def chain_der(self) -> bytes:
+        return b"".join(c.public_bytes(serialization.Encoding.DER) for c in self.chain)
+
+    @functools.cached_property
+    def key_der(self) -> bytes:
+        """The private key as unencrypted PKCS#8 DER, as the Workload API sends it."""
+        return self.key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     @property
     def issued_at(self) -> int:

@@ -26,7 +26,7 @@ from ...common.spiffeid import SpiffeId, SpiffeIdError
 from ...proto.workload import workload_pb2 as pb
 from ...proto.workload.workload_grpc import SpiffeWorkloadAPIBase
 from ...server.datastore.models import Entry, Selector
-from ..cache import CachedSVID, WorkloadCache
+from ..cache import WorkloadCache
 from ..plugins.workloadattestor.base import WorkloadAttestor
 from .caller import Caller, CallerGone, CallerRegistry
 from .jwks import jwks_json
@@ -52,12 +52,6 @@ def filter_hints(entries: Sequence[Entry]) -> list[Entry]:
 
 def der_certs(certs: Iterable[Any]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
-
-
-def _pkcs8(svid: CachedSVID) -> bytes:
-    return svid.key.private_bytes(  # type: ignore[union-attr]
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 def _status(code: Status, message: str) -> GRPCError:
@@ -107,6 +101,8 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         self.callers = CallerRegistry()
         self._stopping: Optional[asyncio.Event] = None
         self._streams: set[asyncio.Task[Any]] = set()
+        # The last X509SVIDResponse built and what it was built from (read-only once built).
+        self._last_x509: Optional[tuple[tuple[Any, ...], pb.X509SVIDResponse]] = None
 
     # --- shutdown -----------------------------------------------------------------------
     def _stop_event(self) -> asyncio.Event:
@@ -213,13 +209,20 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
             if svid is None or svid.spiffe_id != e.spiffe_id:  # not (re)minted for this entry yet
                 return None
             svids.append(svid)
+        federated = self.cache.federated_bundles_for(entries)
+        # What the response is made of; the same objects make the same bytes.
+        parts = (bundle, *svids, *[e.hint for e in entries], *federated.items())
+        if self._last_x509 is not None and len(parts) == len(self._last_x509[0]) and all(
+                a is b or (isinstance(a, str) and a == b) for a, b in zip(parts, self._last_x509[0])):
+            return self._last_x509[1]
         roots = der_certs(bundle.x509_authorities)
         resp = pb.X509SVIDResponse()
         for e, s in zip(entries, svids):
-            resp.svids.add(spiffe_id=e.spiffe_id, x509_svid=der_certs(s.chain), x509_svid_key=_pkcs8(s),
+            resp.svids.add(spiffe_id=e.spiffe_id, x509_svid=s.chain_der, x509_svid_key=s.key_der,
                            bundle=roots, hint=e.hint)
-        for td, fb in self.cache.federated_bundles_for(entries).items():
+        for td, fb in federated.items():
             resp.federated_bundles[td] = der_certs(fb.x509_authorities)
+        self._last_x509 = (parts, resp)
         return resp
 
     async def FetchX509SVID(self, stream: Any) -> None:
@@ -230,18 +233,19 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         self._check_header(stream, call)
         await stream.recv_message()
         selectors = await self._attest(stream, call)
-        last: Optional[bytes] = None
+        last: Optional[pb.X509SVIDResponse] = None
         while True:
             version = self.cache.version
             entries = self._entries(selectors)
             if not entries:
                 raise self._no_identity(call, selectors)
             resp = self._x509_svid_response(entries)
-            if resp is not None:
-                wire = resp.SerializeToString(deterministic=True)
-                if wire != last:
+            if resp is not None and resp is not last:
+                changed = last is None or (resp.SerializeToString(deterministic=True)
+                                           != last.SerializeToString(deterministic=True))
+                last = resp
+                if changed:
                     await stream.send_message(resp)
-                    last = wire
                     call.log(logging.DEBUG, "Fetched X.509 SVID", registered=True, count=len(resp.svids),
                              spiffe_id=",".join(s.spiffe_id for s in resp.svids))
             await self._next_change(version)
