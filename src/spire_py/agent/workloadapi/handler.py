@@ -74,7 +74,7 @@ class _Call:
 
     def log(self, level: int, msg: str, **fields: Any) -> None:
         """Successes are logged once per call (a stream's first message); failures always."""
-        if self.quiet or (level < logging.WARNING and self.logged):
+        if (level < logging.WARNING and self.logged) or not _log.isEnabledFor(level) or self.quiet:
             return
         self.logged = True
         base: dict[str, Any] = {"method": self.method}
