@@ -127,3 +127,49 @@ async def test_child_running_as_another_uid_gets_that_uid():
         os.kill(pid, 9)
         os.waitpid(pid, 0)
         os.close(r)
+
+
+async def test_names_are_remembered_briefly_then_looked_up_again(tmp_path, monkeypatch):
+    """Known names let attestation skip the thread hop; a renamed user shows after NAME_TTL."""
+    import asyncio
+
+    from spire_py.agent.plugins.workloadattestor import unix
+
+    pid_dir = tmp_path / "4242"
+    pid_dir.mkdir()
+    (pid_dir / "status").write_text("Name:\tw\nUid:\t1\t7001\t7001\t7001\nGid:\t1\t7002\t7002\t7002\nGroups:\t\n")
+    monkeypatch.setenv("HOST_PROC", str(tmp_path))
+    names = {"7001": "alice"}
+    monkeypatch.setattr(unix, "_user_name", lambda uid: names.get(uid))
+    monkeypatch.setattr(unix, "_group_name", lambda gid: "staff" if gid == "7002" else None)
+    hops = []
+    real_to_thread = asyncio.to_thread
+
+    async def counting_to_thread(fn, *a, **kw):
+        hops.append(fn)
+        return await real_to_thread(fn, *a, **kw)
+
+    monkeypatch.setattr(unix.asyncio, "to_thread", counting_to_thread)
+    clock = [1000.0]
+    monkeypatch.setattr(unix.time, "monotonic", lambda: clock[0])
+
+    a = UnixWorkloadAttestor()
+    assert values(await a.attest(4242, 0, 0)) == ["uid:7001", "user:alice", "gid:7002", "group:staff"]
+    assert len(hops) == 1  # first time: NSS lookups in a thread
+    names["7001"] = "bob"
+    assert "user:alice" in values(await a.attest(4242, 0, 0))
+    assert len(hops) == 1  # remembered: no thread
+    clock[0] += unix.NAME_TTL + 0.1
+    assert "user:bob" in values(await a.attest(4242, 0, 0))  # stale: looked up again
+    assert len(hops) == 2
+    # The uid itself always comes fresh from /proc, never from the name cache.
+    (pid_dir / "status").write_text("Name:\tw\nUid:\t1\t7003\t7003\t7003\nGid:\t1\t7002\t7002\t7002\nGroups:\t\n")
+    got = values(await a.attest(4242, 0, 0))
+    assert got[0] == "uid:7003" and not any(v.startswith("user:") for v in got)
+    # With discover_workload_path every call hashes in a thread.
+    hops.clear()
+    b = UnixWorkloadAttestor(discover_workload_path=True, workload_size_limit=-1)
+    os.symlink(sys.executable, pid_dir / "exe")
+    await b.attest(4242, 0, 0)
+    await b.attest(4242, 0, 0)
+    assert len(hops) == 2

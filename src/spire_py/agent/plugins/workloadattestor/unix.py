@@ -15,6 +15,7 @@ import grp
 import hashlib
 import os
 import pwd
+import time
 from typing import Any, Optional
 
 from ....common.config import BOOL, INT, Field, Schema, parse_plugin_data
@@ -45,6 +46,33 @@ def _group_name(gid: str) -> Optional[str]:
         return grp.getgrgid(int(gid)).gr_name
     except (KeyError, ValueError, OverflowError):
         return None
+
+
+# NSS answers (user and group names) are kept this long: a lookup may block (LDAP, sssd) and
+# must run in a thread, a remembered one lets the whole attestation run on the loop.
+NAME_TTL = 5.0
+
+
+class _NameMiss(Exception):
+    """A name is not remembered (or is stale): attest in a thread instead."""
+
+
+class _Names:
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], tuple[Optional[str], float]] = {}
+
+    def lookup(self, kind: str, num: str, *, may_block: bool) -> Optional[str]:
+        hit = self._known.get((kind, num))
+        now = time.monotonic()
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        if not may_block:
+            raise _NameMiss(kind)
+        name = _user_name(num) if kind == "user" else _group_name(num)
+        if len(self._known) > 4096:
+            self._known.clear()
+        self._known[(kind, num)] = (name, now + NAME_TTL)
+        return name
 
 
 def read_status(pid: int) -> dict[str, str]:
@@ -98,6 +126,7 @@ class UnixWorkloadAttestor(WorkloadAttestor):
     def __init__(self, discover_workload_path: bool = False, workload_size_limit: int = 0) -> None:
         self.discover_workload_path = discover_workload_path
         self.workload_size_limit = workload_size_limit
+        self._names = _Names()
 
     @classmethod
     def _check(cls, data: dict[str, Any]) -> tuple[bool, int]:
@@ -114,23 +143,30 @@ class UnixWorkloadAttestor(WorkloadAttestor):
         return cls(discover, limit)
 
     async def attest(self, pid: int, uid: int, gid: int) -> list[Selector]:
-        # /proc reads, NSS lookups and hashing all block: keep them off the loop.
+        # NSS lookups and hashing may block: they run in a thread. Reading /proc does not (a
+        # pseudo-file), so with the names remembered and no hashing the call stays on the loop.
+        if not self.discover_workload_path:
+            try:
+                return self._attest(pid, may_block=False)
+            except _NameMiss:
+                pass
         return await asyncio.to_thread(self._attest, pid)
 
-    def _attest(self, pid: int) -> list[Selector]:
+    def _attest(self, pid: int, *, may_block: bool = True) -> list[Selector]:
         status = read_status(pid)
+        names = self._names
         values: list[str] = []
         uid = _effective(status, "uid", "UIDs")
         values.append(f"uid:{uid}")
-        if (user := _user_name(uid)) is not None:
+        if (user := names.lookup("user", uid, may_block=may_block)) is not None:
             values.append(f"user:{user}")
         gid = _effective(status, "gid", "GIDs")
         values.append(f"gid:{gid}")
-        if (group := _group_name(gid)) is not None:
+        if (group := names.lookup("group", gid, may_block=may_block)) is not None:
             values.append(f"group:{group}")
         for sgid in status.get("groups", "").split():
             values.append(f"supplementary_gid:{sgid}")
-            if (sgroup := _group_name(sgid)) is not None:
+            if (sgroup := names.lookup("group", sgid, may_block=may_block)) is not None:
                 values.append(f"supplementary_group:{sgroup}")
 
         if self.discover_workload_path:
