@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from typing import Any, Optional
@@ -271,6 +272,9 @@ class SpireAgent:
                                                       lambda: not self._stop.is_set(), lambda: self.ready)
             await self._health.start()
         self._tasks.append(asyncio.create_task(self._sync_loop(), name="sync"))
+        # What start-up made (modules, plugins, the first cache) lives as long as the agent: keep it
+        # out of the collector's full passes, which otherwise stall Workload API calls.
+        gc.freeze()
         self.ready = True
         sdnotify.ready("serving")
         _log.info("Starting Workload and SDS APIs", extra=log.fields(address=self.config.socket_path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -142,6 +143,7 @@ class SpireServer:
                 hc.bind_address, hc.bind_port, hc.live_path, hc.ready_path, lambda: True, lambda: self.ready)
             await self._health.start()
         self._tasks.append(asyncio.create_task(self._maintain(), name="maintain"))
+        gc.freeze()  # start-up objects (plugins, CA, entry cache) stay out of full collections
         self.ready = True
         sdnotify.ready("serving")
         _log.info("Starting Server APIs", extra=log.fields(
