@@ -235,3 +235,40 @@ def test_each_server_resumes_its_own_ca_after_a_restart(engine: str, make_databa
     # No new authority was minted by either restart.
     assert servers[1].cli("bundle", "show", "-format", "pem").stdout.count("BEGIN CERTIFICATE") == roots
     assert len(json.loads(servers[1].cli("bundle", "show", "-output", "json").stdout)["jwt_authorities"]) == jwt_keys
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("engine", engine_params(["postgres"]))
+def test_agent_leaves_a_server_that_hangs(engine: str, make_database: Any, make_server: Any,  # noqa: F811
+                                          start_agent: Any, ha_name: tuple[str, ...], tmp_path: Path) -> None:
+    """A stopped (SIGSTOP) server keeps its connections open: the agent's timed-out request makes
+    it abandon that server and carry on through the other."""
+    import signal as _signal
+
+    db = make_database(engine)
+    crt, key = make_root(tmp_path)
+    upstream = f'UpstreamAuthority "disk" {{ plugin_data {{ cert_file_path = "{crt}"\nkey_file_path = "{key}" }} }}'
+    port = free_port()
+    servers = [make_server(datastore=db.datastore(), extra_plugins=upstream, bind_address=a, port=port)
+               for a in ADDRESSES]
+    by_address = {s.bind_address: s for s in servers}
+    token = servers[0].token()
+    agent_id = f"spiffe://{TD}/spire/agent/join_token/{token}"
+    entry_create(servers[0], agent_id, f"spiffe://{TD}/before", "-selector", f"unix:uid:{ME}")
+    agent = start_agent(servers[0], token, server_address=HA_NAME, prefix=ha_name)
+    svid_for(agent.socket, f"spiffe://{TD}/before", 60)
+
+    victim = connected_to(agent)
+    survivor = next(addr for addr in ADDRESSES if addr != victim)
+    hung = by_address[victim].proc.proc
+    hung.send_signal(_signal.SIGSTOP)
+    try:
+        # Registered through the survivor while the victim hangs: it reaches the workload only
+        # if the agent gives up on the victim (one request timeout, 30 s) and syncs elsewhere.
+        entry_create(by_address[survivor], agent_id, f"spiffe://{TD}/after-hang", "-selector", f"unix:uid:{ME}")
+        svid_for(agent.socket, f"spiffe://{TD}/after-hang", 90)
+        assert connected_to(agent) == survivor
+        assert "Server did not answer in time" in agent.proc.logs()
+        assert agent.proc.alive()
+    finally:
+        hung.send_signal(_signal.SIGCONT)

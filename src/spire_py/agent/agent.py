@@ -36,6 +36,13 @@ DEFAULT_SYNC_INTERVAL = 5.0
 KEY_IDS = ("agent-svid-A", "agent-svid-B")
 
 
+def _server_silent(exc: BaseException) -> bool:
+    """A request that ran out of time: the server is there but does not answer."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return True
+    return isinstance(exc, GRPCError) and exc.status == Status.DEADLINE_EXCEEDED
+
+
 class AgentRefused(Exception):
     """The server no longer accepts this agent (evicted or banned) and it cannot re-attest."""
 
@@ -207,6 +214,11 @@ class SpireAgent:
                 return
             except Exception as exc:  # keep serving cached SVIDs; retry next tick
                 _log.warning("Synchronization failed", extra=log.fields(error=f"{type(exc).__name__}: {exc}"))
+                if _server_silent(exc) and self.client is not None:
+                    gone = self.client.channel.abandon()
+                    if gone is not None:
+                        _log.warning("Server did not answer in time; trying another address next",
+                                     extra=log.fields(address=f"{gone[0]}:{gone[1]}"))
 
     async def _reattest(self) -> None:
         try:

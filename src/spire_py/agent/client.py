@@ -9,7 +9,10 @@ connection resolves the names again (getaddrinfo), starts from the address that
 last worked (at first, a random one, which spreads agents over the servers as
 SPIRE's round robin does) and tries every address in turn until one completes
 TCP, TLS and the SPIFFE ID check. A request that fails because its server went
-away fails once; the agent's next sync reconnects to the next address.
+away fails once; the agent's next sync reconnects to the next address. A server
+that stops answering without closing the connection (hung, stopped) is
+abandoned when a request to it times out, and the next sync starts from the
+next address.
 """
 
 from __future__ import annotations
@@ -88,6 +91,18 @@ class FailoverChannel(tls.SpiffeChannel):
         super().__init__(targets[0][0], targets[0][1], **kwargs)
         self._targets = targets
         self._current: Optional[Target] = None
+        self._avoid: Optional[Target] = None
+
+    def abandon(self) -> Optional[Target]:
+        """Drop the connection to a server that stopped answering; the next call starts after it.
+
+        A server that hangs (stopped, overloaded, a half-open TCP connection) does not close the
+        connection, so without this every later request would wait on it again.
+        """
+        gone = self._current
+        self._avoid = gone
+        self.close()
+        return gone
 
     @property
     def connected_to(self) -> Optional[Target]:
@@ -95,7 +110,10 @@ class FailoverChannel(tls.SpiffeChannel):
 
     async def _create_connection(self) -> H2Protocol:
         addresses = await resolve(self._targets)
-        if self._current in addresses:
+        avoid, self._avoid = self._avoid, None
+        if avoid in addresses:  # abandoned: the next address first, that one last
+            start = (addresses.index(avoid) + 1) % len(addresses)
+        elif self._current in addresses:
             start = addresses.index(self._current)
         else:
             start = random.randrange(len(addresses))
