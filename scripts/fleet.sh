@@ -276,6 +276,12 @@ run_scenario() {
   local scenario=$1; shift
   local command=${1:-test}
   [ -f "molecule/$scenario/molecule.yml" ] || die "no scenario molecule/$scenario"
+  # Molecule's testinfra verifier skips verify ("no tests found") unless the scenario has test
+  # files of its own; the shared checks alone would then silently never run.
+  if [ "$command" = test ] || [ "$command" = verify ]; then
+    compgen -G "molecule/$scenario/tests/test_*.py" >/dev/null \
+      || die "scenario $scenario has no molecule/$scenario/tests/test_*.py: its verify step would run nothing"
+  fi
   local t0=$SECONDS rc=0
   log "scenario $scenario: molecule $command"
   if [ "$command" = test ]; then
