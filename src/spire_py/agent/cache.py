@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..common.spiffeid import TrustDomain
+from ..common.x509util import certs_to_der_chain
 from ..server.datastore.models import Entry, Selector
 
 
@@ -35,7 +36,7 @@ class CachedSVID:
     # Encoded once per SVID, not once per Workload API call (frozen: cached_property writes __dict__).
     @functools.cached_property
     def chain_der(self) -> bytes:
-        return b"".join(c.public_bytes(serialization.Encoding.DER) for c in self.chain)
+        return certs_to_der_chain(self.chain)
 
     @functools.cached_property
     def key_der(self) -> bytes:

@@ -13,20 +13,16 @@ from dataclasses import dataclass
 from typing import Optional
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from ..common.keys import atomic_write
+from ..common.x509util import certs_to_der_chain
 
 SVID_FILE = "agent_svid.der"
 BUNDLE_FILE = "bundle.der"
 STATE_FILE = "agent_state.json"
 
 
-def _der_chain(certs: list[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
-
-
-def load_der_chain(data: bytes) -> list[x509.Certificate]:
+def loadcerts_to_der_chain(data: bytes) -> list[x509.Certificate]:
     """Parse concatenated DER certificates (SPIRE's on-disk and Workload API form)."""
     certs = []
     rest = data
@@ -62,17 +58,17 @@ class AgentStorage:
     def load_bundle(self) -> Optional[list[x509.Certificate]]:
         try:
             with open(self._path(BUNDLE_FILE), "rb") as f:
-                return load_der_chain(f.read()) or None
+                return loadcerts_to_der_chain(f.read()) or None
         except FileNotFoundError:
             return None
 
     def store_bundle(self, roots: list[x509.Certificate]) -> None:
-        atomic_write(self._path(BUNDLE_FILE), _der_chain(roots), 0o600)
+        atomic_write(self._path(BUNDLE_FILE), certs_to_der_chain(roots), 0o600)
 
     def load_state(self) -> Optional[AgentState]:
         try:
             with open(self._path(SVID_FILE), "rb") as f:
-                chain = load_der_chain(f.read())
+                chain = loadcerts_to_der_chain(f.read())
             with open(self._path(STATE_FILE)) as f:
                 meta = json.load(f)
         except (FileNotFoundError, ValueError):
@@ -84,7 +80,7 @@ class AgentStorage:
     def store_state(self, state: AgentState) -> None:
         # SVID first, then the metadata naming its key: a crash between them leaves
         # a state whose key does not match the SVID, which the agent detects and re-attests.
-        atomic_write(self._path(SVID_FILE), _der_chain(state.svid), 0o600)
+        atomic_write(self._path(SVID_FILE), certs_to_der_chain(state.svid), 0o600)
         atomic_write(self._path(STATE_FILE), json.dumps({"key_id": state.key_id, "reattestable": state.reattestable}).encode(), 0o600)
 
     def clear_state(self) -> None:

@@ -297,6 +297,11 @@ def certs_to_pem(certs: Iterable[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
+def certs_to_der_chain(certs: Iterable[x509.Certificate]) -> bytes:
+    """Certificates as concatenated DER, as the Workload API and the agent's files carry them."""
+    return b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
+
+
 def certs_to_der(certs: Iterable[x509.Certificate]) -> list[bytes]:
     return [c.public_bytes(serialization.Encoding.DER) for c in certs]
 

@@ -15,7 +15,6 @@ import os
 import time
 from typing import Any, Iterable, Optional, Sequence
 
-from cryptography.hazmat.primitives import serialization
 from google.protobuf import json_format, struct_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -23,6 +22,7 @@ from grpclib.exceptions import GRPCError
 from ...common import log
 from ...common.jwtsvid import validate_jwt_svid
 from ...common.spiffeid import SpiffeId, SpiffeIdError
+from ...common.x509util import certs_to_der_chain
 from ...proto.workload import workload_pb2 as pb
 from ...proto.workload.workload_grpc import SpiffeWorkloadAPIBase
 from ...server.datastore.models import Entry, Selector
@@ -48,10 +48,6 @@ def filter_hints(entries: Sequence[Entry]) -> list[Entry]:
         if cur is None or (e.created_at, e.id) < (cur.created_at, cur.id):
             keep[e.hint] = e
     return [e for e in entries if not e.hint or keep[e.hint] is e]
-
-
-def der_certs(certs: Iterable[Any]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
 
 
 def _status(code: Status, message: str) -> GRPCError:
@@ -215,13 +211,13 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         if self._last_x509 is not None and len(parts) == len(self._last_x509[0]) and all(
                 a is b or (isinstance(a, str) and a == b) for a, b in zip(parts, self._last_x509[0])):
             return self._last_x509[1]
-        roots = der_certs(bundle.x509_authorities)
+        roots = certs_to_der_chain(bundle.x509_authorities)
         resp = pb.X509SVIDResponse()
         for e, s in zip(entries, svids):
             resp.svids.add(spiffe_id=e.spiffe_id, x509_svid=s.chain_der, x509_svid_key=s.key_der,
                            bundle=roots, hint=e.hint)
         for td, fb in federated.items():
-            resp.federated_bundles[td] = der_certs(fb.x509_authorities)
+            resp.federated_bundles[td] = certs_to_der_chain(fb.x509_authorities)
         self._last_x509 = (parts, resp)
         return resp
 
@@ -289,7 +285,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         def make(bundles: dict[str, Any]) -> pb.X509BundlesResponse:
             resp = pb.X509BundlesResponse()
             for td, b in bundles.items():
-                resp.bundles[td] = der_certs(b.x509_authorities)
+                resp.bundles[td] = certs_to_der_chain(b.x509_authorities)
             return resp
 
         await self._bundle_stream(stream, _Call("FetchX509Bundles"), make)
