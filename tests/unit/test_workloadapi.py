@@ -438,3 +438,13 @@ class raw:
 
     async def __aexit__(self, *exc):
         self.channel.close()
+
+
+async def test_x509_response_is_reused_while_its_parts_stay_the_same(world):
+    entry = world.add_entry(hint="internal", federates_with=[FEDERATED_TD])
+    handler = world.service
+    entries = handler._entries([uid_selector(os.getuid())])
+    first = handler._x509_svid_response(entries)
+    assert first is not None and handler._x509_svid_response(entries) is first  # federated too
+    world.issue(entry)  # a new SVID: a new response
+    assert handler._x509_svid_response(entries) is not first

@@ -206,8 +206,8 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 return None
             svids.append(svid)
         federated = self.cache.federated_bundles_for(entries)
-        # What the response is made of; the same objects make the same bytes.
-        parts = (bundle, *svids, *[e.hint for e in entries], *federated.items())
+        # What the response is made of; the same objects (and equal strings) make the same bytes.
+        parts = (bundle, *svids, *federated.values(), *[e.hint for e in entries], *federated)
         if self._last_x509 is not None and len(parts) == len(self._last_x509[0]) and all(
                 a is b or (isinstance(a, str) and a == b) for a, b in zip(parts, self._last_x509[0])):
             return self._last_x509[1]
