@@ -22,7 +22,7 @@ BUNDLE_FILE = "bundle.der"
 STATE_FILE = "agent_state.json"
 
 
-def loadcerts_to_der_chain(data: bytes) -> list[x509.Certificate]:
+def load_der_chain(data: bytes) -> list[x509.Certificate]:
     """Parse concatenated DER certificates (SPIRE's on-disk and Workload API form)."""
     certs = []
     rest = data
@@ -58,7 +58,7 @@ class AgentStorage:
     def load_bundle(self) -> Optional[list[x509.Certificate]]:
         try:
             with open(self._path(BUNDLE_FILE), "rb") as f:
-                return loadcerts_to_der_chain(f.read()) or None
+                return load_der_chain(f.read()) or None
         except FileNotFoundError:
             return None
 
@@ -68,7 +68,7 @@ class AgentStorage:
     def load_state(self) -> Optional[AgentState]:
         try:
             with open(self._path(SVID_FILE), "rb") as f:
-                chain = loadcerts_to_der_chain(f.read())
+                chain = load_der_chain(f.read())
             with open(self._path(STATE_FILE)) as f:
                 meta = json.load(f)
         except (FileNotFoundError, ValueError):
