@@ -27,6 +27,7 @@ from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in
 from .attestor import AttestationFailed, attest, chain_from_proto, load_bootstrap_roots, make_csr
 from .cache import CachedJWT, WorkloadCache
 from .client import RPC_TIMEOUT, ServerClient
+from .jwt_cache import DEFAULT_MAX_SIZE, JWTSVIDCache
 from .storage import AgentState, AgentStorage
 from .sync import fetch_entries, mint_svids
 
@@ -56,7 +57,10 @@ class SpireAgent:
         self.config = config
         self.td = TrustDomain(config.trust_domain)
         self.storage = AgentStorage(config.data_dir)
-        self.cache = WorkloadCache(self.td)
+        # 0 (or unset) means SPIRE's default size for both SVID caches.
+        self.cache = WorkloadCache(
+            self.td, jwt_svids=JWTSVIDCache(int(getattr(config, "jwt_svid_cache_max_size", 0) or 0)),
+            x509_svid_max_size=int(getattr(config, "x509_svid_cache_max_size", 0) or 0) or DEFAULT_MAX_SIZE)
         self.ready = False
         self.roots: list[x509.Certificate] = []
         self.state: Optional[AgentState] = None
@@ -189,22 +193,43 @@ class SpireAgent:
             changed = True
         entries = await fetch_entries(client, self.cache.entries)
         if entries != self.cache.entries:
-            gone = [eid for eid, e in self.cache.entries.items() if entries.get(eid) != e]
-            self.cache.drop_jwts_for(gone)
             self.cache.entries = entries
             changed = True
+        self.cache.jwt_svids.prune()
         if await mint_svids(client, self.cache, entries, self._revisions, self.roots, self.key_type):
             changed = True
         if changed:
             await self.cache.publish()
 
+    async def _wait_for_sync(self) -> None:
+        """Sleep until the next sync; meanwhile sign SVIDs a new subscriber lacks (evicted by the
+        cache bound) at once rather than at the next tick."""
+        deadline = time.monotonic() + self.sync_interval
+        wanted = self.cache.svids_wanted()
+        while not self._stop.is_set():
+            waits = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(wanted.wait())]
+            try:
+                await asyncio.wait(waits, timeout=max(0.0, deadline - time.monotonic()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            if self._stop.is_set() or not wanted.is_set():
+                return
+            wanted.clear()
+            if self.client is not None:
+                try:
+                    if await mint_svids(self.client, self.cache, self.cache.entries, self._revisions, self.roots,
+                                        self.key_type):
+                        await self.cache.publish()
+                except Exception as exc:  # the next sync retries
+                    _log.warning("Failed to sign SVIDs on demand", extra=log.fields(error=f"{type(exc).__name__}: {exc}"))
+
     async def _sync_loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.sync_interval)
+            await self._wait_for_sync()
+            if self._stop.is_set():
                 return
-            except asyncio.TimeoutError:
-                pass
             try:
                 await self._sync_or_recover()
             except AgentRefused as exc:

@@ -2,23 +2,34 @@
 
 The sync loop writes it; the Workload API reads it. Every change bumps
 ``version`` and wakes waiters, so streaming calls push the new state at once.
+
+X.509-SVIDs are bounded as in SPIRE's LRU cache: entries with a subscriber (an
+open FetchX509SVID stream) always keep theirs; past ``x509_svid_max_size`` the
+others' are dropped, least recently subscribed first, and signed again when a
+subscriber asks (``svids_wanted``) or the next sync has room.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Optional
+from typing import Any, Awaitable, Callable, Iterable, Iterator, NamedTuple, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from ..common import log
 from ..common.spiffeid import TrustDomain
 from ..common.x509util import certs_to_der_chain
 from ..server.datastore.models import Entry, Selector
+from .jwt_cache import DEFAULT_MAX_SIZE, CachedJWT, JWTSVIDCache
+
+_log = log.get("cache_manager")
 
 
 @dataclass(frozen=True)
@@ -50,15 +61,6 @@ class CachedSVID:
         return int(self.chain[0].not_valid_before_utc.timestamp())
 
 
-@dataclass
-class CachedJWT:
-    token: str
-    spiffe_id: str
-    expires_at: int
-    issued_at: int
-    hint: str = ""
-
-
 # (entry, audience) -> minted token; provided by the sync loop (it calls NewJWTSVID).
 JWTMinter = Callable[[Entry, list[str]], Awaitable[CachedJWT]]
 
@@ -82,8 +84,13 @@ class WorkloadCache:
     # trust domain id ("spiffe://example.org") -> common.bundle.Bundle
     bundles: dict[str, Any] = field(default_factory=dict)
     jwt_minter: Optional[JWTMinter] = None
+    jwt_svids: JWTSVIDCache = field(default_factory=JWTSVIDCache)
+    x509_svid_max_size: int = DEFAULT_MAX_SIZE
     version: int = 0
-    _jwts: dict[tuple[str, tuple[str, ...]], CachedJWT] = field(default_factory=dict)
+    # Open FetchX509SVID streams by selector set, and when each entry last gained a subscriber.
+    _subscribers: collections.Counter[frozenset[Selector]] = field(default_factory=collections.Counter)
+    _last_used: dict[str, float] = field(default_factory=dict)
+    _wanted: Optional[asyncio.Event] = None
     _cond: Optional[asyncio.Condition] = None
     _index: Optional[_WorkloadIndex] = field(default=None, repr=False, compare=False)
 
@@ -110,10 +117,49 @@ class WorkloadCache:
                 pass
             return self.version
 
-    def drop_jwts_for(self, entry_ids: Iterable[str]) -> None:
-        gone = set(entry_ids)
-        for k in [k for k in self._jwts if k[0] in gone]:
-            del self._jwts[k]
+    # --- the X.509-SVID bound -------------------------------------------------------------
+    def svids_wanted(self) -> asyncio.Event:
+        """Set when a subscriber's entry has no SVID: the sync loop signs it without waiting."""
+        if self._wanted is None:
+            self._wanted = asyncio.Event()
+        return self._wanted
+
+    @contextlib.contextmanager
+    def subscribe(self, selectors: Iterable[Selector]) -> Iterator[None]:
+        """An open stream for a workload: its entries' SVIDs are kept while it lasts."""
+        key = frozenset(selectors)
+        self._subscribers[key] += 1
+        now = time.monotonic()
+        entries = self.entries_for(key)
+        for e in entries:
+            self._last_used[e.id] = now
+        if any(e.id not in self.svids for e in entries):
+            self.svids_wanted().set()
+        try:
+            yield
+        finally:
+            self._subscribers[key] -= 1
+            if self._subscribers[key] <= 0:
+                del self._subscribers[key]
+
+    def subscribed_entry_ids(self) -> set[str]:
+        return {e.id for key in self._subscribers for e in self.entries_for(key)}
+
+    def evict_svids(self, keep: set[str]) -> list[str]:
+        """Drop SVIDs past the bound, least recently used first, never those in ``keep``."""
+        extra = len(self.svids) - self.x509_svid_max_size
+        if extra <= 0:
+            return []
+        idle = sorted((eid for eid in self.svids if eid not in keep), key=lambda eid: (self._last_used.get(eid, 0.0), eid))
+        gone = idle[:extra]
+        for eid in gone:
+            del self.svids[eid]
+            _log.debug("Removing SVID record", extra=log.fields(entry_id=eid))
+        return gone
+
+    def forget_svid(self, entry_id: str) -> None:
+        self.svids.pop(entry_id, None)
+        self._last_used.pop(entry_id, None)
 
     # --- readers (Workload API) ---------------------------------------------------------
     def _workload_index(self) -> _WorkloadIndex:
@@ -174,14 +220,21 @@ class WorkloadCache:
         return out
 
     async def jwt_svid(self, entry: Entry, audience: list[str]) -> CachedJWT:
-        """A JWT-SVID for the entry and audience, minted on demand and reused until half its life."""
-        key = (entry.id, tuple(sorted(audience)))
-        hit = self._jwts.get(key)
+        """A JWT-SVID for the entry's SPIFFE ID and audience, minted on demand and reused until
+        half its life; if minting fails, an unexpired cached token is served (SPIRE's rule)."""
+        hit = self.jwt_svids.get(entry.spiffe_id, audience)
         now = time.time()
         if hit is not None and now < hit.issued_at + (hit.expires_at - hit.issued_at) / 2:
             return hit
-        if self.jwt_minter is None:
-            raise RuntimeError("agent is not connected to a server")
-        fresh = await self.jwt_minter(entry, audience)
-        self._jwts[key] = fresh
+        try:
+            if self.jwt_minter is None:
+                raise RuntimeError("agent is not connected to a server")
+            fresh = await self.jwt_minter(entry, audience)
+        except Exception as exc:
+            if hit is None or hit.expires_at <= time.time():
+                raise
+            _log.warning("Unable to renew JWT; returning cached copy",
+                         extra=log.fields(spiffe_id=entry.spiffe_id, error=str(exc)))
+            return hit
+        self.jwt_svids.put(entry.spiffe_id, audience, fresh)
         return fresh

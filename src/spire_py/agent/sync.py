@@ -108,20 +108,31 @@ async def mint_svids(
     client: ServerClient, cache: WorkloadCache, entries: dict[str, Entry], revisions: dict[str, int],
     roots: list[x509.Certificate], key_type: str,
 ) -> bool:
-    """Mint X.509-SVIDs for workload entries that lack a fresh one; drop the stale. Returns True on change."""
+    """Mint X.509-SVIDs for workload entries that lack a fresh one; drop the stale. Returns True on change.
+
+    At most ``cache.x509_svid_max_size`` SVIDs are kept, plus those of subscribed entries."""
     now = time.time()
     parents = cache.identity_parents()
     workload = {eid: e for eid, e in entries.items() if e.parent_id in parents}
     changed = False
     for eid in [eid for eid in cache.svids if eid not in workload]:
-        del cache.svids[eid]
+        cache.forget_svid(eid)
+        revisions.pop(eid, None)
+        changed = True
+    active = cache.subscribed_entry_ids()
+    for eid in cache.evict_svids(active):
         revisions.pop(eid, None)
         changed = True
     need = [
         e for eid, e in workload.items()
-        if eid not in cache.svids or revisions.get(eid) != e.revision_number
-        or _due(cache.svids[eid], now) or not _signed_by(cache.svids[eid], roots)
+        if eid in cache.svids and (revisions.get(eid) != e.revision_number
+                                   or _due(cache.svids[eid], now) or not _signed_by(cache.svids[eid], roots))
     ]
+    missing = sorted((e for eid, e in workload.items() if eid not in cache.svids), key=lambda e: e.id)
+    need += [e for e in missing if e.id in active]
+    # Entries nobody subscribes to are prefetched while there is room (SPIRE's remainder rule).
+    room = cache.x509_svid_max_size - len(cache.svids) - sum(1 for e in missing if e.id in active)
+    need += [e for e in missing if e.id not in active][:max(room, 0)]
     batches = [need[i : i + BATCH] for i in range(0, len(need), BATCH)]
     # Keys and CSRs are made in a thread (never on the event loop serving the Workload API),
     # the next batch's while the server signs this one.

@@ -229,6 +229,11 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         self._check_header(stream, call)
         await stream.recv_message()
         selectors = await self._attest(stream, call)
+        # A subscriber: its entries keep their SVIDs in the bounded cache while the stream is open.
+        with self.cache.subscribe(selectors):
+            await self._x509_svid_updates(stream, call, selectors)
+
+    async def _x509_svid_updates(self, stream: Any, call: _Call, selectors: list[Selector]) -> None:
         last: Optional[pb.X509SVIDResponse] = None
         while True:
             version = self.cache.version
