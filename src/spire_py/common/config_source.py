@@ -340,25 +340,63 @@ def _looks_like_json(text: str) -> bool:
     return stripped.startswith("{")
 
 
+# Far deeper than any real config (plugin_data rarely passes 6 levels), and shallow
+# enough that every recursive walk of the values (deepcopy, merges, the key locator)
+# stays well inside Python's stack.
+MAX_DEPTH = 100
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether blocks and lists nest more than MAX_DEPTH levels; iterative, so any depth is safe."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _too_deep_error(path: Optional[str]) -> ConfigError:
+    return ConfigError(f"nesting too deep (more than {MAX_DEPTH} levels)", path=path)
+
+
 def parse_text(text: str, path: Optional[str] = None) -> tuple[dict[str, Any], SourceInfo]:
     """Parse HCL or JSON text (JSON when it starts with "{" and is valid JSON)."""
+    try:
+        data, fmt = _parse(text, path)
+    except RecursionError:  # the parsers recurse per level: absurd nesting is the user's mistake
+        raise _too_deep_error(path) from None
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be an object", path=path, line=1)
+    # HCL labels (a b c { }) nest without braces, so the parsed values are what is measured.
+    if _too_deep(data):
+        raise _too_deep_error(path)
+    return data, SourceInfo(path, text, fmt)
+
+
+def _parse(text: str, path: Optional[str]) -> tuple[Any, str]:
     if _looks_like_json(text):
         try:
-            data = json.loads(text)
+            return json.loads(text), "json"
         except json.JSONDecodeError as exc:
             # Not JSON after all? HCL may still accept it; otherwise report the JSON error.
             try:
-                data = hcl.loads(text)
+                return hcl.loads(text), "hcl"
+            except RecursionError:
+                raise
             except Exception:
                 raise ConfigError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=path, line=exc.lineno) from None
-            fmt = "hcl"
-        else:
-            fmt = "json"
-        if not isinstance(data, dict):
-            raise ConfigError("the top level must be an object", path=path, line=1)
-        return data, SourceInfo(path, text, fmt)
     try:
-        data = hcl.loads(text)
+        return hcl.loads(text), "hcl"
+    except RecursionError:
+        raise
     except Exception as exc:  # pyhcl raises ValueError, sometimes others, for syntax errors
         msg = str(exc)
         m = _PYHCL_LINE.match(msg)
@@ -368,9 +406,6 @@ def parse_text(text: str, path: Optional[str] = None) -> tuple[dict[str, Any], S
         else:
             line = text.count("\n") + (0 if text.endswith("\n") else 1) if "end of file" in msg.lower() else None
         raise ConfigError(f"invalid HCL: {msg}", path=path, line=line) from None
-    if not isinstance(data, dict):
-        raise ConfigError("the top level must be an object", path=path, line=1)
-    return data, SourceInfo(path, text, "hcl")
 
 
 def load_file(path: str, expand_env: bool = False) -> tuple[dict[str, Any], SourceInfo]:
