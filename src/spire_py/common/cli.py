@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import select
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Sequence, TextIO
@@ -195,6 +198,16 @@ class App:
         return f"Usage: {head} [--version] [--help] <command> [<args>]\n\nAvailable commands are:\n{body}"
 
     def main(self, argv: Optional[Sequence[str]] = None) -> int:
+        try:
+            code = self._main(argv)
+            sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit
+            return code
+        except BrokenPipeError:
+            if not _closed_pipes():
+                raise  # a socket, not our output: a real error
+            return _die_of_sigpipe()
+
+    def _main(self, argv: Optional[Sequence[str]]) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         if argv and argv[0] in ("-v", "-version", "--version", "version"):
             print(self.version)
@@ -231,3 +244,30 @@ class App:
         except KeyboardInterrupt:
             return 130
         return int(result or 0)
+
+
+def _closed_pipes() -> list[int]:
+    """stdout/stderr descriptors whose reader is gone (``spire-server entry show | head -1``)."""
+    closed = []
+    for fd in (1, 2):
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            if any(ev & select.POLLERR for _, ev in poller.poll(0)):
+                closed.append(fd)
+        except (AttributeError, OSError, ValueError):  # no poll() here, or fd not open
+            pass
+    return closed
+
+
+def _die_of_sigpipe() -> int:
+    """Go programs die of SIGPIPE when their output's reader leaves, and shells print
+    nothing for that; do the same rather than print a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in _closed_pipes():
+        os.dup2(devnull, fd)  # what is still buffered must not fail again at exit
+    os.close(devnull)
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    return 1  # no SIGPIPE (Windows): a quiet failure
