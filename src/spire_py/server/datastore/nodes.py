@@ -226,10 +226,12 @@ class NodeStore(TransactionalStore):
         """Delete nodes whose certificate expired before ``expired_before``.
 
         Banned nodes stay (the ban must outlive the certificate); nodes that
-        cannot re-attest stay unless ``include_non_reattestable``. Returns how
-        many were deleted; ``batch_size`` > 0 caps one call.
+        cannot re-attest stay unless ``include_non_reattestable``. A node whose
+        renewed SVID (not yet used) is newer than the cut-off stays too: its
+        agent may still come back with it. Returns how many were deleted;
+        ``batch_size`` > 0 caps one call (one transaction).
         """
-        where = [N.c.expires_at < expired_before, ~_banned()]
+        where = [N.c.expires_at < expired_before, N.c.new_expires_at < expired_before, ~_banned()]
         if not include_non_reattestable:
             where.append(N.c.can_reattest == True)  # noqa: E712 - SQL expression
         q = select(N).where(*where).order_by(N.c.id)
