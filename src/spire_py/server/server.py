@@ -23,6 +23,7 @@ from .api.agent import AgentService
 from .api.bundle import BundleService
 from .api.entry import EntryService
 from .api.health import DebugService, HealthService
+from .api.middleware import Middleware
 from .api.svid import SVIDService
 from .ca.ca import ServerCA
 from .ca.journal import DatastoreJournal
@@ -157,7 +158,7 @@ class SpireServer:
             os.unlink(path)
         old = os.umask(0o077)
         try:
-            server = GrpcServer(services)
+            server = Middleware(self.core).server(services)
             await server.start(path=path)
         finally:
             os.umask(old)
@@ -165,8 +166,8 @@ class SpireServer:
         self._servers.append(server)
 
     async def _listen_tcp(self, services: list[Any]) -> None:
-        assert self._tls is not None
-        server = GrpcServer(services)
+        assert self._tls is not None and self.core is not None
+        server = Middleware(self.core).server(services)
         await server.start(self.config.bind_address, self.config.bind_port, ssl=self._tls.listener, reuse_address=True)
         self._servers.append(server)
 

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 from grpclib.server import Server
 
 from ...common import log
+from ...common.rpc import GuardedServer
 from .handler import WorkloadAPIService
 
 _log = log.get("workload_api")
@@ -23,9 +24,10 @@ DIR_MODE = 0o755
 CLOSE_TIMEOUT = 5.0
 
 
-class WorkloadAPIServer(Server):
-    """A grpclib Server that tells the service about each connection as it is accepted,
-    so the caller's /proc entry is pinned before any request is read (pid-reuse guard)."""
+class WorkloadAPIServer(GuardedServer):
+    """A bounded gRPC server (common.rpc: message sizes, status strings, backlog) that tells the
+    service about each connection as it is accepted, so the caller's /proc entry is pinned
+    before any request is read (pid-reuse guard)."""
 
     def __init__(self, service: WorkloadAPIService, extra_services: Iterable[Any] = ()) -> None:
         super().__init__([service, *extra_services])

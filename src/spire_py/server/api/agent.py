@@ -21,7 +21,7 @@ from ..core import ServerCore
 from ..datastore.models import AttestedNode, Entry, JoinToken, Selector
 from ..plugins.nodeattestor.base import AttestationError
 from . import convert
-from .auth import ADMIN, AGENT, ANY, require
+from .auth import caller_of
 from .entry import MATCH
 
 _log = log.get("agent_api")
@@ -88,14 +88,12 @@ class AgentService(agent_grpc.AgentBase):
 
     async def CountAgents(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         kw = self._filters(req) if hasattr(req, "filter") else {}
         n = await self.core.db(self.core.datastore.count_attested_nodes, **kw)
         await stream.send_message(agent_pb2.CountAgentsResponse(count=n))
 
     async def ListAgents(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         if req.page_size < 0:
             raise GRPCError(Status.INVALID_ARGUMENT, "page size must not be negative")
         mask = req.output_mask if req.HasField("output_mask") else None
@@ -108,7 +106,6 @@ class AgentService(agent_grpc.AgentBase):
 
     async def GetAgent(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         sid = _agent_id_arg(self.core, req.id)
         node = await self.core.db(self.core.datastore.fetch_attested_node, sid, with_selectors=True)
         if node is None:
@@ -118,7 +115,7 @@ class AgentService(agent_grpc.AgentBase):
 
     async def DeleteAgent(self, stream: Any) -> None:
         req = await stream.recv_message()
-        caller = await require(stream, self.core, ADMIN)
+        caller = caller_of(stream)
         sid = _agent_id_arg(self.core, req.id)
         await self.core.db(self.core.datastore.delete_attested_node, sid)
         _log.info("Agent deleted", extra=log.fields(agent_id=sid, caller=caller.describe()))
@@ -126,7 +123,7 @@ class AgentService(agent_grpc.AgentBase):
 
     async def BanAgent(self, stream: Any) -> None:
         req = await stream.recv_message()
-        caller = await require(stream, self.core, ADMIN)
+        caller = caller_of(stream)
         sid = _agent_id_arg(self.core, req.id)
         node = await self.core.db(self.core.datastore.fetch_attested_node, sid)
         if node is None:
@@ -140,7 +137,6 @@ class AgentService(agent_grpc.AgentBase):
 
     async def CreateJoinToken(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         if req.ttl < 1:
             raise GRPCError(Status.INVALID_ARGUMENT, "ttl is required, you must provide one")
         alias = None
@@ -168,7 +164,6 @@ class AgentService(agent_grpc.AgentBase):
 
     # --- agents ------------------------------------------------------------------------
     async def AttestAgent(self, stream: Any) -> None:
-        await require(stream, self.core, ANY)
         req = await stream.recv_message()
         if req is None or not req.HasField("params"):
             raise GRPCError(Status.INVALID_ARGUMENT, "malformed param: missing params")
@@ -226,7 +221,7 @@ class AgentService(agent_grpc.AgentBase):
 
     async def RenewAgent(self, stream: Any) -> None:
         req = await stream.recv_message()
-        caller = await require(stream, self.core, AGENT)
+        caller = caller_of(stream)
         if not req.HasField("params"):
             raise GRPCError(Status.INVALID_ARGUMENT, "params cannot be nil")
         csr = parse_csr(req.params.csr)

@@ -1,9 +1,10 @@
-"""Who is calling, and may they? SPIRE's authorization rules for the server APIs.
+"""Who is calling, and may they? Enforced once, for every server API method, by :class:`Middleware`.
 
 Callers on the admin Unix socket are local administrators. Callers on the TCP
 listener are known by the SPIFFE ID of their verified client SVID: an agent must
 be attested, not banned, and present the SVID serial the datastore expects; an
-admin or downstream workload must have an entry saying so. Anyone may attest.
+admin or downstream workload must have an entry saying so. What each method
+admits is :data:`policy.POLICY`.
 """
 
 from __future__ import annotations
@@ -11,25 +12,22 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Collection, Optional
 
 from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from ...common import log, tls
+from ...common import log, rpc, tls
 from ...common.spiffeid import SpiffeId, is_agent_id
+from .policy import ADMIN, AGENT, ANY, DOWNSTREAM, LOCAL
 
 if TYPE_CHECKING:
     from ..core import ServerCore
 
 _log = log.get("api")
 
-ANY = "any"
-LOCAL = "local"
-ADMIN = "admin"
-AGENT = "agent"
-DOWNSTREAM = "downstream"
+__all__ = ["ADMIN", "AGENT", "ANY", "DOWNSTREAM", "LOCAL", "Caller", "authorize", "caller_of", "identify"]
 
 
 @dataclass
@@ -38,6 +36,9 @@ class Caller:
     spiffe_id: Optional[SpiffeId] = None
     cert: Optional[x509.Certificate] = None
     uid: Optional[int] = None
+    gid: Optional[int] = None
+    pid: Optional[int] = None
+    address: Optional[str] = None  # the peer's IP for TCP callers
     is_agent: bool = False
     is_admin: bool = False
     is_downstream: bool = False
@@ -52,25 +53,29 @@ def _transport(stream: Any) -> Any:
     return stream.peer._transport
 
 
-async def identify(stream: Any, core: "ServerCore") -> Caller:
+async def identify(stream: Any, core: "ServerCore", allowed: Collection[str] = (ADMIN, AGENT, DOWNSTREAM)) -> Caller:
+    """The caller, with only the roles ``allowed`` checked (an ``any`` method costs no datastore read)."""
     transport = _transport(stream)
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family == socket.AF_UNIX:
-        _, uid, _ = tls.peer_ucred(transport)
-        return Caller(local=True, uid=uid)
+        pid, uid, gid = tls.peer_ucred(transport)
+        return Caller(local=True, uid=uid, gid=gid, pid=pid)
+    peer = transport.get_extra_info("peername")
+    address = str(peer[0]) if isinstance(peer, tuple) and peer else None
     leaf = tls.peer_leaf(transport)
     if leaf is None:
-        return Caller()
+        return Caller(address=address)
     try:
         sid = tls.spiffe_id_of(leaf)
     except tls.PeerAuthError as exc:
-        raise GRPCError(Status.UNAUTHENTICATED, f"invalid caller certificate: {exc}") from None
-    caller = Caller(spiffe_id=sid, cert=leaf)
-    if sid.trust_domain != core.trust_domain:
+        raise GRPCError(Status.UNAUTHENTICATED, f"invalid caller certificate: {rpc.quote(exc)}") from None
+    caller = Caller(spiffe_id=sid, cert=leaf, address=address)
+    if sid.trust_domain != core.trust_domain or ANY in allowed:
         return caller
     if is_agent_id(sid):
-        caller.is_agent = await _check_agent(core, sid, leaf)
-    else:
+        if AGENT in allowed:
+            caller.is_agent = await _check_agent(core, sid, leaf)
+    elif ADMIN in allowed or DOWNSTREAM in allowed:
         flags = await asyncio.to_thread(core.cache.flags_for, str(sid))
         caller.is_admin = flags.admin or str(sid) in core.admin_ids
         caller.is_downstream = flags.downstream
@@ -95,20 +100,23 @@ async def _check_agent(core: "ServerCore", sid: SpiffeId, leaf: x509.Certificate
     return True
 
 
-def authorize(caller: Caller, *allowed: str) -> None:
+def authorize(caller: Caller, allowed: Collection[str]) -> None:
     """Raise PermissionDenied unless the caller has one of the allowed roles."""
-    if ANY in allowed or caller.local:
+    if ANY in allowed or (LOCAL in allowed and caller.local):
         return
     if (ADMIN in allowed and caller.is_admin) or (AGENT in allowed and caller.is_agent) or (
         DOWNSTREAM in allowed and caller.is_downstream
     ):
         return
+    if caller.local:
+        raise GRPCError(Status.PERMISSION_DENIED, "authorization denied: method is not served to local callers")
     if caller.spiffe_id is None:
         raise GRPCError(Status.PERMISSION_DENIED, "authorization denied: caller is not authenticated")
-    raise GRPCError(Status.PERMISSION_DENIED, f'authorization denied for "{caller.spiffe_id}"')
+    raise GRPCError(Status.PERMISSION_DENIED, f'authorization denied for "{rpc.quote(caller.spiffe_id)}"')
 
 
-async def require(stream: Any, core: "ServerCore", *allowed: str) -> Caller:
-    caller = await identify(stream, core)
-    authorize(caller, *allowed)
+def caller_of(stream: Any) -> Caller:
+    """The caller the middleware identified and authorized for the RPC being served."""
+    caller = rpc.current_call().caller
+    assert isinstance(caller, Caller), "server API served without the authorization middleware"
     return caller

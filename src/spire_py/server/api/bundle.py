@@ -14,7 +14,6 @@ from ...proto.spire.api.types import bundle_pb2 as types_bundle_pb2
 from ..core import ServerCore
 from ..datastore.models import Bundle
 from . import convert
-from .auth import ADMIN, ANY, DOWNSTREAM, require
 from .entry import OK, status
 
 _log = log.get("bundle_api")
@@ -51,12 +50,10 @@ class BundleService(bundle_grpc.BundleBase):
 
     async def GetBundle(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ANY)
         await stream.send_message(convert.bundle_to_proto(await self._own(), _mask(req)))
 
     async def AppendBundle(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         try:
             b = convert.bundle_from_proto(types_bundle_pb2.Bundle(
                 trust_domain=self.core.trust_domain.name,
@@ -69,7 +66,6 @@ class BundleService(bundle_grpc.BundleBase):
 
     async def PublishJWTAuthority(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, DOWNSTREAM)
         if not req.HasField("jwt_authority"):
             raise GRPCError(Status.INVALID_ARGUMENT, "missing JWT authority")
         try:
@@ -88,13 +84,11 @@ class BundleService(bundle_grpc.BundleBase):
 
     async def CountBundles(self, stream: Any) -> None:
         await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         n = await self.core.db(self.core.datastore.count_bundles)
         await stream.send_message(bundle_pb2.CountBundlesResponse(count=n))
 
     async def ListFederatedBundles(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         if req.page_size < 0:
             raise GRPCError(Status.INVALID_ARGUMENT, "page size must not be negative")
         bundles, token = await self.core.db(self.core.datastore.list_bundles, page_token=req.page_token, page_size=req.page_size)
@@ -104,7 +98,6 @@ class BundleService(bundle_grpc.BundleBase):
 
     async def GetFederatedBundle(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         td = self._federated_td(req.trust_domain)
         b = await self.core.db(self.core.datastore.fetch_bundle, td)
         if b is None:
@@ -140,25 +133,21 @@ class BundleService(bundle_grpc.BundleBase):
 
     async def BatchCreateFederatedBundle(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         Resp = bundle_pb2.BatchCreateFederatedBundleResponse
         await stream.send_message(Resp(results=await self._batch(req, "create", Resp.Result)))
 
     async def BatchUpdateFederatedBundle(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         Resp = bundle_pb2.BatchUpdateFederatedBundleResponse
         await stream.send_message(Resp(results=await self._batch(req, "update", Resp.Result)))
 
     async def BatchSetFederatedBundle(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         Resp = bundle_pb2.BatchSetFederatedBundleResponse
         await stream.send_message(Resp(results=await self._batch(req, "set", Resp.Result)))
 
     async def BatchDeleteFederatedBundle(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         Resp = bundle_pb2.BatchDeleteFederatedBundleResponse
         mode = DELETE_MODES.get(req.mode, "restrict")
         results = []

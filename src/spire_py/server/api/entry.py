@@ -16,7 +16,7 @@ from ..core import ServerCore
 from ..datastore import errors as ds_errors
 from ..datastore.models import Entry
 from . import convert
-from .auth import ADMIN, AGENT, DOWNSTREAM, require
+from .auth import caller_of
 
 _log = log.get("entry_api")
 
@@ -87,14 +87,12 @@ class EntryService(entry_grpc.EntryBase):
 
     async def CountEntries(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         kw = _list_filters(self.core, req.filter if req.HasField("filter") else None)
         n = await self.core.db(self.core.datastore.count_entries, **kw)
         await stream.send_message(entry_pb2.CountEntriesResponse(count=n))
 
     async def ListEntries(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         if req.page_size < 0:
             raise GRPCError(Status.INVALID_ARGUMENT, "page size must not be negative")
         kw = _list_filters(self.core, req.filter if req.HasField("filter") else None)
@@ -115,7 +113,6 @@ class EntryService(entry_grpc.EntryBase):
 
     async def GetEntry(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         if not req.id:
             raise GRPCError(Status.INVALID_ARGUMENT, "missing ID")
         e = await self.core.db(self.core.datastore.fetch_entry, req.id)
@@ -126,7 +123,7 @@ class EntryService(entry_grpc.EntryBase):
 
     async def BatchCreateEntry(self, stream: Any) -> None:
         req = await stream.recv_message()
-        caller = await require(stream, self.core, ADMIN)
+        caller = caller_of(stream)
         mask = req.output_mask if req.HasField("output_mask") else None
         Result = entry_pb2.BatchCreateEntryResponse.Result
         who = caller.describe()
@@ -160,7 +157,6 @@ class EntryService(entry_grpc.EntryBase):
 
     async def BatchUpdateEntry(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         in_mask = req.input_mask if req.HasField("input_mask") else None
         out_mask = req.output_mask if req.HasField("output_mask") else None
         fields = None if in_mask is None else {f for f in ENTRY_MASK_FIELDS if getattr(in_mask, f, False)}
@@ -191,7 +187,6 @@ class EntryService(entry_grpc.EntryBase):
 
     async def BatchDeleteEntry(self, stream: Any) -> None:
         req = await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         Result = entry_pb2.BatchDeleteEntryResponse.Result
         results = []
         for entry_id in req.ids:
@@ -208,7 +203,7 @@ class EntryService(entry_grpc.EntryBase):
         await stream.send_message(entry_pb2.BatchDeleteEntryResponse(results=results))
 
     async def _authorized(self, stream: Any) -> tuple[str, Authorized]:
-        caller = await require(stream, self.core, AGENT, DOWNSTREAM)
+        caller = caller_of(stream)
         agent = str(caller.spiffe_id)
         selectors = await self.core.db(self.core.datastore.get_node_selectors, agent) if caller.is_agent else []
         await self.core.refresh_cache()

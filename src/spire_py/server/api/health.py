@@ -9,7 +9,6 @@ from typing import Any, Callable
 from ...proto.grpc.health.v1 import health_grpc, health_pb2
 from ...proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
 from ..core import ServerCore
-from .auth import ADMIN, require
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -45,7 +44,6 @@ class DebugService(debug_grpc.DebugBase):
 
     async def GetInfo(self, stream: Any) -> None:
         await stream.recv_message()
-        await require(stream, self.core, ADMIN)
         ds = self.core.datastore
         agents = await self.core.db(ds.count_attested_nodes)
         entries = await self.core.db(ds.count_entries)

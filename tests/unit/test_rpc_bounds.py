@@ -1,0 +1,232 @@
+"""common.rpc: what every listener of both daemons refuses or bounds, whatever the service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import GRPCError
+
+from spire_py.common import rpc
+from spire_py.proto.grpc.health.v1 import health_grpc, health_pb2
+
+CHECK = "/grpc.health.v1.Health/Check"
+HUGE = "k" * 600_000
+
+
+class RawCodec(ProtoCodec):
+    """Sends bytes as they are: what an attacker's client puts on the wire."""
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return message if isinstance(message, bytes) else super().encode(message, message_type)
+
+
+class Probe(health_grpc.HealthBase):
+    """Check answers per the service name it is asked for."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def Check(self, stream: Any) -> None:
+        req = await stream.recv_message()
+        self.calls += 1
+        if req.service == "long-error":
+            raise GRPCError(Status.INVALID_ARGUMENT, f'unknown attestor type "{HUGE}"')
+        if req.service == "bug":
+            raise KeyError(HUGE)
+        await stream.send_message(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING))
+
+    async def Watch(self, stream: Any) -> None:
+        await stream.recv_message()
+
+
+async def _serve(tmp_path: Any, **kw: Any) -> tuple[rpc.GuardedServer, Probe, str]:
+    probe = Probe()
+    path = str(tmp_path / "api.sock")
+    server = rpc.GuardedServer([probe], **kw)
+    await server.start(path=path)
+    return server, probe, path
+
+
+async def _check(path: str, request: Any, codec: Any = None) -> Any:
+    channel = Channel(path=path, codec=codec) if codec else Channel(path=path)
+    try:
+        method = channel.request(CHECK, Cardinality.UNARY_UNARY, health_pb2.HealthCheckRequest,
+                                 health_pb2.HealthCheckResponse)
+        async with method as stream:
+            await stream.send_message(request, end=True)
+            return await stream.recv_message()
+    finally:
+        channel.close()
+
+
+async def _stop(server: rpc.GuardedServer) -> None:
+    server.close()
+    await server.wait_closed()
+
+
+async def test_caller_chosen_string_in_a_status_is_cut_to_one_kib(tmp_path: Any) -> None:
+    server, _, path = await _serve(tmp_path)
+    try:
+        with pytest.raises(GRPCError) as err:
+            await _check(path, health_pb2.HealthCheckRequest(service="long-error"))
+        assert err.value.status == Status.INVALID_ARGUMENT
+        assert len(err.value.message) <= rpc.MAX_STATUS_MESSAGE
+        assert err.value.message.startswith('unknown attestor type "kkk') and err.value.message.endswith("(truncated)")
+    finally:
+        await _stop(server)
+
+
+async def test_request_over_four_mib_is_refused_from_its_prefix(tmp_path: Any) -> None:
+    server, probe, path = await _serve(tmp_path)
+    try:
+        body = health_pb2.HealthCheckRequest(service="x" * (rpc.MAX_MESSAGE_BYTES + 1)).SerializeToString()
+        with pytest.raises(GRPCError) as err:
+            await _check(path, body, RawCodec())
+        assert err.value.status == Status.RESOURCE_EXHAUSTED
+        assert err.value.message == f"grpc: received message larger than max ({len(body)} vs. {rpc.MAX_MESSAGE_BYTES})"
+        assert probe.calls == 0
+        # The same connection-less client is served normally afterwards.
+        ok = await _check(path, health_pb2.HealthCheckRequest())
+        assert ok.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await _stop(server)
+
+
+async def test_request_of_exactly_four_mib_is_served(tmp_path: Any) -> None:
+    server, probe, path = await _serve(tmp_path)
+    try:
+        # field 1 tag (1 byte) + varint length (4 bytes) + payload = the limit exactly
+        req = health_pb2.HealthCheckRequest(service="y" * (rpc.MAX_MESSAGE_BYTES - 5))
+        assert req.ByteSize() == rpc.MAX_MESSAGE_BYTES
+        ok = await _check(path, req)
+        assert ok.status == health_pb2.HealthCheckResponse.SERVING and probe.calls == 1
+    finally:
+        await _stop(server)
+
+
+async def test_malformed_protobuf_answers_internal_with_one_log_line(tmp_path: Any, caplog: Any) -> None:
+    server, probe, path = await _serve(tmp_path)
+    caplog.set_level(logging.WARNING)
+    try:
+        for _ in range(5):
+            with pytest.raises(GRPCError) as err:
+                await _check(path, b"\x0a\xff\xff\xff\xff\x0f", RawCodec())
+            assert err.value.status == Status.INTERNAL
+            assert err.value.message.startswith("grpc: failed to unmarshal the received message")
+        assert probe.calls == 0
+        lines = [r for r in caplog.records if r.getMessage() == "Malformed request"]
+        assert len(lines) == 1, "one line per interval, not one per request"
+        assert not any(r.exc_info for r in caplog.records)
+    finally:
+        await _stop(server)
+
+
+async def test_unexpected_exception_is_internal_and_bounded(tmp_path: Any, caplog: Any) -> None:
+    server, _, path = await _serve(tmp_path)
+    caplog.set_level(logging.WARNING)
+    try:
+        for _ in range(3):
+            with pytest.raises(GRPCError) as err:
+                await _check(path, health_pb2.HealthCheckRequest(service="bug"))
+            assert err.value.status == Status.INTERNAL and err.value.message == "internal error"
+        logged = [r for r in caplog.records if r.getMessage() == "Request failed with an internal error"]
+        assert len(logged) == 1
+        assert len(logged[0].fields["error"]) <= rpc.MAX_STATUS_MESSAGE
+    finally:
+        await _stop(server)
+
+
+async def test_guard_refuses_before_the_handler_and_observer_sees_every_call(tmp_path: Any) -> None:
+    seen: list[tuple[str, Status, str]] = []
+
+    async def guard(call: rpc.Call) -> None:
+        if call.method != CHECK:
+            raise AssertionError(call.method)
+        call.caller = "tester"
+        raise GRPCError(Status.PERMISSION_DENIED, "authorization denied")
+
+    def observer(call: rpc.Call, status: Status, message: str) -> None:
+        seen.append((call.caller, status, message))
+
+    server, probe, path = await _serve(tmp_path, guard=guard, observer=observer)
+    try:
+        with pytest.raises(GRPCError) as err:
+            await _check(path, health_pb2.HealthCheckRequest())
+        assert err.value.status == Status.PERMISSION_DENIED
+        assert probe.calls == 0
+        assert seen == [("tester", Status.PERMISSION_DENIED, "authorization denied")]
+    finally:
+        await _stop(server)
+
+
+async def test_a_method_without_policy_stops_the_server_from_being_built() -> None:
+    with pytest.raises(RuntimeError, match="no authorization policy for: /grpc.health.v1.Health/Watch"):
+        rpc.GuardedServer([Probe()], known_methods={CHECK})
+    rpc.GuardedServer([Probe()], known_methods={CHECK, "/grpc.health.v1.Health/Watch"})
+
+
+async def test_unix_listener_queues_hundreds_of_pending_connections(tmp_path: Any) -> None:
+    """asyncio's default backlog of 100 refused reconnect storms; connect 300 before the loop accepts any."""
+    server, _, path = await _serve(tmp_path)
+    socks = []
+    try:
+        refused = 0
+        for _ in range(300):  # no await in this loop: nothing is accepted meanwhile
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            socks.append(s)
+            try:
+                s.connect(path)
+            except (BlockingIOError, ConnectionRefusedError):
+                refused += 1
+        assert refused == 0
+        assert rpc.listen_backlog() >= 300
+    finally:
+        for s in socks:
+            s.close()
+        await _stop(server)
+
+
+def test_bounded_and_quote() -> None:
+    assert rpc.bounded("abc") == "abc"
+    cut = rpc.bounded("z" * 5000)
+    assert len(cut) == rpc.MAX_STATUS_MESSAGE and cut.endswith("... (truncated)")
+    assert len(rpc.quote("q" * 5000)) == rpc.MAX_QUOTED
+
+
+def test_rate_limited_log_bounds_its_keys() -> None:
+    records: list[str] = []
+
+    class Sink:
+        def warning(self, message: str, **_: Any) -> None:
+            records.append(message)
+
+    limited = rpc.RateLimitedLog(Sink(), interval=3600, max_keys=10)
+    for i in range(100):
+        limited.warning(f"k{i}", "m")
+        limited.warning(f"k{i}", "m")
+    assert len(records) == 100  # one per key, the repeat dropped
+    assert len(limited._seen) <= 10
+
+
+async def test_concurrent_callers_are_served_while_one_sends_a_huge_error_trigger(tmp_path: Any) -> None:
+    server, _, path = await _serve(tmp_path)
+    try:
+        async def bad() -> None:
+            with pytest.raises(GRPCError):
+                await _check(path, health_pb2.HealthCheckRequest(service="long-error"))
+
+        async def good() -> Any:
+            return await _check(path, health_pb2.HealthCheckRequest())
+
+        results = await asyncio.wait_for(asyncio.gather(*[bad() for _ in range(20)], good()), 60)
+        assert results[-1].status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await _stop(server)
