@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import time
-import uuid
 from typing import Any
 
 from cryptography import x509
@@ -14,15 +13,17 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log
-from ...common.spiffeid import SpiffeId, agent_id, is_agent_id
+from ...common.spiffeid import SpiffeId, is_agent_id
 from ...proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
-from ...proto.spire.api.types import jointoken_pb2, x509svid_pb2
+from ...proto.spire.api.types import x509svid_pb2
 from ..core import ServerCore
-from ..datastore.models import AttestedNode, Entry, JoinToken, Selector
+from ..datastore.models import AttestedNode
 from ..plugins.nodeattestor.base import AttestationError
+from ..plugins.nodeattestor.join_token import JoinTokenRefused
 from . import convert
 from .auth import caller_of
 from .entry import MATCH
+from .jointoken import create_join_token
 
 _log = log.get("agent_api")
 
@@ -137,26 +138,7 @@ class AgentService(agent_grpc.AgentBase):
 
     async def CreateJoinToken(self, stream: Any) -> None:
         req = await stream.recv_message()
-        if req.ttl < 1:
-            raise GRPCError(Status.INVALID_ARGUMENT, "ttl is required, you must provide one")
-        alias = None
-        if req.HasField("agent_id") and (req.agent_id.trust_domain or req.agent_id.path):
-            try:
-                alias = convert.id_from_proto(req.agent_id, "agent ID", self.core.trust_domain)
-            except convert.InvalidInput as exc:
-                raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
-            if not alias.path:
-                raise GRPCError(Status.INVALID_ARGUMENT, "invalid agent ID: path is empty")
-        token = req.token or str(uuid.uuid4())
-        expires_at = int(time.time()) + req.ttl
-        await self.core.db(self.core.datastore.create_join_token, JoinToken(token=token, expires_at=expires_at))
-        if alias is not None:
-            # As SPIRE: an entry that gives the attested agent the requested ID as an alias.
-            parent = str(agent_id(self.core.trust_domain, "join_token", token))
-            await self.core.db(self.core.datastore.create_entry, Entry(
-                id="", spiffe_id=str(alias), parent_id=parent, selectors=[Selector("spiffe_id", parent)]))
-            await self.core.refresh_cache()
-        await stream.send_message(jointoken_pb2.JoinToken(value=token, expires_at=expires_at))
+        await stream.send_message(await create_join_token(self.core, req))
 
     async def PostStatus(self, stream: Any) -> None:
         await stream.recv_message()
@@ -187,6 +169,9 @@ class AgentService(agent_grpc.AgentBase):
 
         try:
             result = await attestor.attest(bytes(params.data.payload), challenge)
+        except JoinTokenRefused as exc:  # SPIRE's attestJoinToken messages, passed on unprefixed
+            _log.warning("Agent attestation failed", extra=log.fields(attestor=params.data.type, error=str(exc)))
+            raise GRPCError(exc.status, str(exc)) from None
         except AttestationError as exc:
             _log.warning("Agent attestation failed", extra=log.fields(attestor=params.data.type, error=str(exc)))
             raise GRPCError(exc.status, f"failed to attest: {exc}" if not str(exc).startswith("failed") else str(exc)) from None
