@@ -1,7 +1,8 @@
 """spire-agent's configuration: the ``agent``, ``plugins``, ``health_checks`` and ``telemetry`` sections.
 
 Keys, defaults and checks follow SPIRE's agent reference and ``spire-agent run``;
-every documented key is accepted and kept even where nothing acts on it yet.
+every documented key is accepted; those nothing acts on yet are listed in
+``common.config_unacted`` and warned about when set.
 Durations are seconds. Relative socket and data paths are made absolute against
 the working directory, as SPIRE resolves them.
 """
@@ -50,6 +51,7 @@ from ..common.config_sections import (
     parse_trust_domain,
     telemetry_from,
 )
+from ..common.config_unacted import warn_unacted
 from ..common.spiffeid import SpiffeId, SpiffeIdError
 
 DEFAULT_SOCKET_PATH = "/tmp/spire-agent/public/api.sock"
@@ -308,6 +310,7 @@ def agent_config_from(
     cfg.health_checks = health_checks_from(hc)
     tel = TELEMETRY_SCHEMA.parse(ctx, ["telemetry"], merge_blocks(ctx, ["telemetry"], raw.get("telemetry")))
     cfg.telemetry = telemetry_from(tel)
+    warn_unacted(ctx, "agent", {"agent": a, "health_checks": hc, "telemetry": tel})
     cfg.warnings = ctx.warnings
     return cfg
 

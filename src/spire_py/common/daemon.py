@@ -3,6 +3,7 @@ with SPIRE's flag overrides, logging set-up, and plugin configuration with locat
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Iterable
 
 from . import log
@@ -31,6 +32,12 @@ def start_logging(cfg: Any) -> None:
     log.setup(cfg.log_level, cfg.log_format, cfg.log_file or None)
     for warning in cfg.warnings:
         log.get("config").warning(warning)
+
+
+def print_warnings(cfg: Any) -> None:
+    """For validate, which sets up no logging: the same warnings run would log, on stderr."""
+    for warning in cfg.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
 
 
 def configure_plugin(side: str, spec: Any, ctx: PluginContext, config: Any, check_only: bool = False) -> Any:

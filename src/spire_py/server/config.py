@@ -1,7 +1,8 @@
 """spire-server's configuration: the ``server``, ``plugins``, ``health_checks`` and ``telemetry`` sections.
 
 Keys, defaults and checks follow SPIRE's server reference and ``spire-server run``;
-every documented key is accepted and kept even where nothing acts on it yet.
+every documented key is accepted; those nothing acts on yet are listed in
+``common.config_unacted`` and warned about when set.
 Durations are seconds. Relative paths are made absolute against the working
 directory, as SPIRE resolves them.
 """
@@ -17,6 +18,7 @@ from ..common.config import (
     BOOL,
     DURATION,
     INT,
+    RAW,
     SERVER_PLUGIN_RULES,
     STR,
     STR_LIST,
@@ -51,6 +53,7 @@ from ..common.config_sections import (
     parse_trust_domain,
     telemetry_from,
 )
+from ..common.config_unacted import warn_unacted
 from ..common.duration import format_duration
 
 DEFAULT_SOCKET_PATH = "/tmp/spire-server/private/api.sock"
@@ -90,12 +93,10 @@ _CA_SUBJECT = Schema(
     [Field("country", STR_LIST), Field("organization", STR_LIST), Field("common_name", STR, default="")]
 )
 _RATELIMIT = Schema([Field("attestation", BOOL, default=True), Field("signing", BOOL, default=True)])
-_OPA_LOCAL = Schema([Field("rego_path", STR, default=""), Field("policy_data_path", STR, default="")], unknown="warn")
-_OPA = Schema([Field("local", Block(_OPA_LOCAL), default=None)], unknown="warn")
 _EXPERIMENTAL = Schema(
     [
         Field("agent_spiffe_id_as_selector", BOOL, default=False),
-        Field("auth_opa_policy_engine", Block(_OPA), default=None),
+        Field("auth_opa_policy_engine", RAW, default=None),  # refused: see _experimental
         Field("cache_reload_interval", DURATION, default=5),
         Field("full_cache_reload_interval", DURATION, default=24 * 3600),
         Field("events_based_cache", BOOL, default=False),
@@ -210,7 +211,6 @@ class ServerConfig:
     wit_key_type: str = "ec-p256"
     wit_issuer: str = ""
     feature_flags: list[str] = field(default_factory=list)
-    auth_opa_policy_engine: Optional[dict[str, Any]] = None
     plugins: list[PluginSpec] = field(default_factory=list)
     health_checks: HealthChecksConfig = field(default_factory=HealthChecksConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
@@ -278,6 +278,7 @@ def server_config_from(
     cfg.health_checks = health_checks_from(hc)
     tel = TELEMETRY_SCHEMA.parse(ctx, ["telemetry"], merge_blocks(ctx, ["telemetry"], raw.get("telemetry")))
     cfg.telemetry = telemetry_from(tel)
+    warn_unacted(ctx, "server", {"server": s, "health_checks": hc, "telemetry": tel})
     cfg.warnings = ctx.warnings
     return cfg
 
@@ -354,9 +355,11 @@ def _experimental(ctx: Ctx, cfg: ServerConfig, s: Values, raw: dict[str, Any]) -
                  "events_based_cache", "prune_events_older_than", "require_pq_kem", "wit_issuer", "feature_flags"):
         setattr(cfg, name, e[name])
     cfg.event_timeout = e["event_timeout"] if e["event_timeout"] is not None else e["sql_transaction_timeout"]
-    opa = e["auth_opa_policy_engine"]
-    if opa is not None:
-        cfg.auth_opa_policy_engine = {"local": dict(opa["local"]) if opa["local"] is not None else None}
+    if "auth_opa_policy_engine" in e.present:
+        # Ignoring it would run the default policy while the operator believes theirs is enforced.
+        raise ctx.error(path + ["auth_opa_policy_engine"],
+                        "auth_opa_policy_engine is not supported by spire_py: it has no OPA engine to evaluate "
+                        "the rego policy; remove it to use the default authorization policy")
 
 
 __all__ = ["CASubject", "ConfigError", "FLAG_KEYS", "RateLimitConfig", "ServerConfig", "load_server_config",

@@ -7,7 +7,7 @@ import sys
 
 from ...common.cli import CommandError, Context, FlagSet
 from ...common.config import ConfigError
-from ...common.daemon import load_config, start_logging
+from ...common.daemon import load_config, print_warnings, start_logging
 from .main import app
 
 DEFAULT_CONFIG = "conf/agent/agent.conf"
@@ -66,6 +66,7 @@ def validate_cmd(ctx: Context) -> int:
 
     try:
         cfg = load(ctx)
+        print_warnings(cfg)
         SpireAgent(cfg).check_plugins()
     except (CommandError, ConfigError) as exc:
         print(f"SPIRE agent configuration file is invalid: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ import sys
 
 from ...common.cli import CommandError, Context, FlagSet
 from ...common.config import ConfigError
-from ...common.daemon import load_config, start_logging
+from ...common.daemon import load_config, print_warnings, start_logging
 from .main import app
 
 DEFAULT_CONFIG = "conf/server/server.conf"
@@ -61,6 +61,7 @@ def validate_cmd(ctx: Context) -> int:
 
     try:
         cfg = load(ctx)
+        print_warnings(cfg)
         # Plugin configuration is checked too, without starting anything.
         SpireServer(cfg).check_plugins()
     except (CommandError, ConfigError) as exc:
