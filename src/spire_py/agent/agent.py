@@ -24,12 +24,13 @@ from ..proto.spire.api.server.agent.v1 import agent_pb2
 from ..proto.spire.api.server.bundle.v1 import bundle_pb2
 from ..proto.spire.api.server.svid.v1 import svid_pb2
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
-from .attestor import AttestationFailed, attest, chain_from_proto, load_bootstrap_roots, make_csr
+from .attestor import AttestationFailed, attest, chain_from_proto, make_csr
 from .cache import CachedJWT, WorkloadCache
 from .client import RPC_TIMEOUT, ServerClient
 from .jwt_cache import DEFAULT_MAX_SIZE, JWTSVIDCache
 from .storage import AgentState, AgentStorage
 from .sync import fetch_entries, mint_svids
+from .trust_bundle import load_bootstrap_roots
 
 _log = log.get("agent")
 
@@ -128,7 +129,10 @@ class SpireAgent:
         return self.client
 
     async def _attest(self) -> None:
-        insecure = not self.roots
+        # Only insecure_bootstrap may skip authenticating the server; a missing bundle never does.
+        insecure = not self.roots and bool(getattr(self.config, "insecure_bootstrap", False))
+        if not self.roots and not insecure:
+            raise AttestationFailed("no trust bundle to authenticate the server with")
         key_id = self._next_key_id()
         key = await asyncio.to_thread(self.key_manager.generate_key, key_id, "ec-p256")
         client = ServerClient(self.config.server_address, int(self.config.server_port), self.td, self.roots,
@@ -279,7 +283,7 @@ class SpireAgent:
         from .workloadapi.handler import WorkloadAPIService
 
         await asyncio.to_thread(self.load_plugins)
-        self.roots = self.storage.load_bundle() or load_bootstrap_roots(self.config, self.td) or []
+        self.roots = self.storage.load_bundle() or await load_bootstrap_roots(self.config, self.td) or []
         state = self.storage.load_state()
         if self._usable(state):
             self.state = state

@@ -1,9 +1,8 @@
-"""Agent bootstrap: the trust bundle to start from, and node attestation over AttestAgent."""
+"""Node attestation over AttestAgent (the bootstrap bundle comes from trust_bundle.py)."""
 
 from __future__ import annotations
 
 import ssl
-import urllib.request
 from typing import Any, Optional
 
 from cryptography import x509
@@ -13,7 +12,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ..common import log
-from ..common.bundle import Bundle as SpiffeBundle
 from ..common.spiffeid import TrustDomain, is_agent_id
 from ..common.tls import spiffe_id_of
 from ..proto.spire.api.server.agent.v1 import agent_pb2
@@ -32,36 +30,6 @@ class AttestationFailed(Exception):
     def __init__(self, message: str, status: Optional[Status] = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-def load_bootstrap_roots(config: Any, td: TrustDomain) -> Optional[list[x509.Certificate]]:
-    """Roots from trust_bundle_path / trust_bundle_url; None for insecure_bootstrap."""
-    fmt = (getattr(config, "trust_bundle_format", "") or "pem").lower()
-    if config.trust_bundle_path:
-        try:
-            with open(config.trust_bundle_path, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise AttestationFailed(f"could not load trust bundle: {exc}") from None
-    elif getattr(config, "trust_bundle_url", ""):
-        try:
-            with urllib.request.urlopen(config.trust_bundle_url, timeout=30,
-                                        context=ssl.create_default_context()) as resp:
-                data = resp.read()
-        except OSError as exc:
-            raise AttestationFailed(f"could not fetch trust bundle from {config.trust_bundle_url}: {exc}") from None
-    else:
-        return None
-    try:
-        if fmt == "spiffe":
-            roots = SpiffeBundle.from_json(td, data).x509_authorities
-        else:
-            roots = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise AttestationFailed(f"could not parse trust bundle ({fmt}): {exc}") from None
-    if not roots:
-        raise AttestationFailed("trust bundle holds no certificate")
-    return roots
 
 
 def make_csr(key: PrivateKeyTypes) -> bytes:
