@@ -301,12 +301,17 @@ class SpireAgent:
             raise
         except Exception as exc:
             _log.warning("Initial synchronization failed; retrying", extra=log.fields(error=str(exc)))
-        service = WorkloadAPIService(
-            self.cache, self.workload_attestors,
-            allow_unauthenticated_verifiers=bool(getattr(self.config, "allow_unauthenticated_verifiers", False)),
-            allowed_foreign_jwt_claims=tuple(getattr(self.config, "allowed_foreign_jwt_claims", ()) or ()),
-        )
-        self._workload_server = await serve_workload_api(self.config.socket_path, service, extra_services=[self._health_service()])
+        if getattr(self.config, "disable_workload_api", False):
+            # There is no SDS API here either, so nothing is left to serve on socket_path.
+            _log.info("Skipping agent APIs because public endpoint is disabled", extra=log.fields(apis="Workload API"))
+        else:
+            service = WorkloadAPIService(
+                self.cache, self.workload_attestors,
+                allow_unauthenticated_verifiers=bool(getattr(self.config, "allow_unauthenticated_verifiers", False)),
+                allowed_foreign_jwt_claims=tuple(getattr(self.config, "allowed_foreign_jwt_claims", ()) or ()),
+            )
+            self._workload_server = await serve_workload_api(self.config.socket_path, service,
+                                                             extra_services=[self._health_service()])
         hc = self.config.health_checks
         if hc.listener_enabled:
             self._health = health_http.HealthListener(hc.bind_address, hc.bind_port, hc.live_path, hc.ready_path,
@@ -318,7 +323,10 @@ class SpireAgent:
         gc.freeze()
         self.ready = True
         sdnotify.ready("serving")
-        _log.info("Starting Workload and SDS APIs", extra=log.fields(address=self.config.socket_path))
+        if self._workload_server is not None:
+            # SPIRE's words; there is no SDS API here, so the Workload API is the only one.
+            _log.info("Starting agent APIs", extra=log.fields(address=self.config.socket_path, network="unix",
+                                                             apis="Workload API"))
 
     def _health_service(self) -> Any:
         from ..server.api.health import HealthService
@@ -326,8 +334,10 @@ class SpireAgent:
         return HealthService(lambda: self.ready)
 
     async def run(self) -> int:
-        await self.start()
         loop = asyncio.get_running_loop()
+        # SPIRE dumps its in-memory telemetry on SIGUSR1; without telemetry, say so and keep running.
+        loop.add_signal_handler(signal.SIGUSR1, _log.info, "Received SIGUSR1; in-memory telemetry is not enabled")
+        await self.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
         await self._stop.wait()

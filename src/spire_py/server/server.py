@@ -257,8 +257,10 @@ class SpireServer:
 
     # --- run / stop -------------------------------------------------------------------
     async def run(self) -> None:
-        await self.start()
         loop = asyncio.get_running_loop()
+        # SPIRE dumps its in-memory telemetry on SIGUSR1; without telemetry, say so and keep running.
+        loop.add_signal_handler(signal.SIGUSR1, _log.info, "Received SIGUSR1; in-memory telemetry is not enabled")
+        await self.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
         await self._stop.wait()
