@@ -30,6 +30,7 @@ from .ca.journal import DatastoreJournal
 from .cache import EntryCache
 from .core import ServerCore
 from .datastore.models import Bundle, JWTKey
+from .pruning import NodePruner
 
 _log = log.get("server")
 
@@ -227,6 +228,7 @@ class SpireServer:
         core = self.core
         tick = maintenance_tick(core.ca.ca_ttl)
         next_event_prune = time.monotonic()  # first tick prunes, then every EVENT_PRUNE_INTERVAL
+        node_pruner = NodePruner.from_config(core, self.config)  # None unless prune_attested_nodes_expired_for
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), tick)
@@ -241,6 +243,8 @@ class SpireServer:
                     await core.sign(self._rotate_server_svid)
                 # Expired tokens linger an hour so a late agent is told "expired", not "unknown".
                 await core.db(core.datastore.prune_join_tokens, int(time.time()) - JOIN_TOKEN_GRACE)
+                if node_pruner is not None:
+                    await node_pruner.tick()
                 if time.monotonic() >= next_event_prune:
                     # Events older than prune_events_older_than (SPIRE: 12 h) are no longer needed by any cache.
                     keep = int(getattr(self.config, "prune_events_older_than", 0) or 12 * 3600)
