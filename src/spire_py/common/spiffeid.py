@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_TD_RE = re.compile(r"^[a-z0-9._-]+$")
-_SEGMENT_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
+_TD_RE = re.compile(r"[a-z0-9._-]+")
+_SEGMENT_RE = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_LEN = 2048
 
 
@@ -29,7 +29,7 @@ def _check_path(path: str, what: str) -> None:
             raise SpiffeIdError(f'{what} "{path}": path cannot contain empty segments')
         if seg in (".", ".."):
             raise SpiffeIdError(f'{what} "{path}": path cannot contain dot segments')
-        if not _SEGMENT_RE.match(seg):
+        if not _SEGMENT_RE.fullmatch(seg):
             raise SpiffeIdError(
                 f'{what} "{path}": path segment characters are limited to letters, numbers, dots, dashes, and underscores'
             )
@@ -42,7 +42,7 @@ class TrustDomain:
     def __post_init__(self) -> None:
         if not self.name:
             raise SpiffeIdError("trust domain is missing")
-        if not _TD_RE.match(self.name):
+        if not _TD_RE.fullmatch(self.name):
             raise SpiffeIdError(
                 f'trust domain "{self.name}": characters are limited to lowercase letters, numbers, dots, dashes, and underscores'
             )
