@@ -100,7 +100,8 @@ def test_workload_api_start_is_logged_without_claiming_sds(spire_server, start_a
 # --- SIGUSR1 -----------------------------------------------------------------------------------
 def test_sigusr1_is_logged_and_neither_daemon_dies(spire_server, start_agent):
     agent = start_agent(spire_server, spire_server.token())
-    for name, proc, healthy in (("server", spire_server.proc, spire_server.healthy), ("agent", agent.proc, agent.healthy)):
+    for name, proc, healthy in (("server", spire_server.proc, spire_server.healthy),
+                                ("agent", agent.proc, agent.healthy)):
         assert proc.proc is not None
         os.kill(proc.proc.pid, signal.SIGUSR1)
         wait_for(lambda: "Received SIGUSR1; in-memory telemetry is not enabled" in proc.logs() or not proc.alive(),

@@ -96,13 +96,14 @@ def test_expired_token_is_not_served_and_is_pruned():
 
 
 async def test_workload_cache_mints_again_once_the_cached_token_expired():
-    minter = Minter(ttl=1)
-    cache = WorkloadCache(TD, agent_id=AGENT_ID, jwt_minter=minter)
+    minter = Minter()
+    clock = Clock()
+    cache = WorkloadCache(TD, agent_id=AGENT_ID, jwt_minter=minter, jwt_svids=JWTSVIDCache(10, clock=clock))
     e = entry()
-    stale = token(e.spiffe_id, ["db"], time.time() - 10, ttl=5)  # expired five seconds ago: not even kept
-    cache.jwt_svids.put(e.spiffe_id, ["db"], stale)
-    got = await cache.jwt_svid(e, ["db"])
-    assert got is not stale and minter.calls == 1
+    first = await cache.jwt_svid(e, ["db"])
+    assert await cache.jwt_svid(e, ["db"]) is first and minter.calls == 1
+    clock.t = first.expires_at + 1
+    assert await cache.jwt_svid(e, ["db"]) is not first and minter.calls == 2
 
 
 async def test_renewal_failure_serves_the_unexpired_cached_copy_but_never_an_expired_one():
@@ -167,8 +168,9 @@ def test_agent_honours_the_configured_cache_sizes(tmp_path):
     assert agent.cache.x509_svid_max_size == 5
     clock = Clock()
     agent.cache.jwt_svids = JWTSVIDCache(agent.cache.jwt_svids.max_size, clock=clock)
+    sid = "spiffe://example.org/w"
     for i in range(10):
-        agent.cache.jwt_svids.put("spiffe://example.org/w", [str(i)], token("spiffe://example.org/w", [str(i)], clock.t))
+        agent.cache.jwt_svids.put(sid, [str(i)], token(sid, [str(i)], clock.t))
     assert len(agent.cache.jwt_svids) == 3
 
 

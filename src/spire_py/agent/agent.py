@@ -227,7 +227,8 @@ class SpireAgent:
                                         self.key_type):
                         await self.cache.publish()
                 except Exception as exc:  # the next sync retries
-                    _log.warning("Failed to sign SVIDs on demand", extra=log.fields(error=f"{type(exc).__name__}: {exc}"))
+                    _log.warning("Failed to sign SVIDs on demand",
+                                 extra=log.fields(error=f"{type(exc).__name__}: {exc}"))
 
     async def _sync_loop(self) -> None:
         while not self._stop.is_set():

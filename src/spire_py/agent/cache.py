@@ -150,7 +150,8 @@ class WorkloadCache:
         extra = len(self.svids) - self.x509_svid_max_size
         if extra <= 0:
             return []
-        idle = sorted((eid for eid in self.svids if eid not in keep), key=lambda eid: (self._last_used.get(eid, 0.0), eid))
+        idle = sorted((eid for eid in self.svids if eid not in keep),
+                      key=lambda eid: (self._last_used.get(eid, 0.0), eid))
         gone = idle[:extra]
         for eid in gone:
             del self.svids[eid]
