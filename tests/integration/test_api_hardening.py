@@ -217,3 +217,48 @@ def test_disable_jwt_svids_refuses_jwt_minting(make_server: Any) -> None:
     assert "JWT functionality is disabled" in proc.stderr + proc.stdout
     x509 = run([SERVER, "x509", "mint", "-socketPath", server.socket, "-spiffeID", f"spiffe://{TD}/w"], check=False)
     assert x509.returncode == 0, x509.stderr
+
+
+def _jwt_with_kid(kid: str) -> str:
+    import base64
+    import json as _json
+
+    def b64(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(_json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f'{b64({"alg": "ES256", "kid": kid, "typ": "JWT"})}.{b64({"sub": f"spiffe://{TD}/w", "aud": ["a"]})}.c2ln'
+
+
+def test_workload_api_answers_a_1mb_kid_bounded_and_refuses_5mib_audiences(spire_server: ServerHandle,
+                                                                            start_agent: Any) -> None:
+    """Any local uid reaches ValidateJWTSVID: a 1 MB kid froze the agent for minutes before the cap."""
+    from spire_py.proto.workload import workload_pb2
+
+    agent = start_agent(spire_server, spire_server.token())
+
+    async def call(method: str, request: Any, reply: Any) -> GRPCError:
+        channel = Channel(path=agent.socket)
+        try:
+            stub = channel.request(method, Cardinality.UNARY_UNARY, type(request), reply, timeout=60,
+                                   metadata={"workload.spiffe.io": "true"})
+            with pytest.raises(GRPCError) as err:
+                async with stub as stream:
+                    await stream.send_message(request, end=True)
+                    await stream.recv_message()
+            return err.value
+        finally:
+            channel.close()
+
+    async def scenario() -> tuple[GRPCError, GRPCError, bool]:
+        kid = asyncio.create_task(call("/SpiffeWorkloadAPI/ValidateJWTSVID", workload_pb2.ValidateJWTSVIDRequest(
+            audience="a", svid=_jwt_with_kid("k" * 1_000_000)), workload_pb2.ValidateJWTSVIDResponse))
+        healthy = await asyncio.to_thread(agent.healthy)
+        big = await call("/SpiffeWorkloadAPI/FetchJWTSVID", workload_pb2.JWTSVIDRequest(
+            audience=["x" * (5 << 20)]), workload_pb2.JWTSVIDResponse)
+        return await asyncio.wait_for(kid, 60), big, healthy
+
+    kid_err, big_err, healthy = asyncio.run(scenario())
+    assert healthy
+    assert kid_err.status == Status.INVALID_ARGUMENT and len(kid_err.message) <= rpc.MAX_STATUS_MESSAGE
+    assert big_err.status == Status.RESOURCE_EXHAUSTED
+    assert agent.healthy()

@@ -12,7 +12,7 @@ from google.protobuf import empty_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from ...common import log
+from ...common import log, rpc
 from ...common.spiffeid import SpiffeId, is_agent_id
 from ...proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from ...proto.spire.api.types import x509svid_pb2
@@ -170,10 +170,12 @@ class AgentService(agent_grpc.AgentBase):
         try:
             result = await attestor.attest(bytes(params.data.payload), challenge)
         except JoinTokenRefused as exc:  # SPIRE's attestJoinToken messages, passed on unprefixed
-            _log.warning("Agent attestation failed", extra=log.fields(attestor=params.data.type, error=str(exc)))
+            _log.warning("Agent attestation failed",
+                         extra=log.fields(attestor=params.data.type, error=rpc.quote(exc, 512)))
             raise GRPCError(exc.status, str(exc)) from None
         except AttestationError as exc:
-            _log.warning("Agent attestation failed", extra=log.fields(attestor=params.data.type, error=str(exc)))
+            _log.warning("Agent attestation failed",
+                         extra=log.fields(attestor=params.data.type, error=rpc.quote(exc, 512)))
             raise GRPCError(exc.status, f"failed to attest: {exc}" if not str(exc).startswith("failed") else str(exc)) from None
         sid = result.agent_id
         if sid.trust_domain != self.core.trust_domain or not is_agent_id(sid):
