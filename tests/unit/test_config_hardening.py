@@ -240,3 +240,12 @@ def test_run_logs_the_unacted_warning(tmp_path, side):
     assert (f'level=warning msg="{path}:{line}: {side}.log_source_location: not acted on by spire_py yet: '
             f'the setting is accepted but has no effect" subsystem_name=config') in proc.stderr
     assert proc.stderr.rstrip().splitlines()[-1].startswith(f"Error: {path}:")
+
+
+def test_control_characters_from_the_file_are_escaped_so_errors_stay_one_line(tmp_path):
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps({"server": {"trust_domain": "example.org"}, "evil\n\x1b[2J": {}}))
+    with pytest.raises(ConfigError) as exc:
+        load_server_config(str(path))
+    assert str(exc.value) == (f'{path}:1: evil\\n\\x1b[2J: unknown section "evil\\n\\x1b[2J"; '
+                              "known sections: health_checks, plugins, server, telemetry")

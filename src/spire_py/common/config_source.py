@@ -46,7 +46,16 @@ class ConfigError(Exception):
         elif self.line:
             where = f"line {self.line}: "
         key = f"{self.key}: " if self.key else ""
-        return f"{where}{key}{self.message}"
+        return _printable(f"{where}{key}{self.message}")
+
+
+# Control characters from the file (a key "a\nb", an escape sequence) would break the
+# one-line error or drive the terminal; they are shown escaped.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 # --- environment expansion ------------------------------------------------------
