@@ -3,23 +3,28 @@
 The samples (conf/ and tests/unit/data/conf) are mutated by byte flips, truncation,
 inserted deep nesting, huge strings, values of the wrong type and shuffled lines,
 then loaded in-process as spire-server/spire-agent validate does: the file, the
-sections, then each plugin's own check. Inputs stay under 200 KB, so each case is
+sections, then each plugin's own check; every built-in plugin also gets arbitrary
+plugin_data. Inputs stay under 200 KB, so each case is
 quick without a timer. Examples are derandomized: CI sees the same cases each run.
 """
 
+import inspect
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spire_py.agent import plugins as _agent_plugins  # noqa: F401  (registers the built-in plugins)
 from spire_py.agent.config import agent_config_from
-from spire_py.common.config import ConfigError, load_file
+from spire_py.common.config import ConfigError, PluginSpec, load_file
 from spire_py.common.daemon import configure_plugin
-from spire_py.common.plugin import PluginContext
+from spire_py.common.plugin import PluginContext, known_names, known_types, lookup
+from spire_py.server import plugins as _server_plugins  # noqa: F401
 from spire_py.server.config import server_config_from
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,8 +44,8 @@ _VALUE = re.compile(rb'(=\s*)("[^"\n]*"|\d+|true|false)')
 WRONG_VALUES = [b"1", b"-1", b"0x7fffffffffffffffffff", b"1e400", b"true", b"[]", b"{}", b'["a", 1, true]',
                 b'{ a = 1 }', b'""', b'"\\u0000"', b'"${HOME}"', b'"-1h"', b'"99999999999999999h"', b"null"]
 
-SNIPPETS = [b"{", b"}", b"[", b"]", b'"', b"=", b":", b",", b"\n", b"\x00", b"\xff\xfe", "\ufeff".encode(), b"$", b"${", b"${HOME}",
-            b"$$", b"<<EOF\n", b"<<-EOT\nx\nEOT\n", b"/*", b"*/", b"#", b"//", b"\\", b'"\\u00"', b"\x1b[31m",
+SNIPPETS = [b"{", b"}", b"[", b"]", b'"', b"=", b":", b",", b"\n", b"\x00", b"\xff\xfe", "\ufeff".encode(), b"$",
+            b"${", b"${HOME}", b"$$", b"<<EOF\n", b"<<-EOT\nx\nEOT\n", b"/*", b"*/", b"#", b"//", b"\\", b'"\\u00"', b"\x1b[31m",
             b'plugin_cmd = "/bin/true"', b'plugin_data_file = "/nonexistent"', b'join_token_file = "/"',
             b'enabled = false', b"server {}", b"plugins {}", b'KeyManager "memory" {}', b'unknown_section { a = 1 }',
             b"experimental { }", b'trust_domain = "spiffe://x/y"', b'federates_with "a" {}', b"1.5e9999"]
@@ -110,12 +115,15 @@ def mutated_config(draw):
     return Case((side, data))
 
 
-def json_values():
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
-                        st.text(max_size=30))
+def json_values(text=st.text(max_size=30)):
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True), text)
     return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                         st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+                                                         st.dictionaries(text, inner, max_size=4)),
                         max_leaves=12)
+
+
+# What parse_text lets through to plugins: no NUL anywhere (it refuses those).
+NO_NUL = st.text(st.characters(blacklist_characters="\x00"), max_size=30)
 
 
 @st.composite
@@ -147,21 +155,26 @@ def workdir(tmp_path_factory):
     os.chdir(here)
 
 
-def load_like_validate(workdir: Path, side: str, data: bytes, expand_env: bool = False) -> None:
-    """What validate does, in-process: ConfigError is the one way to fail."""
+def validate(workdir: Path, side: str, data: bytes, expand_env: bool = False) -> None:
+    """What validate does, in-process: the file, the sections, each plugin's own check."""
     assert len(data) < 200_000
     path = workdir / f"{side}.conf"
     path.write_bytes(data)
+    raw, source = load_file(str(path), expand_env)
+    cfg = LOADERS[side](raw, source)
+    ctx = PluginContext(trust_domain=cfg.trust_domain, data_dir=cfg.data_dir, side=side,
+                        extra={"join_token": getattr(cfg, "join_token", "")})
+    for spec in cfg.plugins:
+        configure_plugin(side, spec, ctx, cfg, check_only=True)
+
+
+def load_like_validate(workdir: Path, side: str, data: bytes, expand_env: bool = False) -> None:
+    """ConfigError is the one way to fail, and its text is one line, as the CLIs print it."""
     try:
-        raw, source = load_file(str(path), expand_env)
-        cfg = LOADERS[side](raw, source)
-        ctx = PluginContext(trust_domain=cfg.trust_domain, data_dir=cfg.data_dir, side=side,
-                            extra={"join_token": getattr(cfg, "join_token", "")})
-        for spec in cfg.plugins:
-            configure_plugin(side, spec, ctx, cfg, check_only=True)
+        validate(workdir, side, data, expand_env)
     except ConfigError as exc:
         text = str(exc)
-        assert text and "\n" not in text and "\x1b" not in text, text  # one line, as the CLIs print it
+        assert text and "\n" not in text and "\x1b" not in text, text
 
 
 @FUZZ
@@ -177,8 +190,37 @@ def test_json_configs_with_any_value_anywhere_load_or_raise_config_error(workdir
 
 
 @pytest.mark.parametrize("side", ["server", "agent"])
-def test_the_unmutated_samples_load(workdir, side):
-    for path in SAMPLES[side]:
-        if path.suffix == ".json" or "full" in path.name:
-            continue  # refer to files and directories elsewhere
-        load_like_validate(workdir, side, path.read_bytes())
+def test_the_embedded_default_configs_pass_unmutated(workdir, side):
+    # The fuzz starts from files that are valid; the full samples name files that only exist in production.
+    validate(workdir, side, TEXTS[side][0])
+
+
+def _plugin_keys(cls) -> list[str]:
+    """Names a plugin may read: the identifier-like string literals of its module."""
+    source = inspect.getsource(sys.modules[cls.__module__])
+    return sorted(set(re.findall(r'"([a-z][a-z0-9_]{1,40})"', source)))
+
+
+PLUGINS = {(side, ptype, name): _plugin_keys(lookup(side, ptype, name)) for side in ("server", "agent")
+           for ptype in known_types(side) for name in known_names(side, ptype)}
+PATHS = ["", "/nonexistent", "/dev/null", "/", ".", "sqlite3", "postgres", "mysql", "file::memory:", "-1", "0"]
+
+
+@st.composite
+def plugin_data(draw):
+    side, ptype, name = draw(st.sampled_from(sorted(PLUGINS)))
+    keys = st.sampled_from(PLUGINS[side, ptype, name]) | NO_NUL
+    values = st.sampled_from(PATHS) | json_values(NO_NUL)
+    return side, ptype, name, draw(st.dictionaries(keys, values, max_size=6))
+
+
+@settings(FUZZ, max_examples=80)
+@given(case=plugin_data())
+def test_every_builtin_plugin_checks_any_plugin_data_with_a_config_error(workdir, case):
+    side, ptype, name, data = case
+    spec = PluginSpec(ptype, name, data, line=3)
+    ctx = PluginContext(trust_domain="example.org", data_dir=str(workdir), side=side, extra={"join_token": ""})
+    try:
+        configure_plugin(side, spec, ctx, None, check_only=True)
+    except ConfigError as exc:
+        assert f"plugins.{ptype}.{name}" in str(exc) and "\n" not in str(exc)

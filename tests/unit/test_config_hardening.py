@@ -215,7 +215,8 @@ def test_agent_validate_warns_about_an_unacted_key_and_still_passes(tmp_path, ca
     assert agent_main(["validate", "-config", path]) == 0
     out, err = capsys.readouterr()
     assert out == "SPIRE agent configuration file is valid.\n"
-    assert err == f"Warning: {path}:7: agent.authorized_delegates: not acted on by spire_py yet: the setting is accepted but has no effect\n"
+    assert err == (f"Warning: {path}:7: agent.authorized_delegates: "
+                   "not acted on by spire_py yet: the setting is accepted but has no effect\n")
 
 
 def test_a_default_value_is_no_setting_and_earns_no_warning(tmp_path, capsys):
@@ -249,3 +250,15 @@ def test_control_characters_from_the_file_are_escaped_so_errors_stay_one_line(tm
         load_server_config(str(path))
     assert str(exc.value) == (f'{path}:1: evil\\n\\x1b[2J: unknown section "evil\\n\\x1b[2J"; '
                               "known sections: health_checks, plugins, server, telemetry")
+
+
+@pytest.mark.parametrize("text, key", [
+    ('{"server": {"data_dir": "/var/\\u0000x"}}', "server.data_dir"),
+    ('plugins { NodeAttestor "sshpop" { plugin_data { cert_authorities = ["a", "b\x00"] } } }',
+     "plugins.NodeAttestor.sshpop.plugin_data.cert_authorities[1]"),
+])
+def test_a_nul_character_anywhere_is_a_config_error_naming_the_key(text, key):
+    # open() would raise ValueError on such a path, deep inside a plugin.
+    with pytest.raises(ConfigError) as exc:
+        parse_text(text, "f.conf")
+    assert str(exc.value).startswith("f.conf:1: " + key + ": must not contain a NUL character")

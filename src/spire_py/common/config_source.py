@@ -355,25 +355,37 @@ def _looks_like_json(text: str) -> bool:
 MAX_DEPTH = 100
 
 
-def _too_deep(data: Any) -> bool:
-    """Whether blocks and lists nest more than MAX_DEPTH levels; iterative, so any depth is safe."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
+def _check_values(data: Any, source: SourceInfo) -> None:
+    """Nesting depth, and NUL characters, which no name or path may hold (open() would
+    raise its own ValueError). Iterative, so any depth is safe to look at."""
+    stack: list[tuple[Any, tuple[Union[str, int], ...]]] = [(data, ())]
     while stack:
-        value, depth = stack.pop()
+        value, keys = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise _nul_error(source, keys)
+            continue
         if isinstance(value, dict):
-            children: Iterable[Any] = value.values()
+            children: Iterable[tuple[Union[str, int], Any]] = value.items()
         elif isinstance(value, list):
-            children = value
+            children = enumerate(value)
         else:
             continue
-        if depth > MAX_DEPTH:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
+        if len(keys) >= MAX_DEPTH:
+            raise _too_deep_error(source.path)
+        for k, child in children:
+            if isinstance(k, str) and "\x00" in k:
+                raise _nul_error(source, keys + (k,))
+            stack.append((child, keys + (k,)))
 
 
 def _too_deep_error(path: Optional[str]) -> ConfigError:
     return ConfigError(f"nesting too deep (more than {MAX_DEPTH} levels)", path=path)
+
+
+def _nul_error(source: SourceInfo, keys: tuple[Union[str, int], ...]) -> ConfigError:
+    key = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+    return ConfigError("must not contain a NUL character", path=source.path, line=line_of(source, keys), key=key)
 
 
 def parse_text(text: str, path: Optional[str] = None) -> tuple[dict[str, Any], SourceInfo]:
@@ -384,10 +396,10 @@ def parse_text(text: str, path: Optional[str] = None) -> tuple[dict[str, Any], S
         raise _too_deep_error(path) from None
     if not isinstance(data, dict):
         raise ConfigError("the top level must be an object", path=path, line=1)
+    source = SourceInfo(path, text, fmt)
     # HCL labels (a b c { }) nest without braces, so the parsed values are what is measured.
-    if _too_deep(data):
-        raise _too_deep_error(path)
-    return data, SourceInfo(path, text, fmt)
+    _check_values(data, source)
+    return data, source
 
 
 def _parse(text: str, path: Optional[str]) -> tuple[Any, str]:
