@@ -9,15 +9,16 @@ Errors are one line on stderr and exit status 1; ``-h`` prints the usage.
 from __future__ import annotations
 
 import asyncio
-import json
+import errno
 import os
 import select
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional, Sequence, TextIO
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, TextIO
 
 from .duration import format_duration, parse_duration
+from .keys import atomic_write
 
 
 class UsageError(Exception):
@@ -159,9 +160,6 @@ class Context:
     def out(self, text: str = "") -> None:
         print(text, file=self.stdout)
 
-    def json(self, obj: Any) -> None:
-        print(json.dumps(obj), file=self.stdout)
-
 
 RunFn = Callable[[Context], "int | None | Awaitable[int | None]"]
 
@@ -174,12 +172,15 @@ class Command:
 
 
 class App:
-    """A tree of commands keyed by their words, e.g. ("entry", "create")."""
+    """A tree of commands keyed by their words, e.g. ("entry", "create").
 
-    def __init__(self, name: str, version: str) -> None:
+    Each CLI hands its whole command table in (``server/cli/commands.py``).
+    """
+
+    def __init__(self, name: str, version: str, commands: Optional[Mapping[str, Command]] = None) -> None:
         self.name = name
         self.version = version
-        self.commands: dict[tuple[str, ...], Command] = {}
+        self.commands: dict[tuple[str, ...], Command] = {tuple(w.split()): c for w, c in (commands or {}).items()}
 
     def command(self, words: str, synopsis: str, setup: Callable[[FlagSet], None] = lambda fs: None) -> Callable[[RunFn], RunFn]:
         def deco(fn: RunFn) -> RunFn:
@@ -244,6 +245,16 @@ class App:
         except KeyboardInterrupt:
             return 130
         return int(result or 0)
+
+
+def write_file(path: str, data: bytes, mode: int) -> None:
+    """A command's ``-write`` output, replaced atomically with ``mode``. Unlike the daemons'
+    files, a missing directory is an error, as with Go's os.WriteFile."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        code = errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
+        raise OSError(code, os.strerror(code), path)
+    atomic_write(path, data, mode)
 
 
 def _closed_pipes() -> list[int]:

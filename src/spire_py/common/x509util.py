@@ -306,6 +306,27 @@ def certs_to_der(certs: Iterable[x509.Certificate]) -> list[bytes]:
     return [c.public_bytes(serialization.Encoding.DER) for c in certs]
 
 
+def split_der_chain(data: bytes) -> list[bytes]:
+    """The certificates of a concatenated DER chain, split on their ASN.1 SEQUENCE lengths
+    as Go's x509.ParseCertificates reads them (the inverse of ``certs_to_der_chain``)."""
+    out, i = [], 0
+    while i < len(data):
+        if data[i] != 0x30 or i + 2 > len(data):
+            raise ValueError("x509: malformed certificate")
+        n, hdr = data[i + 1], 2
+        if n & 0x80:
+            width = n & 0x7F
+            if width == 0 or width > 4 or i + 2 + width > len(data):
+                raise ValueError("x509: malformed certificate")
+            n, hdr = int.from_bytes(data[i + 2:i + 2 + width], "big"), 2 + width
+        end = i + hdr + n
+        if end > len(data):
+            raise ValueError("x509: malformed certificate")
+        out.append(data[i:end])
+        i = end
+    return out
+
+
 def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
     """Every CERTIFICATE block of ``data``; at least one is required."""
     try:
