@@ -357,6 +357,16 @@ def test_entry_create_prints_entry_block(fake, capsys):
     )
 
 
+def test_entry_json_escapes_html_like_go(fake, capsys):
+    # Go's encoding/json writes <, > and & as \u003c, \u003e and \u0026; spire-agent does the same.
+    _, sock = fake
+    code, out, _ = cli(sock, capsys, "entry", "create", *WORKLOAD, "-hint", "<a&b>", "-output", "json")
+    assert code == 0
+    assert '"hint":"\\u003ca\\u0026b\\u003e"' in out
+    assert not {"<", ">", "&"} & set(out)
+    assert json.loads(out)["results"][0]["entry"]["hint"] == "<a&b>"
+
+
 def test_entry_create_duplicate_reports_per_item_failure_and_exit_1(fake, capsys):
     _, sock = fake
     assert cli(sock, capsys, "entry", "create", *WORKLOAD)[0] == 0

@@ -12,11 +12,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from spire_py.common import cliprinter
 from spire_py.common.cli import CommandError
 from spire_py.proto.spire.api.types import bundle_pb2, entry_pb2
 from spire_py.server.cli import bundle as bundle_cli
+from spire_py.server.cli import arguments
 from spire_py.server.cli import entry as entry_cli
-from spire_py.server.cli import printing
 from spire_py.server.cli.main import app
 
 NOSOCK = "/nonexistent/spire-test/api.sock"
@@ -118,22 +119,22 @@ def test_all_server_admin_commands_are_registered():
 )
 def test_spiffe_id_errors_read_like_go_spiffe(value, reason):
     with pytest.raises(CommandError, match=f"^{reason}$"):
-        printing.split_spiffe_id(value)
+        arguments.split_spiffe_id(value)
 
 
 def test_spiffe_id_and_trust_domain_parsing():
-    assert printing.split_spiffe_id("spiffe://example.org") == ("example.org", "")
-    assert printing.split_spiffe_id("spiffe://example.org/ns/A_b-1.2") == ("example.org", "/ns/A_b-1.2")
-    assert printing.trust_domain_name("spiffe://other.org") == "other.org"
-    assert printing.trust_domain_name("other.org") == "other.org"
+    assert arguments.split_spiffe_id("spiffe://example.org") == ("example.org", "")
+    assert arguments.split_spiffe_id("spiffe://example.org/ns/A_b-1.2") == ("example.org", "/ns/A_b-1.2")
+    assert arguments.trust_domain_name("spiffe://other.org") == "other.org"
+    assert arguments.trust_domain_name("other.org") == "other.org"
     with pytest.raises(CommandError, match="trust domain is missing"):
-        printing.trust_domain_name("")
+        arguments.trust_domain_name("")
 
 
 def test_selector_value_keeps_everything_after_the_first_colon():
-    s = printing.parse_selector("k8s:pod-label:app:web")
+    s = arguments.parse_selector("k8s:pod-label:app:web")
     assert (s.type, s.value) == ("k8s", "pod-label:app:web")
-    s = printing.parse_selector("unix:")
+    s = arguments.parse_selector("unix:")
     assert (s.type, s.value) == ("unix", "")
 
 
@@ -144,7 +145,7 @@ def test_proto_json_uses_proto_names_sorted_keys_and_keeps_defaults():
     e = entry_pb2.Entry(id="abc", x509_svid_ttl=0, revision_number=3)
     e.spiffe_id.trust_domain = "example.org"
     e.spiffe_id.path = "/w<>&"
-    text = printing.go_json(printing.proto_json(e))
+    text = cliprinter.go_json(cliprinter.proto_json(e))
     doc = json.loads(text)
     assert doc["spiffe_id"] == {"path": "/w<>&", "trust_domain": "example.org"}
     assert doc["revision_number"] == "3" and doc["expires_at"] == "0"  # int64 as strings
@@ -156,16 +157,18 @@ def test_proto_json_uses_proto_names_sorted_keys_and_keeps_defaults():
 
 
 def test_go_quote_and_times():
-    assert printing.go_quote('say "hi"\n') == '"say \\"hi\\"\\n"'
-    assert printing.go_time(0) == "1970-01-01 00:00:00 +0000 UTC"
-    assert printing.rfc3339(86400) == "1970-01-02T00:00:00Z"
-    assert printing.pluralize("Found 1 ", "entry", "entries", 1) == "Found 1 entry"
-    assert printing.pluralize("Found 0 ", "entry", "entries", 0) == "Found 0 entries"
+    assert cliprinter.go_quote('say "hi"\n') == '"say \\"hi\\"\\n"'
+    assert cliprinter.go_time(cliprinter.unix_time(0)) == "1970-01-01 00:00:00 +0000 UTC"
+    half = dt.datetime(2024, 1, 2, 3, 4, 5, 500000, dt.timezone.utc)
+    assert cliprinter.go_time(half) == "2024-01-02 03:04:05.5 +0000 UTC"  # Go prints a fraction only when set
+    assert cliprinter.rfc3339(86400) == "1970-01-02T00:00:00Z"
+    assert cliprinter.pluralize("Found 1 ", "entry", "entries", 1) == "Found 1 entry"
+    assert cliprinter.pluralize("Found 0 ", "entry", "entries", 0) == "Found 0 entries"
 
 
 @pytest.mark.parametrize("value, seconds", [(0, 0), (1, 1), (1.5, 2), (0.000000001, 1), (3600, 3600), (-1.5, 0)])
 def test_ttl_rounds_up_to_whole_seconds(value, seconds):
-    assert printing.ttl_seconds(value) == seconds
+    assert arguments.ttl_seconds(value) == seconds
 
 
 # ---------------------------------------------------------------- entries
@@ -235,7 +238,7 @@ def test_data_file_is_spire_registration_entries_json():
         "additional_attributes": {"disable_x509_svid_prefetch": True},
     }, {"selectors": [{"type": "a", "value": "b"}], "spiffe_id": "spiffe://example.org/x", "parent_id": "spiffe://example.org/y", "downstream": True}]}
     first, second = entry_cli.entries_from_json(json.dumps(doc))
-    assert printing.id_string(first.spiffe_id) == "spiffe://example.org/Blog"
+    assert arguments.id_string(first.spiffe_id) == "spiffe://example.org/Blog"
     assert (first.x509_svid_ttl, first.jwt_svid_ttl, first.expires_at, first.hint) == (200, 30, 1234, "h")
     assert list(first.federates_with) == ["other.org"] and first.admin and first.store_svid
     assert first.additional_attributes.disable_x509_svid_prefetch
@@ -332,6 +335,8 @@ def test_pem_output_is_go_pem_encoding():
     der = cert.public_bytes(serialization.Encoding.DER)
     assert bundle_cli.pem_encode(der) == cert.public_bytes(serialization.Encoding.PEM).decode()
     assert bundle_cli.split_der(der + der) == [der, der]
+    with pytest.raises(CommandError, match="^unable to parse certificates ASN.1 DER data: x509: malformed certificate$"):
+        bundle_cli.split_der(der + der[:-1])
 
 
 def test_bundle_list_header_and_formats():

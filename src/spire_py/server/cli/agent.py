@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 from google.protobuf import wrappers_pb2
 
 from ...common.cli import CommandError, Context, FlagSet
+from ...common.cliprinter import go_json, go_time, is_json, pluralize, print_proto_json, unix_time
 from ...proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from ...proto.spire.api.types import agent_pb2 as types_agent_pb2
 from ...proto.spire.api.types import selector_pb2
-from .client import AdminClient, socket_flags
-from .main import app
-from .printing import (
-    call, duration_seconds, go_json, go_time, id_string, is_json, parse_selector, pluralize,
-    print_proto_json, spiffe_id_proto,
-)
+from .arguments import duration_seconds, id_string, parse_selector, spiffe_id_proto
+from .client import AdminClient, call, socket_flags
 
 LIST_PAGE_SIZE = 1000
 EXPIRES_LAYOUT = "2006-01-02 15:04:05 -0700 -07"
@@ -29,7 +26,7 @@ def print_agents(ctx: Context, agents: Any) -> None:
     for a in agents:
         ctx.out(f"SPIFFE ID         : {id_string(a.id)}")
         ctx.out(f"Attestation type  : {a.attestation_type}")
-        ctx.out(f"Expiration time   : {go_time(a.x509svid_expires_at, utc=False)}")
+        ctx.out(f"Expiration time   : {go_time(unix_time(a.x509svid_expires_at, local=True))}")
         # Banned agents have no serial number.
         if a.banned:
             ctx.out("Banned            : true")
@@ -44,7 +41,7 @@ def print_agents(ctx: Context, agents: Any) -> None:
 # ---------------------------------------------------------------- list / count
 
 
-def _filter_flags(fs: FlagSet) -> None:
+def filter_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     fs.list("selector", "A colon-delimited type:value selector. Can be used more than once")
     fs.string("attestationType", "", "Filter by attestation type, like join_token or x509pop.")
@@ -78,7 +75,6 @@ def _fill_filter(f: dict[str, Any], filt: Any) -> None:
         filt.by_banned.CopyFrom(wrappers_pb2.BoolValue(value=f["banned"] == "true"))
 
 
-@app.command("agent list", "Lists attested agents and their SPIFFE IDs", _filter_flags)
 async def list_(ctx: Context) -> int:
     as_json = is_json(ctx)
     req = agent_pb2.ListAgentsRequest(page_size=LIST_PAGE_SIZE)
@@ -103,7 +99,6 @@ async def list_(ctx: Context) -> int:
     return 0
 
 
-@app.command("agent count", "Count attested agents", _filter_flags)
 async def count(ctx: Context) -> int:
     as_json = is_json(ctx)
     req = agent_pb2.CountAgentsRequest()
@@ -120,7 +115,7 @@ async def count(ctx: Context) -> int:
 # ---------------------------------------------------------------- show / evict / ban
 
 
-def _id_flags(verb: str) -> Any:
+def id_flags(verb: str) -> Callable[[FlagSet], None]:
     def setup(fs: FlagSet) -> None:
         socket_flags(fs)
         fs.string("spiffeID", "", f"The SPIFFE ID of the agent to {verb} (agent identity)")
@@ -134,7 +129,6 @@ def _agent_id(ctx: Context) -> Any:
     return spiffe_id_proto(ctx.flags["spiffeID"])
 
 
-@app.command("agent show", "Shows the details of an attested agent given its SPIFFE ID", _id_flags("show"))
 async def show(ctx: Context) -> int:
     as_json = is_json(ctx)
     agent_id = _agent_id(ctx)
@@ -150,7 +144,6 @@ async def show(ctx: Context) -> int:
     return 0
 
 
-@app.command("agent evict", "Evicts an attested agent given its SPIFFE ID", _id_flags("evict"))
 async def evict(ctx: Context) -> int:
     as_json = is_json(ctx)
     agent_id = _agent_id(ctx)
@@ -163,7 +156,6 @@ async def evict(ctx: Context) -> int:
     return 0
 
 
-@app.command("agent ban", "Ban an attested agent given its SPIFFE ID", _id_flags("ban"))
 async def ban(ctx: Context) -> int:
     as_json = is_json(ctx)
     agent_id = _agent_id(ctx)
@@ -181,13 +173,12 @@ async def ban(ctx: Context) -> int:
 THIRTY_DAYS = 30 * 24 * 3600
 
 
-def _purge_flags(fs: FlagSet) -> None:
+def purge_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     fs.duration("expiredFor", THIRTY_DAYS, "Amount of time that has passed since the agent's SVID has expired. It is used to determine which agents to purge.")
     fs.bool("dryRun", False, "Indicates that the command will not perform any action, but will print the agents that would be purged.")
 
 
-@app.command("agent purge", "Purge expired agents that were attested using a non-TOFU security model based on a given time", _purge_flags)
 async def purge(ctx: Context) -> int:
     as_json = is_json(ctx)
     expired_for = duration_seconds(ctx.flags["expiredFor"])

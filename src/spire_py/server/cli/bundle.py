@@ -18,15 +18,16 @@ from cryptography import x509
 from ...common.bundle import Bundle as SpiffeBundle
 from ...common.bundle import BundleError
 from ...common.cli import CommandError, Context, FlagSet
+from ...common.cliprinter import go_quote, is_json, pem_encode, pluralize, print_proto_json
+from ...common.x509util import split_der_chain
 from ...proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from ...proto.spire.api.types import bundle_pb2 as types_bundle_pb2
-from .client import AdminClient, socket_flags
-from .main import app
-from .printing import (
-    PEM_FORMAT, SPIFFE_FORMAT, call, go_quote, is_json, pem_encode, pluralize, print_proto_json, trust_domain_name,
-)
+from .arguments import trust_domain_name
+from .client import AdminClient, call, socket_flags
 
 Bundle = types_bundle_pb2.Bundle
+PEM_FORMAT = "pem"
+SPIFFE_FORMAT = "spiffe"
 HEADER = "****************************************\n* {}\n****************************************\n"
 
 
@@ -35,23 +36,10 @@ HEADER = "****************************************\n* {}\n**********************
 
 def split_der(data: bytes) -> list[bytes]:
     """Certificates concatenated in one ASN.1 DER blob, as x509.ParseCertificates reads them."""
-    out = []
-    i = 0
-    while i < len(data):
-        if data[i] != 0x30 or i + 2 > len(data):
-            raise CommandError("unable to parse certificates ASN.1 DER data: x509: malformed certificate")
-        n = data[i + 1]
-        head = 2
-        if n & 0x80:
-            size = n & 0x7F
-            n = int.from_bytes(data[i + 2:i + 2 + size], "big")
-            head += size
-        end = i + head + n
-        if end > len(data):
-            raise CommandError("unable to parse certificates ASN.1 DER data: x509: malformed certificate")
-        out.append(data[i:end])
-        i = end
-    return out
+    try:
+        return split_der_chain(data)
+    except ValueError as exc:
+        raise CommandError(f"unable to parse certificates ASN.1 DER data: {exc}") from None
 
 
 def certs_from_pem(data: bytes) -> list[bytes]:
@@ -132,12 +120,11 @@ def _format_flag(fs: FlagSet, what: str) -> None:
     fs.string("format", PEM_FORMAT, f'The format to {what} (only pretty output format supports this flag). Either "pem" or "spiffe".')
 
 
-def _show_flags(fs: FlagSet) -> None:
+def show_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     _format_flag(fs, "show the bundle")
 
 
-@app.command("bundle show", "Prints server CA bundle to stdout", _show_flags)
 async def show(ctx: Context) -> int:
     as_json = is_json(ctx)
     async with AdminClient(ctx.flags["socketPath"]) as c:
@@ -149,13 +136,12 @@ async def show(ctx: Context) -> int:
     return 0
 
 
-def _list_flags(fs: FlagSet) -> None:
+def list_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     fs.string("id", "", "SPIFFE ID of the trust domain")
     _format_flag(fs, "list federated bundles")
 
 
-@app.command("bundle list", "Lists federated bundle data", _list_flags)
 async def list_(ctx: Context) -> int:
     as_json = is_json(ctx)
     fmt = ctx.flags["format"]
@@ -179,7 +165,7 @@ async def list_(ctx: Context) -> int:
     return 0
 
 
-def _set_flags(fs: FlagSet) -> None:
+def set_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     fs.string("id", "", "SPIFFE ID of the trust domain")
     fs.string("path", "", "Path to the bundle data")
@@ -197,7 +183,6 @@ def _load(path: str) -> bytes:
         raise CommandError(f"unable to load bundle data: open {path}: {reason[:1].lower() + reason[1:]}") from None
 
 
-@app.command("bundle set", "Creates or updates federated bundle data", _set_flags)
 async def set_(ctx: Context) -> int:
     as_json = is_json(ctx)
     f = ctx.flags
@@ -227,13 +212,12 @@ async def set_(ctx: Context) -> int:
 MODES = {"": 0, "restrict": 0, "delete": 1, "dissociate": 2}
 
 
-def _delete_flags(fs: FlagSet) -> None:
+def delete_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     fs.string("id", "", "SPIFFE ID of the trust domain")
     fs.string("mode", "restrict", "Deletion mode: one of restrict, delete, or dissociate")
 
 
-@app.command("bundle delete", "Deletes federated bundle data", _delete_flags)
 async def delete(ctx: Context) -> int:
     as_json = is_json(ctx)
     f = ctx.flags
@@ -254,7 +238,6 @@ async def delete(ctx: Context) -> int:
     return 0
 
 
-@app.command("bundle count", "Count bundles", socket_flags)
 async def count(ctx: Context) -> int:
     as_json = is_json(ctx)
     async with AdminClient(ctx.flags["socketPath"]) as c:

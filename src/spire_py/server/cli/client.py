@@ -1,18 +1,19 @@
-"""Admin-socket client used by the CLI commands (and by the Ansible modules)."""
+"""The admin-socket client the server's commands call the API through."""
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Iterator, Optional
+from typing import Any, Awaitable, Optional, TypeVar
 
-from google.protobuf import json_format
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from ...common.cli import CommandError, Context, FlagSet
+from ...common.cli import CommandError, FlagSet
+from ...common.cliprinter import rpc_error_text
 
 DEFAULT_SOCKET = "/tmp/spire-server/private/api.sock"
+
+T = TypeVar("T")
 
 
 def socket_flags(fs: FlagSet, output: bool = True) -> None:
@@ -44,38 +45,16 @@ class AdminClient:
 
 def rpc_error(exc: BaseException) -> CommandError:
     if isinstance(exc, GRPCError):
-        return CommandError(f"rpc error: code = {_code_name(exc.status)} desc = {exc.message}")
+        return CommandError(rpc_error_text(exc))
     if isinstance(exc, (ConnectionError, StreamTerminatedError, OSError)):
         return CommandError(f"connection error: {exc}")
     return CommandError(str(exc))
 
 
-def _code_name(status: Any) -> str:
-    return "".join(p.capitalize() for p in status.name.split("_")).replace("Ok", "OK")
-
-
-def code_name(code: int) -> str:
-    from grpclib.const import Status
-
-    return _code_name(Status(code))
-
-
-def to_json(msg: Any) -> Any:
-    """Proto → JSON the way SPIRE's -output json prints it (proto field names, defaults kept)."""
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-
-
-def print_json(ctx: Context, msg: Any) -> None:
-    ctx.out(json.dumps(to_json(msg)))
-
-
-def want_json(ctx: Context) -> bool:
-    fmt = ctx.flags.get("output", "pretty")
-    if fmt not in ("pretty", "json"):
-        raise CommandError(f'invalid output format "{fmt}"; supported formats: pretty, json')
-    return fmt == "json"
-
-
-def split_lines(values: list[str]) -> Iterator[str]:
-    for v in values:
-        yield from (x for x in v.split(",") if x)
+async def call(aw: Awaitable[T], prefix: str = "") -> T:
+    """Await an RPC; a failure becomes SPIRE's one-line error."""
+    try:
+        return await aw
+    except (GRPCError, StreamTerminatedError, ConnectionError, OSError) as exc:
+        err = rpc_error(exc)
+        raise CommandError(f"{prefix}{err}" if prefix else str(err)) from None

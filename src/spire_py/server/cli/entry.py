@@ -9,15 +9,12 @@ from typing import Any, Callable, Optional
 from google.protobuf import wrappers_pb2
 
 from ...common.cli import CommandError, Context, FlagSet
+from ...common.cliprinter import eprint, go_code, go_quote, go_time, is_json, pluralize, print_proto_json, unix_time
 from ...proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from ...proto.spire.api.types import entry_pb2 as types_entry_pb2
 from ...proto.spire.api.types import federateswith_pb2, selector_pb2, spiffeid_pb2
-from .client import AdminClient, socket_flags
-from .main import app
-from .printing import (
-    call, check_int32, eprint, go_code, go_quote, go_time, id_string, is_json, parse_selector, pluralize,
-    print_proto_json, spiffe_id_proto, trust_domain_name,
-)
+from .arguments import check_int32, id_string, parse_selector, spiffe_id_proto, trust_domain_name
+from .client import AdminClient, call, socket_flags
 
 Entry = types_entry_pb2.Entry
 SERVER_ID_PATH = "/spire/server"
@@ -42,7 +39,7 @@ def print_entry(e: Entry, write: Callable[[str], Any]) -> None:
     lines.append(f"X509-SVID TTL           : {e.x509_svid_ttl or 'default'}")
     lines.append(f"JWT-SVID TTL            : {e.jwt_svid_ttl or 'default'}")
     if e.expires_at:
-        lines.append(f"Expiration time         : {go_time(e.expires_at)}")
+        lines.append(f"Expiration time         : {go_time(unix_time(e.expires_at))}")
     lines += [f"Selector                : {s.type}:{s.value}" for s in e.selectors]
     lines += [f"FederatesWith           : {td}" for td in e.federates_with]
     lines += [f"DNS name                : {d}" for d in e.dns_names]
@@ -295,12 +292,18 @@ def _merge_attributes(e: Entry, existing: Entry, set_flags: set[str]) -> None:
         e.additional_attributes.jwt_svid_include_jti = requested.jwt_svid_include_jti
 
 
-@app.command("entry create", "Creates registration entries", lambda fs: _entry_flags(fs, update=False))
+def create_flags(fs: FlagSet) -> None:
+    _entry_flags(fs, update=False)
+
+
+def update_flags(fs: FlagSet) -> None:
+    _entry_flags(fs, update=True)
+
+
 async def create(ctx: Context) -> int:
     return await _create_or_update(ctx, update=False)
 
 
-@app.command("entry update", "Updates registration entries", lambda fs: _entry_flags(fs, update=True))
 async def update(ctx: Context) -> int:
     return await _create_or_update(ctx, update=True)
 
@@ -308,13 +311,12 @@ async def update(ctx: Context) -> int:
 # ---------------------------------------------------------------- delete
 
 
-def _delete_flags(fs: FlagSet) -> None:
+def delete_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     fs.string("entryID", "", "The Registration Entry ID of the record to delete.")
     fs.string("file", "", "Path to a file containing a JSON structure for batch deletion (optional). If set to '-', read from stdin.")
 
 
-@app.command("entry delete", "Deletes registration entries", _delete_flags)
 async def delete(ctx: Context) -> int:
     as_json = is_json(ctx)
     f = ctx.flags
@@ -407,7 +409,10 @@ def _build_filter(f: dict[str, Any], filt: Any, downstream_last: bool) -> None:
         filt.by_downstream.CopyFrom(wrappers_pb2.BoolValue(value=f["downstream"]))
 
 
-@app.command("entry show", "Displays configured registration entries", lambda fs: _filter_flags(fs, "show", True))
+def show_flags(fs: FlagSet) -> None:
+    _filter_flags(fs, "show", True)
+
+
 async def show(ctx: Context) -> int:
     as_json = is_json(ctx)
     f = ctx.flags
@@ -440,7 +445,10 @@ async def show(ctx: Context) -> int:
     return 0
 
 
-@app.command("entry count", "Count registration entries", lambda fs: _filter_flags(fs, "count", False))
+def count_flags(fs: FlagSet) -> None:
+    _filter_flags(fs, "count", False)
+
+
 async def count(ctx: Context) -> int:
     as_json = is_json(ctx)
     req = entry_pb2.CountEntriesRequest()

@@ -5,16 +5,14 @@ from __future__ import annotations
 from ...common.cli import CommandError, Context, FlagSet
 from ...proto.grpc.health.v1 import health_grpc, health_pb2
 from .client import AdminClient, rpc_error, socket_flags
-from .main import app
 
 
-def _flags(fs: FlagSet) -> None:
+def flags(fs: FlagSet) -> None:
     socket_flags(fs, output=False)
     fs.bool("shallow", False, "Perform a less stringent health check")
     fs.bool("verbose", False, "Print verbose information")
 
 
-@app.command("healthcheck", "Determines server health status", _flags)
 async def healthcheck(ctx: Context) -> int:
     if ctx.flags["verbose"]:
         ctx.out("Checking server health...")

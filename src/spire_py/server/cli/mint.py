@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -17,34 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ...common.cli import CommandError, Context, FlagSet
+from ...common.cli import CommandError, Context, FlagSet, write_file
+from ...common.cliprinter import eprint, go_json, go_quote, is_json, pem_encode, print_proto_json, rfc3339
 from ...proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from ...proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
-from .client import AdminClient, socket_flags
-from .main import app
-from .printing import (
-    call, check_int32, duration_seconds, eprint, go_json, go_quote, is_json, pem_encode, print_proto_json, rfc3339,
-    spiffe_id_proto, split_spiffe_id, ttl_seconds,
-)
-
-
-def write_file(path: str, data: bytes, mode: int) -> None:
-    """Atomic write (temp file, fsync, rename) with the given permissions."""
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+from .arguments import check_int32, duration_seconds, spiffe_id_proto, split_spiffe_id, ttl_seconds
+from .client import AdminClient, call, socket_flags
 
 
 def _ttl(ctx: Context) -> int:
@@ -57,7 +34,7 @@ def _ttl(ctx: Context) -> int:
 # ---------------------------------------------------------------- x509 mint
 
 
-def _x509_flags(fs: FlagSet) -> None:
+def x509_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     fs.string("spiffeID", "", "SPIFFE ID of the X509-SVID")
     fs.duration("ttl", 0, "TTL of the X509-SVID")
@@ -78,7 +55,6 @@ def make_csr(spiffe_id: str, dns_names: list[str]) -> tuple[ec.EllipticCurvePriv
     return key, csr.public_bytes(serialization.Encoding.DER)
 
 
-@app.command("x509 mint", "Mints an X509-SVID", _x509_flags)
 async def x509_mint(ctx: Context) -> int:
     as_json = is_json(ctx)
     f = ctx.flags
@@ -138,7 +114,7 @@ def _write(path: str, text: str, mode: int, what: str) -> None:
 # ---------------------------------------------------------------- jwt mint
 
 
-def _jwt_flags(fs: FlagSet) -> None:
+def jwt_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     fs.string("spiffeID", "", "SPIFFE ID of the JWT-SVID")
     fs.duration("ttl", 0, "TTL of the JWT-SVID")
@@ -153,7 +129,6 @@ def _token_expiry(token: str) -> Any:
     return claims["exp"]
 
 
-@app.command("jwt mint", "Mints a JWT-SVID", _jwt_flags)
 async def jwt_mint(ctx: Context) -> int:
     as_json = is_json(ctx)
     f = ctx.flags

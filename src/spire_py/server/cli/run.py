@@ -8,7 +8,6 @@ import sys
 from ...common.cli import CommandError, Context, FlagSet
 from ...common.config import ConfigError
 from ...common.daemon import load_config, print_warnings, start_logging
-from .main import app
 
 DEFAULT_CONFIG = "conf/server/server.conf"
 
@@ -25,7 +24,7 @@ OVERRIDES = {
 }
 
 
-def _flags(fs: FlagSet) -> None:
+def flags(fs: FlagSet) -> None:
     fs.string("config", DEFAULT_CONFIG, "Path to a SPIRE config file")
     fs.bool("expandEnv", False, "Expand environment variables in SPIRE config file")
     for name, usage in OVERRIDES.items():
@@ -38,7 +37,6 @@ def load(ctx: Context):  # type: ignore[no-untyped-def]
     return load_config(ctx, load_server_config, OVERRIDES)
 
 
-@app.command("run", "Runs the server", _flags)
 def run_cmd(ctx: Context) -> int:
     from ..server import SpireServer
 
@@ -55,7 +53,6 @@ def run_cmd(ctx: Context) -> int:
     return 0
 
 
-@app.command("validate", "Validates a SPIRE server configuration file", _flags)
 def validate_cmd(ctx: Context) -> int:
     from ..server import SpireServer
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from ...common.cli import Context, FlagSet
+from ...common.cliprinter import is_json, print_proto_json
 from ...proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
-from .client import AdminClient, socket_flags
-from .main import app
-from .printing import call, check_int32, is_json, print_proto_json, spiffe_id_proto
+from .arguments import check_int32, spiffe_id_proto
+from .client import AdminClient, call, socket_flags
 
 
-def _generate_flags(fs: FlagSet) -> None:
+def generate_flags(fs: FlagSet) -> None:
     socket_flags(fs)
     fs.int("ttl", 600, "Token TTL in seconds")
     fs.string("spiffeID", "", "Additional SPIFFE ID to assign the token owner (optional)")
 
 
-@app.command("token generate", "Generates a join token", _generate_flags)
 async def generate(ctx: Context) -> int:
     as_json = is_json(ctx)
     spiffe_id = ctx.flags["spiffeID"]

@@ -1,0 +1,37 @@
+"""Every spire-server command, in one table (as SPIRE's cmd/spire-server/cli/cli.go).
+
+A new command is a function in its group's module and one row here.
+"""
+
+from __future__ import annotations
+
+from ...common.cli import Command
+from . import agent, bundle, entry, healthcheck, mint, run, token
+from .client import socket_flags
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("Runs the server", run.flags, run.run_cmd),
+    "validate": Command("Validates a SPIRE server configuration file", run.flags, run.validate_cmd),
+    "healthcheck": Command("Determines server health status", healthcheck.flags, healthcheck.healthcheck),
+    "token generate": Command("Generates a join token", token.generate_flags, token.generate),
+    "entry create": Command("Creates registration entries", entry.create_flags, entry.create),
+    "entry update": Command("Updates registration entries", entry.update_flags, entry.update),
+    "entry delete": Command("Deletes registration entries", entry.delete_flags, entry.delete),
+    "entry show": Command("Displays configured registration entries", entry.show_flags, entry.show),
+    "entry count": Command("Count registration entries", entry.count_flags, entry.count),
+    "bundle show": Command("Prints server CA bundle to stdout", bundle.show_flags, bundle.show),
+    "bundle list": Command("Lists federated bundle data", bundle.list_flags, bundle.list_),
+    "bundle set": Command("Creates or updates federated bundle data", bundle.set_flags, bundle.set_),
+    "bundle delete": Command("Deletes federated bundle data", bundle.delete_flags, bundle.delete),
+    "bundle count": Command("Count bundles", socket_flags, bundle.count),
+    "agent list": Command("Lists attested agents and their SPIFFE IDs", agent.filter_flags, agent.list_),
+    "agent count": Command("Count attested agents", agent.filter_flags, agent.count),
+    "agent show": Command("Shows the details of an attested agent given its SPIFFE ID",
+                          agent.id_flags("show"), agent.show),
+    "agent evict": Command("Evicts an attested agent given its SPIFFE ID", agent.id_flags("evict"), agent.evict),
+    "agent ban": Command("Ban an attested agent given its SPIFFE ID", agent.id_flags("ban"), agent.ban),
+    "agent purge": Command("Purge expired agents that were attested using a non-TOFU security model based on a given time",
+                           agent.purge_flags, agent.purge),
+    "x509 mint": Command("Mints an X509-SVID", mint.x509_flags, mint.x509_mint),
+    "jwt mint": Command("Mints a JWT-SVID", mint.jwt_flags, mint.jwt_mint),
+}
