@@ -15,15 +15,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from spire_py.agent.cli import api
-from spire_py.common.cli import App
+from spire_py.agent.cli.main import app
 
 from test_workloadapi_fixtures import FEDERATED_TD, WORKLOAD_ID, threaded_world, uid_selector  # noqa: F401
 
 
 def cli(*argv: str) -> int:
-    app = App("spire-agent", "test")
-    api.register(app)
     return app.main(list(argv))
 
 
@@ -32,8 +29,6 @@ def go_time(t) -> str:
 
 
 def test_commands_are_registered_with_spire_names():
-    app = App("spire-agent", "test")
-    api.register(app)
     assert {" ".join(k) for k in app.commands} >= {
         "api fetch", "api fetch x509", "api fetch jwt", "api validate jwt", "api watch"}
 
@@ -80,6 +75,17 @@ def test_fetch_x509_json_is_the_protojson_response(threaded_world, capsys):
     assert doc["crl"] == [] and doc["federated_bundles"] == {}
     assert doc["svids"][0]["spiffe_id"] == WORKLOAD_ID
     assert sorted(doc["svids"][0]) == ["bundle", "hint", "spiffe_id", "x509_svid", "x509_svid_key"]
+
+
+def test_fetch_x509_json_escapes_html_like_go(threaded_world, capsys):
+    # Go's encoding/json writes <, > and & as \u003c, \u003e and \u0026; spire-server does the same.
+    w = threaded_world.world
+    w.add_entry(hint="<a&b>")
+    assert cli("api", "fetch", "x509", "-socketPath", w.socket_path, "-output", "json") == 0
+    out = capsys.readouterr().out
+    assert '"hint":"\\u003ca\\u0026b\\u003e"' in out
+    assert not {"<", ">", "&"} & set(out)
+    assert json.loads(out)["svids"][0]["hint"] == "<a&b>"
 
 
 def test_fetch_x509_without_identity_fails_with_the_rpc_error(threaded_world, capsys):
@@ -149,8 +155,7 @@ def test_watch_prints_updates_until_interrupted(threaded_world):
     w = threaded_world.world
     entry = w.add_entry()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    code = ("import sys; from spire_py.common.cli import App; from spire_py.agent.cli import api; "
-            "app = App('spire-agent', 't'); api.register(app); sys.exit(app.main(sys.argv[1:]))")
+    code = "import sys; from spire_py.agent.cli.main import main; sys.exit(main())"
     proc = subprocess.Popen([sys.executable, "-c", code, "api", "watch", "-socketPath", w.socket_path],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -64,10 +64,10 @@ def _parse(data: bytes, fmt: str, td: TrustDomain) -> list[x509.Certificate]:
 
 # --- trust_bundle_spiffe_workload_api ---------------------------------------------------------
 def _workload_client(address: str) -> Any:
-    """A Workload API client for unix:///path or tcp://ip:port (the CLI's, reused)."""
+    """A Workload API client for unix:///path or tcp://ip:port (the one `spire-agent api` uses)."""
     from grpclib.client import Channel
 
-    from .cli.api import WorkloadClient
+    from .workloadapi.client import WorkloadClient
 
     parsed = urllib.parse.urlsplit(address)
     if parsed.scheme == "unix":

@@ -8,40 +8,38 @@ SPIRE's pretty format or, with ``-output json``, as SPIRE's protojson shapes.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import os
 import signal
-import tempfile
 import time
-from typing import Any, Optional
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import json_format
-from grpclib.client import Channel
-from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from ...common.cli import App, CommandError, Context, FlagSet
+from ...common.cli import CommandError, Context, FlagSet, write_file
+from ...common.cliprinter import go_time, print_proto_json, rpc_error_text
 from ...common.duration import format_duration_ns
 from ...common.spiffeid import SpiffeId, SpiffeIdError
-from ...proto.workload import workload_grpc, workload_pb2 as pb
+from ...common.x509util import certs_to_pem, split_der_chain
+from ...proto.workload import workload_pb2 as pb
+from ..workloadapi.client import HEADER, StreamEndedError, WorkloadClient
 
 DEFAULT_SOCKET = "/tmp/spire-agent/public/api.sock"
 DEFAULT_TIMEOUT = 5
-HEADER = {"workload.spiffe.io": "true"}
 OUTPUT_USAGE = "Desired output format (pretty, json); default: pretty."
 WATCH_RETRY = 1.0
 
 
 # --- plumbing -------------------------------------------------------------------------------
-def _socket_flag(fs: FlagSet) -> None:
+def socket_flag(fs: FlagSet) -> None:
     fs.string("socketPath", DEFAULT_SOCKET, "Path to the SPIRE Agent API Unix domain socket")
 
 
 def _common_flags(fs: FlagSet) -> None:
-    _socket_flag(fs)
+    socket_flag(fs)
     fs.duration("timeout", DEFAULT_TIMEOUT, "Time to wait for a response")
     fs.string("output", "", OUTPUT_USAGE)
 
@@ -55,14 +53,10 @@ def _want_json(ctx: Context) -> bool:
     return fmt == "json"
 
 
-def _code(status: Status) -> str:
-    return "".join(p.capitalize() for p in status.name.split("_")).replace("Ok", "OK")
-
-
 def rpc_error(exc: BaseException, socket_path: str = "") -> CommandError:
     """A failed call, worded as grpc-go words it in SPIRE's output."""
     if isinstance(exc, GRPCError):
-        return CommandError(f"rpc error: code = {_code(exc.status)} desc = {exc.message or ''}")
+        return CommandError(rpc_error_text(exc))
     if isinstance(exc, asyncio.TimeoutError):
         return CommandError("rpc error: code = DeadlineExceeded desc = context deadline exceeded")
     if isinstance(exc, OSError) and exc.strerror:
@@ -75,77 +69,15 @@ def rpc_error(exc: BaseException, socket_path: str = "") -> CommandError:
     return CommandError(str(exc))
 
 
-class WorkloadClient:
-    """A Channel on the agent's public socket and the Workload API stub; closes on exit."""
-
-    def __init__(self, socket_path: str, timeout: Optional[float] = None) -> None:
-        self.socket_path = socket_path
-        self.timeout = timeout or None
-        self.channel: Optional[Channel] = None
-
-    async def __aenter__(self) -> "WorkloadClient":
-        self.channel = Channel(path=self.socket_path)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        if self.channel is not None:
-            self.channel.close()
-
-    @property
-    def stub(self) -> workload_grpc.SpiffeWorkloadAPIStub:
-        assert self.channel is not None
-        return workload_grpc.SpiffeWorkloadAPIStub(self.channel)
-
-    async def first(self, method: Any, request: Any) -> Any:
-        """Open a server stream, return its first message and cancel the rest."""
-        async with method.open(timeout=self.timeout, metadata=HEADER) as stream:
-            await stream.send_message(request, end=True)
-            msg = await stream.recv_message()
-            if msg is None:
-                await stream.recv_trailing_metadata()
-                raise CommandError("rpc error: code = Unavailable desc = stream ended without a response")
-            await stream.cancel()
-            return msg
-
-    async def unary(self, method: Any, request: Any) -> Any:
-        return await method(request, timeout=self.timeout, metadata=HEADER)
-
-
 async def _call(ctx: Context, fn: Any) -> Any:
     path = ctx.flags["socketPath"]
     try:
         async with WorkloadClient(path, ctx.flags.get("timeout")) as client:
             return await fn(client)
-    except CommandError:
-        raise
+    except StreamEndedError as exc:
+        raise CommandError(str(exc)) from None
     except (GRPCError, asyncio.TimeoutError, OSError, StreamTerminatedError) as exc:
         raise rpc_error(exc, path) from None
-
-
-def _remove_nulls(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _remove_nulls(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, list):
-        return [_remove_nulls(v) for v in obj if v is not None]
-    return obj
-
-
-def to_json(msg: Any) -> Any:
-    d = json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    return _remove_nulls(d)
-
-
-def print_json(ctx: Context, *msgs: Any) -> None:
-    """One message as an object, several as an array (SPIRE's cliprinter)."""
-    docs = [to_json(m) for m in msgs]
-    ctx.out(json.dumps(docs[0] if len(docs) == 1 else docs, sort_keys=True, separators=(",", ":")))
-
-
-def go_time(t: dt.datetime) -> str:
-    """A UTC time as Go's ``%v`` prints it: 2024-01-02 15:04:05 +0000 UTC."""
-    t = t.astimezone(dt.timezone.utc)
-    frac = f".{t.microsecond:06d}".rstrip("0") if t.microsecond else ""
-    return t.strftime("%Y-%m-%d %H:%M:%S") + frac + " +0000 UTC"
 
 
 # --- X.509 ----------------------------------------------------------------------------------
@@ -157,23 +89,8 @@ class X509SVID:
 
 
 def _parse_certs(der: bytes) -> list[x509.Certificate]:
-    """Concatenated DER certificates (the Workload API's encoding), split on ASN.1 SEQUENCE lengths."""
-    out, i = [], 0
-    while i < len(der):
-        if der[i] != 0x30 or i + 2 > len(der):
-            raise ValueError("x509: malformed certificate")
-        n, hdr = der[i + 1], 2
-        if n & 0x80:
-            width = n & 0x7F
-            if width == 0 or width > 4 or i + 2 + width > len(der):
-                raise ValueError("x509: malformed certificate")
-            n, hdr = int.from_bytes(der[i + 2:i + 2 + width], "big"), 2 + width
-        end = i + hdr + n
-        if end > len(der):
-            raise ValueError("x509: malformed certificate")
-        out.append(x509.load_der_x509_certificate(der[i:end]))
-        i = end
-    return out
+    """Concatenated DER certificates, the Workload API's encoding."""
+    return [x509.load_der_x509_certificate(d) for d in split_der_chain(der)]
 
 
 def parse_x509_response(resp: pb.X509SVIDResponse) -> list[X509SVID]:
@@ -254,29 +171,6 @@ def print_x509(ctx: Context, svids: list[X509SVID], elapsed_ns: int) -> None:
     ctx.out()
 
 
-def _write_file(path: str, data: bytes, mode: int) -> None:
-    """Atomic replace: readers see the old file or the new one, never half of one."""
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _pem(certs: list[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
 def write_x509(ctx: Context, directory: str, svids: list[X509SVID]) -> None:
     try:
         for i, s in enumerate(svids):
@@ -284,22 +178,22 @@ def write_x509(ctx: Context, directory: str, svids: list[X509SVID]) -> None:
             key_path = os.path.join(directory, f"svid.{i}.key")
             bundle_path = os.path.join(directory, f"bundle.{i}.pem")
             ctx.out(f"Writing SVID #{i} to file {svid_path}.")
-            _write_file(svid_path, _pem(s.certs), 0o644)
+            write_file(svid_path, certs_to_pem(s.certs), 0o644)
             ctx.out(f"Writing key #{i} to file {key_path}.")
             key_pem = s.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption())
-            _write_file(key_path, key_pem, 0o600)
+            write_file(key_path, key_pem, 0o600)
             ctx.out(f"Writing bundle #{i} to file {bundle_path}.")
-            _write_file(bundle_path, _pem(s.bundle), 0o644)
+            write_file(bundle_path, certs_to_pem(s.bundle), 0o644)
             for j, td in enumerate(sorted(s.federated)):
                 path = os.path.join(directory, f"federated_bundle.{i}.{j}.pem")
                 ctx.out(f"Writing federated bundle #{j} for trust domain {td} to file {path}.")
-                _write_file(path, _pem(s.federated[td]), 0o644)
+                write_file(path, certs_to_pem(s.federated[td]), 0o644)
     except OSError as exc:
         raise CommandError(f"open {exc.filename}: {(exc.strerror or str(exc)).lower()}") from None
 
 
-def _x509_flags(fs: FlagSet) -> None:
+def x509_flags(fs: FlagSet) -> None:
     _common_flags(fs)
     fs.bool("silent", False, "Suppress stdout")
     fs.string("write", "", "Write SVID data to the specified path (optional; only available for pretty output format)")
@@ -311,7 +205,7 @@ async def fetch_x509(ctx: Context) -> int:
     resp = await _call(ctx, lambda c: c.first(c.stub.FetchX509SVID, pb.X509SVIDRequest()))
     elapsed = time.monotonic_ns() - start
     if as_json:
-        print_json(ctx, resp)
+        print_proto_json(ctx, resp)
         return 0
     svids = parse_x509_response(resp)
     if not ctx.flags["silent"]:
@@ -322,7 +216,7 @@ async def fetch_x509(ctx: Context) -> int:
 
 
 # --- JWT ------------------------------------------------------------------------------------
-def _jwt_flags(fs: FlagSet) -> None:
+def jwt_flags(fs: FlagSet) -> None:
     _common_flags(fs)
     fs.list("audience", "comma separated list of audience values")
     fs.string("spiffeID", "", "SPIFFE ID subject (optional)")
@@ -344,7 +238,7 @@ async def fetch_jwt(ctx: Context) -> int:
 
     svids, bundles = await _call(ctx, fetch)
     if as_json:
-        print_json(ctx, svids, bundles)
+        print_proto_json(ctx, svids, bundles)
         return 0
     for s in svids.svids:
         ctx.out(f"token({s.spiffe_id}):\n\t{s.svid}")
@@ -355,7 +249,7 @@ async def fetch_jwt(ctx: Context) -> int:
     return 0
 
 
-def _validate_flags(fs: FlagSet) -> None:
+def validate_flags(fs: FlagSet) -> None:
     _common_flags(fs)
     fs.string("audience", "", "expected audience value")
     fs.string("svid", "", "JWT SVID")
@@ -377,7 +271,7 @@ async def validate_jwt(ctx: Context) -> int:
             raise CommandError(f"SVID is not valid: {msg[len(prefix):]}") from None
         raise CommandError(f"unable to validate JWT SVID: {msg}") from None
     if as_json:
-        print_json(ctx, resp)
+        print_proto_json(ctx, resp)
         return 0
     claims = json_format.MessageToDict(resp.claims)
     ctx.out("SVID is valid.")
@@ -448,13 +342,3 @@ async def _watch_loop(ctx: Context) -> None:
         except (GRPCError, OSError, StreamTerminatedError) as exc:
             print(rpc_error(exc, path), file=ctx.stderr, flush=True)
         await asyncio.sleep(WATCH_RETRY)
-
-
-def register(app: App) -> None:
-    x509_synopsis = "Fetches X509 SVIDs from the Workload API"
-    app.command("api fetch", x509_synopsis, _x509_flags)(fetch_x509)
-    app.command("api fetch x509", x509_synopsis, _x509_flags)(fetch_x509)
-    app.command("api fetch jwt", "Fetches a JWT SVID from the Workload API", _jwt_flags)(fetch_jwt)
-    app.command("api validate jwt", "Validates a JWT SVID", _validate_flags)(validate_jwt)
-    app.command("api watch", "Attaches to the Workload API and prints updates as they're received",
-                _socket_flag)(watch)

@@ -1,4 +1,4 @@
-"""spire-agent: the command tree, as SPIRE's."""
+"""spire-agent: the command tree of commands.py, as SPIRE's."""
 
 from __future__ import annotations
 
@@ -7,18 +7,9 @@ from typing import Optional, Sequence
 
 from ... import __version__
 from ...common.cli import App
+from .commands import COMMANDS
 
-app = App("spire-agent", __version__)
-
-from . import run  # noqa: E402,F401
-
-try:
-    from . import api as _api  # noqa: E402
-
-    _api.register(app)
-except ModuleNotFoundError as exc:  # the api commands are optional until built
-    if exc.name != f"{__package__}.api":
-        raise
+app = App("spire-agent", __version__, COMMANDS)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

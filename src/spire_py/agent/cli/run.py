@@ -1,4 +1,4 @@
-"""spire-agent run | validate | healthcheck."""
+"""spire-agent run | validate."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import sys
 from ...common.cli import CommandError, Context, FlagSet
 from ...common.config import ConfigError
 from ...common.daemon import load_config, print_warnings, start_logging
-from .main import app
 
 DEFAULT_CONFIG = "conf/agent/agent.conf"
-DEFAULT_SOCKET = "/tmp/spire-agent/public/api.sock"
 
 OVERRIDES = {
     "serverAddress": "IP address or DNS name of the SPIRE server",
@@ -29,7 +27,7 @@ OVERRIDES = {
 }
 
 
-def _flags(fs: FlagSet) -> None:
+def flags(fs: FlagSet) -> None:
     fs.string("config", DEFAULT_CONFIG, "Path to a SPIRE config file")
     fs.bool("expandEnv", False, "Expand environment variables in SPIRE config file")
     fs.bool("insecureBootstrap", False, "If true, the agent bootstraps without verifying the server's identity")
@@ -43,7 +41,6 @@ def load(ctx: Context):  # type: ignore[no-untyped-def]
     return load_config(ctx, load_agent_config, [*OVERRIDES, "insecureBootstrap"])
 
 
-@app.command("run", "Runs the agent", _flags)
 def run_cmd(ctx: Context) -> int:
     from ..agent import SpireAgent
     from ..attestor import AttestationFailed
@@ -60,7 +57,6 @@ def run_cmd(ctx: Context) -> int:
         return 1
 
 
-@app.command("validate", "Validates a SPIRE agent configuration file", _flags)
 def validate_cmd(ctx: Context) -> int:
     from ..agent import SpireAgent
 
@@ -72,36 +68,4 @@ def validate_cmd(ctx: Context) -> int:
         print(f"SPIRE agent configuration file is invalid: {exc}", file=sys.stderr)
         return 1
     print("SPIRE agent configuration file is valid.")
-    return 0
-
-
-def _hc_flags(fs: FlagSet) -> None:
-    fs.string("socketPath", DEFAULT_SOCKET, "Path to the SPIRE Agent API socket")
-    fs.bool("shallow", False, "Perform a less stringent health check")
-    fs.bool("verbose", False, "Print verbose information")
-
-
-@app.command("healthcheck", "Determines agent health status", _hc_flags)
-async def healthcheck(ctx: Context) -> int:
-    import os
-
-    from grpclib.client import Channel
-
-    from ...proto.grpc.health.v1 import health_grpc, health_pb2
-
-    if ctx.flags["verbose"]:
-        ctx.out("Checking agent health...")
-    path = ctx.flags["socketPath"]
-    if not os.path.exists(path):
-        raise CommandError(f"agent is unhealthy: unable to determine health: socket {path} does not exist")
-    ch = Channel(path=path)
-    try:
-        resp = await health_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    except Exception as exc:
-        raise CommandError(f"agent is unhealthy: unable to determine health: {exc}") from None
-    finally:
-        ch.close()
-    if resp.status != health_pb2.HealthCheckResponse.SERVING:
-        raise CommandError("agent is unhealthy: agent returned status \"NOT_SERVING\"")
-    ctx.out("Agent is healthy.")
     return 0
