@@ -23,6 +23,13 @@ proto: venv
 test: venv
 	bash scripts/test.sh
 
+# One suite alone, without the scratch databases (their DataStore cases are skipped).
+unit: venv
+	$(VPY) -m pytest -q -p no:cacheprovider tests/unit
+
+integration: venv
+	$(VPY) -m pytest -q -p no:cacheprovider tests/integration
+
 demo: venv
 	$(VPY) -m spire_py.demo
 
