@@ -1,7 +1,7 @@
 """Server DataStore: registration entries, agents, bundles, join tokens, events.
 
-``SQLDataStore`` is the only implementation (plugin "sql"), over sqlite3 now and
-PostgreSQL/MySQL later, with the same schema and Alembic migrations.
+``SQLDataStore`` is the only implementation (plugin "sql"), over sqlite3, PostgreSQL
+and MySQL (``dialects.py``), with the same schema and Alembic migrations.
 """
 
 from .errors import (
