@@ -42,10 +42,12 @@ FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None
 
 _VALUE = re.compile(rb'(=\s*)("[^"\n]*"|\d+|true|false)')
 WRONG_VALUES = [b"1", b"-1", b"0x7fffffffffffffffffff", b"1e400", b"true", b"[]", b"{}", b'["a", 1, true]',
-                b'{ a = 1 }', b'""', b'"\\u0000"', b'"${HOME}"', b'"-1h"', b'"99999999999999999h"', b"null"]
+                b'{ a = 1 }', b'""', b'"\\u0000"', b'"${HOME}"', b'"-1h"', b'"99999999999999999h"', b"null",
+                b"9" * 5000, b'"\\ud800"']
 
 SNIPPETS = [b"{", b"}", b"[", b"]", b'"', b"=", b":", b",", b"\n", b"\x00", b"\xff\xfe", "\ufeff".encode(), b"$",
-            b"${", b"${HOME}", b"$$", b"<<EOF\n", b"<<-EOT\nx\nEOT\n", b"/*", b"*/", b"#", b"//", b"\\", b'"\\u00"', b"\x1b[31m",
+            b"${", b"${HOME}", b"$$", b"<<EOF\n", b"<<-EOT\nx\nEOT\n", b"/*", b"*/", b"#", b"//", b"\\", b'"\\u00"',
+            b"\x1b[31m",
             b'plugin_cmd = "/bin/true"', b'plugin_data_file = "/nonexistent"', b'join_token_file = "/"',
             b'enabled = false', b"server {}", b"plugins {}", b'KeyManager "memory" {}', b'unknown_section { a = 1 }',
             b"experimental { }", b'trust_domain = "spiffe://x/y"', b'federates_with "a" {}', b"1.5e9999"]
@@ -175,6 +177,7 @@ def load_like_validate(workdir: Path, side: str, data: bytes, expand_env: bool =
     except ConfigError as exc:
         text = str(exc)
         assert text and "\n" not in text and "\x1b" not in text, text
+        text.encode("utf-8")  # printable as it is: no lone surrogate
 
 
 @FUZZ

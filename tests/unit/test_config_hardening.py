@@ -17,7 +17,7 @@ from spire_py.agent.cli.main import main as agent_main
 from spire_py.common.config import ConfigError, parse_text
 from spire_py.common.config_source import MAX_DEPTH
 from spire_py.server.cli.main import main as server_main
-from spire_py.server.config import load_server_config
+from spire_py.server.config import load_server_config, server_config_from
 
 SERVER_PLUGINS = """
 plugins {
@@ -57,6 +57,10 @@ def agent_conf(tmp_path, body="", plugins=AGENT_PLUGINS):
 
 
 MAINS = {"server": server_main, "agent": agent_main}
+
+
+def load_server_config_from_text(text):
+    return server_config_from(*parse_text(text, "f.json"))
 
 
 def cli(side):
@@ -262,3 +266,20 @@ def test_a_nul_character_anywhere_is_a_config_error_naming_the_key(text, key):
     with pytest.raises(ConfigError) as exc:
         parse_text(text, "f.conf")
     assert str(exc.value).startswith("f.conf:1: " + key + ": must not contain a NUL character")
+
+
+@pytest.mark.parametrize("text, line", [
+    ('{"server": {"bind_port": 1' + "0" * 5000 + "}}", 1),
+    ("server {\n  bind_port = 1" + "0" * 5000 + "\n}", 2),
+])
+def test_a_number_too_long_for_python_is_a_config_error_in_both_formats(text, line):
+    with pytest.raises(ConfigError) as exc:
+        parse_text(text, "f.conf")
+    assert str(exc.value) == f"f.conf:{line}: number with more than {sys.get_int_max_str_digits()} digits"
+
+
+def test_a_lone_surrogate_is_escaped_in_errors():
+    with pytest.raises(ConfigError) as exc:
+        load_server_config_from_text('{"\\ud800": {}}')
+    assert str(exc.value).startswith('f.json:1: \\ud800: unknown section "\\ud800"')
+    str(exc.value).encode("utf-8")

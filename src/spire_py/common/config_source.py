@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence, Union
 
@@ -50,8 +51,9 @@ class ConfigError(Exception):
 
 
 # Control characters from the file (a key "a\nb", an escape sequence) would break the
-# one-line error or drive the terminal; they are shown escaped.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# one-line error or drive the terminal, and a lone surrogate ("\ud800" in JSON) cannot
+# be written as UTF-8; they are shown escaped.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _printable(text: str) -> str:
@@ -402,7 +404,28 @@ def parse_text(text: str, path: Optional[str] = None) -> tuple[dict[str, Any], S
     return data, source
 
 
+_LONG_INT = "integer string conversion"  # in Python's refusal to convert very long integers
+
+
+def _long_number(text: str, path: Optional[str]) -> ConfigError:
+    """Python refuses to convert integers this long (a guard against slow parsing);
+    its message names a Python setting, so say it in the file's terms."""
+    limit = sys.get_int_max_str_digits()
+    m = re.search(r"\d{%d,}" % (limit + 1), text)
+    line = text.count("\n", 0, m.start()) + 1 if m else None
+    return ConfigError(f"number with more than {limit} digits", path=path, line=line)
+
+
 def _parse(text: str, path: Optional[str]) -> tuple[Any, str]:
+    try:
+        return _parse_either(text, path)
+    except ValueError as exc:  # syntax errors are ConfigErrors by now
+        if _LONG_INT not in str(exc):
+            raise
+        raise _long_number(text, path) from None
+
+
+def _parse_either(text: str, path: Optional[str]) -> tuple[Any, str]:
     if _looks_like_json(text):
         try:
             return json.loads(text), "json"
@@ -419,6 +442,8 @@ def _parse(text: str, path: Optional[str]) -> tuple[Any, str]:
     except RecursionError:
         raise
     except Exception as exc:  # pyhcl raises ValueError, sometimes others, for syntax errors
+        if _LONG_INT in str(exc):
+            raise _long_number(text, path) from None
         msg = str(exc)
         m = _PYHCL_LINE.match(msg)
         if m:
