@@ -11,27 +11,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
-from spire_py.common.plugin import Plugin, PluginConfigError, PluginContext, register
+from spire_py.common.plugin import (
+    BOOL, EXACT_INT, EXACT_STR, Ctx, Field, KeyPath, Kind, Plugin, PluginConfigError, PluginContext, Schema, register,
+)
 
 from .dialects import DATABASE_TYPES, DriverMissingError, TLSFiles
 from .errors import DataStoreError
 from .store import SQLDataStore
-
-KNOWN_KEYS = (
-    "database_type",
-    "connection_string",
-    "ro_connection_string",
-    "max_open_conns",
-    "max_idle_conns",
-    "conn_max_lifetime",
-    "disable_migration",
-    "log_sql",
-    "client_cert_path",
-    "client_key_path",
-    "root_ca_path",
-)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -60,88 +49,99 @@ def parse_duration(value: Any, key: str) -> float:
     return total
 
 
-def _int(data: dict[str, Any], key: str) -> int | None:
-    v = data.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise PluginConfigError(f"{key} must be a non-negative integer", key)
-    return v
+class _SecondsOrDuration(Kind):
+    """conn_max_lifetime: a Go duration or, as before, a number of seconds."""
+
+    name = "duration"
+
+    def convert(self, ctx: Ctx, path: KeyPath, value: Any) -> Any:
+        key = str(path[-1])
+        try:
+            return parse_duration(value, key)
+        except PluginConfigError as exc:
+            raise ctx.error(path, str(exc)) from None
 
 
-def _bool(data: dict[str, Any], key: str) -> bool:
-    v = data.get(key, False)
-    if not isinstance(v, bool):
-        raise PluginConfigError(f"{key} must be true or false", key)
-    return v
+@dataclass
+class SQLConfig:
+    database_type: str
+    connection_string: str
+    ro_connection_string: str
+    max_open_conns: Optional[int]
+    max_idle_conns: Optional[int]
+    conn_max_lifetime: Optional[float]
+    disable_migration: bool
+    log_sql: bool
+    client_cert_path: str
+    client_key_path: str
+    root_ca_path: str
 
 
-def _str(data: dict[str, Any], key: str) -> str:
-    v = data.get(key, "")
-    if not isinstance(v, str):
-        raise PluginConfigError(f"{key} must be a string", key)
-    return v
+_TLS_KEYS = ("client_cert_path", "client_key_path", "root_ca_path")
 
 
 @register("server")
 class SQLDataStorePlugin(Plugin):
     TYPE: ClassVar[str] = "DataStore"
     NAME: ClassVar[str] = "sql"
+    CONFIG = Schema([
+        Field("database_type", EXACT_STR),
+        Field("connection_string", EXACT_STR),
+        Field("ro_connection_string", EXACT_STR),
+        Field("max_open_conns", EXACT_INT, default=None),
+        Field("max_idle_conns", EXACT_INT, default=None),
+        Field("conn_max_lifetime", _SecondsOrDuration(), default=None),
+        Field("disable_migration", BOOL, default=False),
+        Field("log_sql", BOOL, default=False),
+        *(Field(key, EXACT_STR) for key in _TLS_KEYS),
+    ])
+    CONFIG_TYPE = SQLConfig
 
     @classmethod
-    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
-        """Validate plugin_data without opening (or creating) the database."""
-        cls._options(data)
+    def validate(cls, config: SQLConfig, ctx: PluginContext) -> None:
+        """Checks plugin_data without opening (or creating) the database."""
+        if not config.database_type:
+            raise PluginConfigError("database_type must be set", "database_type")
+        if config.database_type not in DATABASE_TYPES:
+            raise PluginConfigError(
+                f'unsupported database_type "{config.database_type}"; use one of {", ".join(DATABASE_TYPES)}',
+                "database_type",
+            )
+        if not config.connection_string:
+            raise PluginConfigError("connection_string must be set", "connection_string")
+        for key in ("max_open_conns", "max_idle_conns"):
+            value = getattr(config, key)
+            if value is not None and value < 0:
+                raise PluginConfigError(f"{key} must be a non-negative integer", key)
+        tls = _tls(config)
+        if tls.any() and config.database_type != "mysql":
+            key = next(k for k in _TLS_KEYS if getattr(config, k))
+            raise PluginConfigError(f"{key} is only supported for database_type mysql", key)
+        if bool(tls.client_cert_path) != bool(tls.client_key_path):
+            key = "client_key_path" if tls.client_cert_path else "client_cert_path"
+            raise PluginConfigError("client_cert_path and client_key_path must be set together", key)
 
     @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> SQLDataStore:  # type: ignore[override]
+    def from_config(cls, config: SQLConfig, ctx: PluginContext) -> SQLDataStore:  # type: ignore[override]
         """Return the open store itself: the DataStore is a synchronous object the
         server drives from its thread pool, closed with ``close()``."""
-        database_type, connection_string, options = cls._options(data)
         try:
-            return SQLDataStore(database_type, connection_string, **options)
+            return SQLDataStore(
+                config.database_type, config.connection_string,
+                max_open_conns=config.max_open_conns,
+                max_idle_conns=config.max_idle_conns,
+                conn_max_lifetime=config.conn_max_lifetime,
+                ro_connection_string=config.ro_connection_string or None,
+                disable_migration=config.disable_migration,
+                log_sql=config.log_sql,
+                tls=_tls(config),
+            )
         except DriverMissingError as exc:
             raise PluginConfigError(f"datastore: {exc}", "database_type") from exc
         except DataStoreError as exc:
             raise PluginConfigError(f"datastore: {exc}", "connection_string") from exc
 
-    @classmethod
-    def _options(cls, data: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-        unknown = sorted(k for k in data if k not in KNOWN_KEYS)
-        if unknown:
-            raise PluginConfigError(
-                f'unknown configuration key "{unknown[0]}"; known keys: {", ".join(KNOWN_KEYS)}',
-                unknown[0],
-            )
-        database_type = _str(data, "database_type")
-        if not database_type:
-            raise PluginConfigError("database_type must be set", "database_type")
-        if database_type not in DATABASE_TYPES:
-            raise PluginConfigError(
-                f'unsupported database_type "{database_type}"; use one of {", ".join(DATABASE_TYPES)}',
-                "database_type",
-            )
-        connection_string = _str(data, "connection_string")
-        if not connection_string:
-            raise PluginConfigError("connection_string must be set", "connection_string")
-        lifetime = data.get("conn_max_lifetime")
-        tls = TLSFiles(
-            client_cert_path=_str(data, "client_cert_path"),
-            client_key_path=_str(data, "client_key_path"),
-            root_ca_path=_str(data, "root_ca_path"),
-        )
-        if tls.any() and database_type != "mysql":
-            key = next(k for k in ("client_cert_path", "client_key_path", "root_ca_path") if data.get(k))
-            raise PluginConfigError(f"{key} is only supported for database_type mysql", key)
-        if bool(tls.client_cert_path) != bool(tls.client_key_path):
-            key = "client_key_path" if tls.client_cert_path else "client_cert_path"
-            raise PluginConfigError("client_cert_path and client_key_path must be set together", key)
-        return database_type, connection_string, dict(
-            max_open_conns=_int(data, "max_open_conns"),
-            max_idle_conns=_int(data, "max_idle_conns"),
-            conn_max_lifetime=parse_duration(lifetime, "conn_max_lifetime") if lifetime is not None else None,
-            ro_connection_string=_str(data, "ro_connection_string") or None,
-            disable_migration=_bool(data, "disable_migration"),
-            log_sql=_bool(data, "log_sql"),
-            tls=tls,
-        )
+
+def _tls(config: SQLConfig) -> TLSFiles:
+    return TLSFiles(client_cert_path=config.client_cert_path, client_key_path=config.client_key_path,
+                    root_ca_path=config.root_ca_path)

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 
 from ....common.keys import atomic_write
-from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.plugin import EXACT_STR, Field, PluginConfigError, PluginContext, Schema, register
 from .base import AgentKeyManager
 
 KEYS_FILE = "keys.json"
 
 
+@dataclass
+class DiskKeyManagerConfig:
+    directory: str
+
+
 @register("agent")
 class DiskKeyManager(AgentKeyManager):
     NAME = "disk"
+    CONFIG = Schema([Field("directory", EXACT_STR)])
+    CONFIG_TYPE = DiskKeyManagerConfig
 
     def __init__(self, directory: str) -> None:
         super().__init__()
@@ -25,22 +32,13 @@ class DiskKeyManager(AgentKeyManager):
         self._load()
 
     @classmethod
-    def _check(cls, data: dict[str, Any]) -> str:
-        for key in data:
-            if key != "directory":
-                raise PluginConfigError(f'unknown configuration key "{key}"', key)
-        directory = data.get("directory")
-        if not directory or not isinstance(directory, str):
+    def validate(cls, config: DiskKeyManagerConfig, ctx: PluginContext) -> None:
+        if not config.directory:
             raise PluginConfigError("directory must be configured", "directory")
-        return os.path.abspath(directory)
 
     @classmethod
-    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
-        cls._check(data)
-
-    @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "DiskKeyManager":
-        directory = cls._check(data)
+    def from_config(cls, config: DiskKeyManagerConfig, ctx: PluginContext) -> "DiskKeyManager":
+        directory = os.path.abspath(config.directory)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         return cls(directory)
 

@@ -8,18 +8,16 @@ certificate is picked up; configure checks that they load and belong together.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import SSHCertificate
 
-from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.plugin import EXACT_STR, Field, PluginConfigError, PluginContext, Schema, register
 from ....common.plugins import sshpop as pop
 from .base import AgentAttestationError, AgentNodeAttestor
-
-_KEYS = ("host_key_path", "host_cert_path")
-
 
 class CredentialError(AgentAttestationError):
     """Credentials that cannot be loaded; ``key`` names the config key pointing at them."""
@@ -64,9 +62,21 @@ def load_host_credentials(key_path: str, cert_path: str) -> tuple[Any, bytes]:
     return key, pop.cert_blob(cert)
 
 
+@dataclass
+class SshPopConfig:
+    host_key_path: str
+    host_cert_path: str
+
+
+def _paths(config: SshPopConfig) -> tuple[str, str]:
+    return (config.host_key_path or pop.DEFAULT_HOST_KEY_PATH, config.host_cert_path or pop.DEFAULT_HOST_CERT_PATH)
+
+
 @register("agent")
 class SshPopAttestor(AgentNodeAttestor):
     NAME = pop.PLUGIN_NAME
+    CONFIG = Schema([Field("host_key_path", EXACT_STR), Field("host_cert_path", EXACT_STR)])
+    CONFIG_TYPE = SshPopConfig
 
     def __init__(self, host_key_path: str, host_cert_path: str) -> None:
         self.host_key_path = host_key_path
@@ -74,19 +84,16 @@ class SshPopAttestor(AgentNodeAttestor):
         self._key: Any = None
 
     @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "SshPopAttestor":
-        for key in sorted(data):
-            if key not in _KEYS:
-                raise PluginConfigError(f'unknown configuration key "{key}"', key)
-            if not isinstance(data[key], str):
-                raise PluginConfigError(f"{key} must be a string", key)
-        plugin = cls(data.get("host_key_path") or pop.DEFAULT_HOST_KEY_PATH,
-                     data.get("host_cert_path") or pop.DEFAULT_HOST_CERT_PATH)
+    def validate(cls, config: SshPopConfig, ctx: PluginContext) -> None:
+        # As SPIRE: the host key and certificate must load and belong together (read, nothing written).
         try:
-            load_host_credentials(plugin.host_key_path, plugin.host_cert_path)
+            load_host_credentials(*_paths(config))
         except CredentialError as exc:
             raise PluginConfigError(str(exc), exc.key) from None
-        return plugin
+
+    @classmethod
+    def from_config(cls, config: SshPopConfig, ctx: PluginContext) -> "SshPopAttestor":
+        return cls(*_paths(config))
 
     async def payload(self) -> bytes:
         key, blob = await asyncio.to_thread(load_host_credentials, self.host_key_path, self.host_cert_path)

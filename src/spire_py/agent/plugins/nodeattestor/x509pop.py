@@ -9,13 +9,14 @@ the identity is an X509-SVID fetched from a SPIFFE Workload API instead.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.plugin import EXACT_STR, Field, PluginConfigError, PluginContext, Schema, register
 from ....common.plugins import x509pop as pop
 from .base import AgentAttestationError, AgentNodeAttestor
 
@@ -132,9 +133,19 @@ async def fetch_x509_svid(socket: str) -> tuple[list[bytes], Any]:
     return chain, key
 
 
+@dataclass
+class X509PopConfig:
+    private_key_path: str
+    certificate_path: str
+    intermediates_path: str
+    spiffe_endpoint_socket: str
+
+
 @register("agent")
 class X509PopAttestor(AgentNodeAttestor):
     NAME = pop.PLUGIN_NAME
+    CONFIG = Schema([Field(name, EXACT_STR) for name in _KEYS])
+    CONFIG_TYPE = X509PopConfig
 
     def __init__(self, private_key_path: str, certificate_path: str, intermediates_path: str = "",
                  spiffe_endpoint_socket: str = "") -> None:
@@ -145,28 +156,18 @@ class X509PopAttestor(AgentNodeAttestor):
         self._key: Any = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> "X509PopAttestor":
-        for key in sorted(data):
-            if key not in _KEYS:
-                raise PluginConfigError(f'unknown configuration key "{key}"', key)
-            if not isinstance(data[key], str):
-                raise PluginConfigError(f"{key} must be a string", key)
-        plugin = cls(**{k: data.get(k, "") for k in _KEYS})
-        if not plugin.spiffe_endpoint_socket:
-            if not plugin.private_key_path:
-                raise PluginConfigError("private_key_path is required", "private_key_path")
-            if not plugin.certificate_path:
-                raise PluginConfigError("certificate_path is required", "certificate_path")
-        return plugin
-
-    @classmethod
-    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
+    def validate(cls, config: X509PopConfig, ctx: PluginContext) -> None:
         # As SPIRE's Validate: keys only; the credentials may not be provisioned yet.
-        cls._parse(data)
+        if not config.spiffe_endpoint_socket:
+            if not config.private_key_path:
+                raise PluginConfigError("private_key_path is required", "private_key_path")
+            if not config.certificate_path:
+                raise PluginConfigError("certificate_path is required", "certificate_path")
 
     @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "X509PopAttestor":
-        plugin = cls._parse(data)
+    def from_config(cls, config: X509PopConfig, ctx: PluginContext) -> "X509PopAttestor":
+        plugin = cls(config.private_key_path, config.certificate_path, config.intermediates_path,
+                     config.spiffe_endpoint_socket)
         if not plugin.spiffe_endpoint_socket:
             # As SPIRE's Configure: the configuration must produce usable credentials.
             try:

@@ -16,18 +16,19 @@ import hashlib
 import os
 import pwd
 import time
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
-from ....common.config import BOOL, INT, Field, Schema, parse_plugin_data
-from ....common.plugin import PluginContext, register
+from ....common.plugin import BOOL, INT, Field, PluginContext, Schema, register
 from ....server.datastore.models import Selector
 from .base import WorkloadAttestationError, WorkloadAttestor
 
-SCHEMA = Schema([
-    Field("discover_workload_path", BOOL, default=False),
+
+@dataclass
+class UnixConfig:
+    discover_workload_path: bool = False
     # 0: no limit; negative: never hash (path selector only).
-    Field("workload_size_limit", INT, default=0),
-])
+    workload_size_limit: int = 0
 
 
 def proc_root() -> str:
@@ -122,6 +123,11 @@ def sha256_digest(path: str, limit: int) -> str:
 @register("agent")
 class UnixWorkloadAttestor(WorkloadAttestor):
     NAME = "unix"
+    CONFIG = Schema([
+        Field("discover_workload_path", BOOL, default=False),
+        Field("workload_size_limit", INT, default=0),
+    ])
+    CONFIG_TYPE = UnixConfig
 
     def __init__(self, discover_workload_path: bool = False, workload_size_limit: int = 0) -> None:
         self.discover_workload_path = discover_workload_path
@@ -129,18 +135,8 @@ class UnixWorkloadAttestor(WorkloadAttestor):
         self._names = _Names()
 
     @classmethod
-    def _check(cls, data: dict[str, Any]) -> tuple[bool, int]:
-        values = parse_plugin_data(SCHEMA, data)
-        return values["discover_workload_path"], values["workload_size_limit"]
-
-    @classmethod
-    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
-        cls._check(data)
-
-    @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "UnixWorkloadAttestor":
-        discover, limit = cls._check(data)
-        return cls(discover, limit)
+    def from_config(cls, config: UnixConfig, ctx: PluginContext) -> "UnixWorkloadAttestor":
+        return cls(config.discover_workload_path, config.workload_size_limit)
 
     async def attest(self, pid: int, uid: int, gid: int) -> list[Selector]:
         # NSS lookups and hashing may block: they run in a thread. Reading /proc does not (a

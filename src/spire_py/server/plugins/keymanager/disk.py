@@ -12,18 +12,23 @@ import base64
 import binascii
 import json
 import os
-from typing import Any
+from dataclasses import dataclass
 
 from ....common.keys import KeyTypeError, atomic_write, load_private_key, private_key_to_der
-from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.plugin import EXACT_STR, Field, PluginConfigError, PluginContext, Schema, register
 from .memory import KeyManagerError, MemoryKeyManager
 
-_KEYS = ("keys_path",)
+
+@dataclass
+class DiskKeyManagerConfig:
+    keys_path: str
 
 
 @register("server")
 class DiskKeyManager(MemoryKeyManager):
     NAME = "disk"
+    CONFIG = Schema([Field("keys_path", EXACT_STR, default="")])
+    CONFIG_TYPE = DiskKeyManagerConfig
 
     def __init__(self, keys_path: str) -> None:
         super().__init__()
@@ -31,24 +36,14 @@ class DiskKeyManager(MemoryKeyManager):
         self._load()
 
     @classmethod
-    def _check(cls, data: dict[str, Any]) -> str:
-        for key in sorted(data):
-            if key not in _KEYS:
-                raise PluginConfigError(f'unknown configuration key "{key}"', key)
-        path = data.get("keys_path")
-        if not path or not isinstance(path, str):
+    def validate(cls, config: DiskKeyManagerConfig, ctx: PluginContext) -> None:
+        if not config.keys_path:
             raise PluginConfigError("keys_path is required", "keys_path")
-        return os.path.abspath(path)
 
     @classmethod
-    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
-        cls._check(data)
-
-    @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "DiskKeyManager":
-        path = cls._check(data)
+    def from_config(cls, config: DiskKeyManagerConfig, ctx: PluginContext) -> "DiskKeyManager":
         try:
-            return cls(path)
+            return cls(os.path.abspath(config.keys_path))
         except KeyManagerError as exc:
             raise PluginConfigError(str(exc), "keys_path") from None
 

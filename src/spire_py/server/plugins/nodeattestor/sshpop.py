@@ -9,26 +9,69 @@ reports no selectors, and neither do we.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import dataclass
+from typing import Optional
 
 from grpclib.const import Status
 
-from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.plugin import EXACT_STR, EXACT_STR_LIST, Field, PluginConfigError, PluginContext, Schema, register
 from ....common.plugins import sshpop as pop
 from ....common.plugins.agentpathtemplate import AgentPathTemplate, TemplateError, make_agent_id
 from ....common.spiffeid import TrustDomain
 from .base import AttestationError, AttestResult, Challenge, NodeAttestor
 
-_KEYS = ("cert_authorities", "cert_authorities_path", "canonical_domain", "agent_path_template")
-
-
 def _error(exc: pop.SshPopError) -> AttestationError:
     return AttestationError(str(exc), Status.INVALID_ARGUMENT if exc.malformed else Status.PERMISSION_DENIED)
+
+
+@dataclass
+class SshPopConfig:
+    cert_authorities: Optional[list[str]]
+    cert_authorities_path: str
+    canonical_domain: str
+    agent_path_template: str
+
+
+def _load(config: SshPopConfig) -> tuple[set[bytes], AgentPathTemplate]:
+    """The trusted CA keys and the agent path template; PluginConfigError naming the key."""
+    listed, path = config.cert_authorities, config.cert_authorities_path
+    if listed is None and not path:
+        raise PluginConfigError(
+            'missing required config value for "cert_authorities" or "cert_authorities_path"', "cert_authorities")
+    # Both given: the union, as SPIRE.
+    lines = list(listed or [])
+    if path:
+        try:
+            lines += pop.load_authorities_file(path)
+        except (OSError, UnicodeDecodeError, pop.SshPopError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise PluginConfigError(
+                f'failed to get cert authorities from file "{path}": {reason}', "cert_authorities_path") from None
+    try:
+        authorities = pop.parse_authorities(lines)
+    except pop.SshPopError as exc:
+        key = "cert_authorities" if listed else "cert_authorities_path"
+        raise PluginConfigError(f"failed to create cert checker: {exc}", key) from None
+
+    text = config.agent_path_template or pop.DEFAULT_AGENT_PATH_TEMPLATE
+    try:
+        template = AgentPathTemplate.parse(text)
+    except TemplateError as exc:
+        raise PluginConfigError(
+            f'failed to parse agent svid template "{text}": {exc}', "agent_path_template") from None
+    return authorities, template
 
 
 @register("server")
 class SshPopAttestor(NodeAttestor):
     NAME = pop.PLUGIN_NAME
+    CONFIG = Schema([
+        Field("cert_authorities", EXACT_STR_LIST, default=None),
+        Field("cert_authorities_path", EXACT_STR),
+        Field("canonical_domain", EXACT_STR),
+        Field("agent_path_template", EXACT_STR),
+    ])
+    CONFIG_TYPE = SshPopConfig
 
     def __init__(self, trust_domain: TrustDomain, authorities: set[bytes], canonical_domain: str,
                  template: AgentPathTemplate) -> None:
@@ -38,42 +81,13 @@ class SshPopAttestor(NodeAttestor):
         self.template = template
 
     @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "SshPopAttestor":
-        for key in sorted(data):
-            if key not in _KEYS:
-                raise PluginConfigError(f'unknown configuration key "{key}"', key)
-        for key in ("cert_authorities_path", "canonical_domain", "agent_path_template"):
-            if not isinstance(data.get(key, ""), str):
-                raise PluginConfigError(f"{key} must be a string", key)
-        listed = data.get("cert_authorities")
-        path = data.get("cert_authorities_path", "")
-        if listed is None and not path:
-            raise PluginConfigError(
-                'missing required config value for "cert_authorities" or "cert_authorities_path"', "cert_authorities")
-        if listed is not None and (not isinstance(listed, list) or not all(isinstance(a, str) for a in listed)):
-            raise PluginConfigError("cert_authorities must be a list of strings", "cert_authorities")
-        # Both given: the union, as SPIRE.
-        lines = list(listed or [])
-        if path:
-            try:
-                lines += pop.load_authorities_file(path)
-            except (OSError, UnicodeDecodeError, pop.SshPopError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise PluginConfigError(
-                    f'failed to get cert authorities from file "{path}": {reason}', "cert_authorities_path") from None
-        try:
-            authorities = pop.parse_authorities(lines)
-        except pop.SshPopError as exc:
-            key = "cert_authorities" if listed else "cert_authorities_path"
-            raise PluginConfigError(f"failed to create cert checker: {exc}", key) from None
+    def validate(cls, config: SshPopConfig, ctx: PluginContext) -> None:
+        _load(config)  # reads cert_authorities_path: SPIRE's validate refuses a missing file too
 
-        text = data.get("agent_path_template") or pop.DEFAULT_AGENT_PATH_TEMPLATE
-        try:
-            template = AgentPathTemplate.parse(text)
-        except TemplateError as exc:
-            raise PluginConfigError(
-                f'failed to parse agent svid template "{text}": {exc}', "agent_path_template") from None
-        return cls(TrustDomain(ctx.trust_domain), authorities, data.get("canonical_domain", ""), template)
+    @classmethod
+    def from_config(cls, config: SshPopConfig, ctx: PluginContext) -> "SshPopAttestor":
+        authorities, template = _load(config)
+        return cls(TrustDomain(ctx.trust_domain), authorities, config.canonical_domain, template)
 
     async def attest(self, payload: bytes, challenge: Challenge) -> AttestResult:
         if not payload:

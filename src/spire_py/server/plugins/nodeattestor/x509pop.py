@@ -16,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpclib.const import Status
 
-from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.plugin import (
+    BOOL, EXACT_INT, EXACT_STR, EXACT_STR_LIST, Field, PluginConfigError, PluginContext, Schema, register,
+)
 from ....common.plugins import x509pop as pop
 from ....common.plugins.agentpathtemplate import AgentPathTemplate, TemplateError, make_agent_id
 from ....common.spiffeid import TrustDomain
@@ -34,14 +36,25 @@ DEFAULT_SVID_PREFIX = "/spire-exchange/"
 DEFAULT_MAX_INTERMEDIATES = 4
 DEFAULT_MAX_RSA_KEY_SIZE = 8192
 
-_KEYS = {
-    "mode", "spiffe_prefix", "svid_prefix", "ca_bundle_path", "ca_bundle_paths", "agent_path_template",
-    "max_intermediates", "max_rsa_key_size", "verify_client_ip",
-}
+@dataclass
+class X509PopConfig:
+    """plugin_data as written."""
+
+    mode: str
+    spiffe_prefix: Optional[str]
+    svid_prefix: Optional[str]
+    ca_bundle_path: str
+    ca_bundle_paths: list[str]
+    agent_path_template: str
+    max_intermediates: int
+    max_rsa_key_size: int
+    verify_client_ip: bool
 
 
 @dataclass
-class X509PopConfig:
+class X509PopSettings:
+    """What attestation uses: the trust bundle loaded, the template parsed."""
+
     mode: str
     trust_bundle: list[x509.Certificate]
     template: AgentPathTemplate
@@ -50,38 +63,20 @@ class X509PopConfig:
     max_rsa_key_size: int
 
 
-def _string(data: dict[str, Any], key: str) -> str:
-    value = data.get(key, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise PluginConfigError(f"{key} must be a string", key)
-    return value
-
-
-def _positive_int(data: dict[str, Any], key: str, default: int) -> int:
-    if key not in data:
-        return default
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PluginConfigError(f"{key} must be an integer", key)
+def _positive(config: X509PopConfig, key: str) -> int:
+    value: int = getattr(config, key)
     if value <= 0:
         raise PluginConfigError(f"{key} must be greater than 0", key)
     return value
 
 
-def parse_config(data: dict[str, Any]) -> X509PopConfig:
-    for key in sorted(data):
-        if key not in _KEYS:
-            raise PluginConfigError(f'unknown configuration key "{key}"', key)
-    mode = _string(data, "mode") or "external_pki"
+def resolve(config: X509PopConfig) -> X509PopSettings:
+    """Check the config across keys and load the trust bundle; PluginConfigError names the key."""
+    mode = config.mode or "external_pki"
     if mode not in MODES:
         raise PluginConfigError("mode can only be either spiffe or external_pki", "mode")
 
-    bundle_path = _string(data, "ca_bundle_path")
-    bundle_paths = data.get("ca_bundle_paths") or []
-    if not isinstance(bundle_paths, list) or not all(isinstance(p, str) for p in bundle_paths):
-        raise PluginConfigError("ca_bundle_paths must be a list of strings", "ca_bundle_paths")
+    bundle_path, bundle_paths = config.ca_bundle_path, config.ca_bundle_paths
     trust_bundle: list[x509.Certificate] = []
     if mode == "external_pki":
         if bundle_path and bundle_paths:
@@ -102,7 +97,7 @@ def parse_config(data: dict[str, Any]) -> X509PopConfig:
             "you can not use ca_bundle_path or ca_bundle_paths in spiffe mode",
             "ca_bundle_path" if bundle_path else "ca_bundle_paths")
 
-    text = _string(data, "agent_path_template")
+    text = config.agent_path_template
     if not text:
         text = pop.DEFAULT_AGENT_PATH_TEMPLATE_SVID if mode == "spiffe" else pop.DEFAULT_AGENT_PATH_TEMPLATE_CN
     try:
@@ -111,26 +106,24 @@ def parse_config(data: dict[str, Any]) -> X509PopConfig:
         raise PluginConfigError(f'failed to parse agent svid template "{text}": {exc}', "agent_path_template") from None
 
     # SPIRE's code reads "spiffe_prefix" while its docs say "svid_prefix"; accept either.
-    if "spiffe_prefix" in data and "svid_prefix" in data:
+    if config.spiffe_prefix is not None and config.svid_prefix is not None:
         raise PluginConfigError("only one of spiffe_prefix or svid_prefix can be configured", "svid_prefix")
-    prefix_key = "svid_prefix" if "svid_prefix" in data else "spiffe_prefix"
+    prefix = config.svid_prefix if config.svid_prefix is not None else config.spiffe_prefix
     svid_prefix = DEFAULT_SVID_PREFIX
-    if prefix_key in data:
-        svid_prefix = _string(data, prefix_key)
-        if not svid_prefix.endswith("/"):
-            svid_prefix += "/"
+    if prefix is not None:
+        svid_prefix = prefix if prefix.endswith("/") else prefix + "/"
 
-    if data.get("verify_client_ip") not in (None, False):
+    if config.verify_client_ip:
         # The client address is not handed to node attestors here; refusing beats a silent no-op.
         raise PluginConfigError("verify_client_ip is not supported by spire_py", "verify_client_ip")
 
-    return X509PopConfig(
+    return X509PopSettings(
         mode=mode,
         trust_bundle=trust_bundle,
         template=template,
         svid_prefix=svid_prefix,
-        max_intermediates=_positive_int(data, "max_intermediates", DEFAULT_MAX_INTERMEDIATES),
-        max_rsa_key_size=_positive_int(data, "max_rsa_key_size", DEFAULT_MAX_RSA_KEY_SIZE),
+        max_intermediates=_positive(config, "max_intermediates"),
+        max_rsa_key_size=_positive(config, "max_rsa_key_size"),
     )
 
 
@@ -142,15 +135,32 @@ def _rsa_too_large(cert: x509.Certificate, limit: int) -> bool:
 @register("server")
 class X509PopAttestor(NodeAttestor):
     NAME = pop.PLUGIN_NAME
+    CONFIG = Schema([
+        Field("mode", EXACT_STR),
+        Field("spiffe_prefix", EXACT_STR, default=None),
+        Field("svid_prefix", EXACT_STR, default=None),
+        Field("ca_bundle_path", EXACT_STR),
+        Field("ca_bundle_paths", EXACT_STR_LIST),
+        Field("agent_path_template", EXACT_STR),
+        Field("max_intermediates", EXACT_INT, default=DEFAULT_MAX_INTERMEDIATES),
+        Field("max_rsa_key_size", EXACT_INT, default=DEFAULT_MAX_RSA_KEY_SIZE),
+        Field("verify_client_ip", BOOL, default=False),
+    ])
+    CONFIG_TYPE = X509PopConfig
 
-    def __init__(self, trust_domain: TrustDomain, config: X509PopConfig, datastore: Any = None) -> None:
+    def __init__(self, trust_domain: TrustDomain, config: X509PopSettings,
+                 datastore: Any = None) -> None:
         self.trust_domain = trust_domain
         self.config = config
         self.datastore = datastore
 
     @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "X509PopAttestor":
-        return cls(TrustDomain(ctx.trust_domain), parse_config(data), ctx.extra.get("datastore"))
+    def validate(cls, config: X509PopConfig, ctx: PluginContext) -> None:
+        resolve(config)  # loads the trust bundle: a missing CA file is a config error, as in SPIRE
+
+    @classmethod
+    def from_config(cls, config: X509PopConfig, ctx: PluginContext) -> "X509PopAttestor":
+        return cls(TrustDomain(ctx.trust_domain), resolve(config), ctx.extra.get("datastore"))
 
     async def _trust_bundle(self) -> list[x509.Certificate]:
         if self.config.mode == "external_pki":

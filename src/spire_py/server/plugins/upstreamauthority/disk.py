@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ....common import log
 from ....common.keys import KeyTypeError, PrivateKey, PublicKey, load_private_key, public_keys_equal
-from ....common.plugin import Plugin, PluginConfigError, PluginContext, register
+from ....common.plugin import EXACT_STR, Field, Plugin, PluginConfigError, PluginContext, Schema, register
 from ....common.spiffeid import TrustDomain
 from ....common.x509util import (
     X509SVIDError, create_ca_certificate, is_ca, is_self_signed, key_usage, load_pem_certificates,
@@ -29,7 +29,6 @@ from ....common.x509util import (
 
 _log = log.get("upstreamauthority.disk")
 
-_KEYS = ("cert_file_path", "key_file_path", "bundle_file_path")
 # SPIRE's x509svid.DefaultUpstreamCATTL: used when no TTL is asked for.
 DEFAULT_UPSTREAM_CA_TTL = 3600
 
@@ -131,10 +130,20 @@ def _csr_subject_and_key(csr_or_public_key: Any, td: TrustDomain) -> tuple[x509.
     return csr.subject, csr.public_key()  # type: ignore[return-value]
 
 
+@dataclass
+class DiskUpstreamAuthorityConfig:
+    cert_file_path: str
+    key_file_path: str
+    bundle_file_path: str
+
+
 @register("server")
 class DiskUpstreamAuthority(Plugin):
     TYPE = "UpstreamAuthority"
     NAME = "disk"
+    CONFIG = Schema([Field(name, EXACT_STR, default="")
+                     for name in ("cert_file_path", "key_file_path", "bundle_file_path")])
+    CONFIG_TYPE = DiskUpstreamAuthorityConfig
 
     def __init__(self, trust_domain: Union[TrustDomain, str], cert_file_path: str, key_file_path: str,
                  bundle_file_path: str = "") -> None:
@@ -144,27 +153,17 @@ class DiskUpstreamAuthority(Plugin):
         self.bundle_file_path = bundle_file_path
         self._ca = load_upstream_ca(cert_file_path, key_file_path, bundle_file_path)
 
-    @staticmethod
-    def _check(data: dict[str, Any]) -> dict[str, str]:
-        for key in sorted(data):
-            if key not in _KEYS:
-                raise PluginConfigError(f'unknown configuration key "{key}"', key)
-            if not isinstance(data[key], str):
-                raise PluginConfigError(f"{key} must be a string", key)
+    @classmethod
+    def validate(cls, config: DiskUpstreamAuthorityConfig, ctx: PluginContext) -> None:
+        # Files are read by configure, not by validate: they may not be provisioned yet.
         for key in ("cert_file_path", "key_file_path"):
-            if not data.get(key):
+            if not getattr(config, key):
                 raise PluginConfigError("'cert_file_path' and 'key_file_path' must be set and not empty", key)
-        return {k: str(data.get(k) or "") for k in _KEYS}
 
     @classmethod
-    def check_config(cls, data: dict[str, Any], ctx: PluginContext) -> None:
-        cls._check(data)
-
-    @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "DiskUpstreamAuthority":
-        paths = cls._check(data)
+    def from_config(cls, config: DiskUpstreamAuthorityConfig, ctx: PluginContext) -> "DiskUpstreamAuthority":
         try:
-            return cls(ctx.trust_domain, **paths)
+            return cls(ctx.trust_domain, config.cert_file_path, config.key_file_path, config.bundle_file_path)
         except UpstreamAuthorityError as exc:
             raise PluginConfigError(str(exc), exc.key) from None
 
