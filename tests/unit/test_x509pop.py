@@ -22,6 +22,7 @@ from spire_py.agent.plugins.nodeattestor.x509pop import X509PopAttestor as Agent
 from spire_py.common import plugin as registry
 from spire_py.common.plugin import PluginConfigError, PluginContext
 from spire_py.common.plugins import x509pop as pop
+from spire_py.server.plugins.context import ServerPluginContext
 from spire_py.server.plugins.nodeattestor.base import AttestationError
 from spire_py.server.plugins.nodeattestor.x509pop import X509PopAttestor as ServerX509Pop
 
@@ -185,7 +186,7 @@ async def test_spiffe_mode_uses_the_server_bundle_and_trims_the_svid_prefix(tmp_
 
     key = _key("ec")
     leaf = make_cert("", key, (pki.root, pki.root_key), uris=(f"spiffe://{TD}/spire-exchange/host-7",))
-    srv = ServerX509Pop.configure({"mode": "spiffe"}, PluginContext(TD, extra={"datastore": Store()}))
+    srv = ServerX509Pop.configure({"mode": "spiffe"}, ServerPluginContext(TD, datastore=Store()))
     result = await run(srv, agent(tmp_path, [leaf], key))
     assert str(result.agent_id) == f"spiffe://{TD}/spire/agent/x509pop/host-7"
 

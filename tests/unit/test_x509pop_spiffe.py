@@ -23,6 +23,7 @@ from spire_py.agent.plugins.nodeattestor.x509pop import split_der_certificates
 from spire_py.common.plugin import PluginContext
 from spire_py.common.plugins import x509pop as pop
 from spire_py.proto.workload import workload_grpc, workload_pb2
+from spire_py.server.plugins.context import ServerPluginContext
 from spire_py.server.plugins.nodeattestor.base import AttestationError
 from spire_py.server.plugins.nodeattestor.x509pop import X509PopAttestor as ServerX509Pop
 
@@ -100,7 +101,7 @@ async def test_svid_from_workload_api_attests_as_trimmed_svid_path(tmp_path: Pat
     grpc_server, sock = await _serve(tmp_path, api)
     try:
         agent = AgentX509Pop.configure({"spiffe_endpoint_socket": f"unix://{sock}"}, PluginContext(TD, side="agent"))
-        server = ServerX509Pop.configure({"mode": "spiffe"}, PluginContext(TD, extra={"datastore": Store([ca[0]])}))
+        server = ServerX509Pop.configure({"mode": "spiffe"}, ServerPluginContext(TD, datastore=Store([ca[0]])))
         result = await server.attest(await agent.payload(), agent.respond)
     finally:
         grpc_server.close()
@@ -117,7 +118,7 @@ async def test_svid_outside_the_server_bundle_is_refused(tmp_path: Path, ca: Any
     grpc_server, sock = await _serve(tmp_path, FakeWorkloadAPI([svid], key))
     try:
         agent = AgentX509Pop.configure({"spiffe_endpoint_socket": sock}, PluginContext(TD, side="agent"))
-        server = ServerX509Pop.configure({"mode": "spiffe"}, PluginContext(TD, extra={"datastore": Store([other])}))
+        server = ServerX509Pop.configure({"mode": "spiffe"}, ServerPluginContext(TD, datastore=Store([other])))
         with pytest.raises(AttestationError, match="certificate verification failed"):
             await server.attest(await agent.payload(), agent.respond)
     finally:

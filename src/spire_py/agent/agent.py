@@ -16,18 +16,19 @@ from grpclib.exceptions import GRPCError
 from ..common import health as health_http
 from ..common import log, sdnotify
 from ..common.bundle import Bundle as SpiffeBundle
-from ..common.daemon import configure_plugin
-from ..common.plugin import PluginContext
 from ..common.spiffeid import TrustDomain
 from ..common.tls import spiffe_id_of
 from ..proto.spire.api.server.agent.v1 import agent_pb2
 from ..proto.spire.api.server.bundle.v1 import bundle_pb2
 from ..proto.spire.api.server.svid.v1 import svid_pb2
-from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .attestor import AttestationFailed, attest, chain_from_proto, make_csr
 from .cache import CachedJWT, WorkloadCache
+from .catalog import AgentCatalog
 from .client import RPC_TIMEOUT, ServerClient
 from .jwt_cache import DEFAULT_MAX_SIZE, JWTSVIDCache
+from .plugins.keymanager.base import AgentKeyManager
+from .plugins.nodeattestor.base import AgentNodeAttestor
+from .plugins.workloadattestor.base import WorkloadAttestor
 from .storage import AgentState, AgentStorage
 from .sync import fetch_entries, mint_svids
 from .trust_bundle import load_bootstrap_roots
@@ -58,6 +59,7 @@ class SpireAgent:
         self.config = config
         self.td = TrustDomain(config.trust_domain)
         self.storage = AgentStorage(config.data_dir)
+        self.catalog = AgentCatalog(config)
         # 0 (or unset) means SPIRE's default size for both SVID caches.
         self.cache = WorkloadCache(
             self.td, jwt_svids=JWTSVIDCache(int(getattr(config, "jwt_svid_cache_max_size", 0) or 0)),
@@ -76,29 +78,24 @@ class SpireAgent:
         self.key_type = getattr(config, "workload_x509_svid_key_type", "") or "ec-p256"
 
     # --- plugins -------------------------------------------------------------------
-    def _plugin(self, spec: Any, ctx: PluginContext, check_only: bool = False) -> Any:
-        return configure_plugin("agent", spec, ctx, self.config, check_only)
-
-    def _context(self) -> PluginContext:
-        return PluginContext(trust_domain=self.config.trust_domain, data_dir=self.config.data_dir, side="agent",
-                             extra={"join_token": self.config.join_token or ""})
-
     def check_plugins(self) -> None:
-        ctx = self._context()
-        for spec in self.config.plugins:
-            self._plugin(spec, ctx, check_only=True)
+        """Check every plugin's configuration without creating anything (``validate``)."""
+        self.catalog.check()
 
     def load_plugins(self) -> None:
-        ctx = self._context()
-        self.workload_attestors = []
-        for spec in self.config.plugins:
-            p = self._plugin(spec, ctx)
-            if spec.type == "NodeAttestor":
-                self.node_attestor = p
-            elif spec.type == "KeyManager":
-                self.key_manager = p
-            elif spec.type == "WorkloadAttestor":
-                self.workload_attestors.append(p)
+        self.catalog.load()
+
+    @property
+    def node_attestor(self) -> AgentNodeAttestor:
+        return self.catalog.node_attestor()
+
+    @property
+    def key_manager(self) -> AgentKeyManager:
+        return self.catalog.key_manager()
+
+    @property
+    def workload_attestors(self) -> list[WorkloadAttestor]:
+        return self.catalog.workload_attestors()
 
     # --- identity ------------------------------------------------------------------
     @property
@@ -359,5 +356,6 @@ class SpireAgent:
             await self._health.close()
         if self.client is not None:
             self.client.close()
+        await self.catalog.close()
         _log.info("Agent stopped", extra=log.fields(error=self.error) if self.error else None)
 

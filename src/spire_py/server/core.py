@@ -15,6 +15,7 @@ from ..common import log
 from ..common.spiffeid import TrustDomain
 from .cache import EntryCache
 from .datastore import errors as ds_errors
+from .datastore.api import DataStore
 
 T = TypeVar("T")
 _log = log.get("server")
@@ -24,7 +25,7 @@ _log = log.get("server")
 class ServerCore:
     config: Any
     trust_domain: TrustDomain
-    datastore: Any
+    datastore: DataStore
     ca: Any
     cache: EntryCache
     node_attestors: dict[str, Any] = field(default_factory=dict)

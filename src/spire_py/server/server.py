@@ -14,11 +14,8 @@ from grpclib.server import Server as GrpcServer
 
 from ..common import health as health_http
 from ..common import log, sdnotify, tls
-from ..common.daemon import configure_plugin
 from ..common.keys import generate_key
-from ..common.plugin import PluginContext
 from ..common.spiffeid import TrustDomain, server_id
-from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .api.agent import AgentService
 from .api.bundle import BundleService
 from .api.entry import EntryService
@@ -28,6 +25,7 @@ from .api.svid import SVIDService
 from .ca.ca import ServerCA
 from .ca.journal import DatastoreJournal
 from .cache import EntryCache
+from .catalog import ServerCatalog
 from .core import ServerCore
 from .datastore.models import Bundle, JWTKey
 from .pruning import NodePruner
@@ -66,48 +64,29 @@ class SpireServer:
         self._svid_chain: list[x509.Certificate] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._plugins: list[Any] = []
+        self.catalog = ServerCatalog(config)
 
     # --- plugins -------------------------------------------------------------------
-    def _configure(self, spec: Any, ctx: PluginContext, check_only: bool = False) -> Any:
-        plugin = configure_plugin("server", spec, ctx, self.config, check_only)
-        if plugin is not None:
-            self._plugins.append(plugin)
-        return plugin
-
     def check_plugins(self) -> None:
         """Check every plugin's configuration without starting anything (``validate``)."""
-        ctx = PluginContext(trust_domain=self.config.trust_domain, data_dir=self.config.data_dir, side="server")
-        for spec in self.config.plugins:
-            self._configure(spec, ctx, check_only=True)
+        self.catalog.check()
 
-    def load_plugins(self) -> dict[str, Any]:
-        cfg = self.config
-        ctx = PluginContext(trust_domain=cfg.trust_domain, data_dir=cfg.data_dir, side="server")
-        by_type: dict[str, list[Any]] = {}
-        order = ["DataStore", "KeyManager", "UpstreamAuthority", "NodeAttestor"]
-        specs = sorted(cfg.plugins, key=lambda s: order.index(s.type) if s.type in order else len(order))
-        for spec in specs:
-            plugin = self._configure(spec, ctx)
-            if spec.type == "DataStore":
-                ctx.extra["datastore"] = getattr(plugin, "store", plugin)
-            by_type.setdefault(spec.type, []).append((spec.name, plugin))
-        return by_type
+    def load_plugins(self) -> ServerCatalog:
+        self.catalog.load()
+        return self.catalog
 
     # --- start-up ------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
         self.check_plugins()  # every plugin's config is checked before anything touches disk
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
-        plugins = await asyncio.to_thread(self.load_plugins)
-        datastore = getattr(plugins["DataStore"][0][1], "store", plugins["DataStore"][0][1])
-        key_manager = plugins["KeyManager"][0][1]
-        upstream = plugins.get("UpstreamAuthority", [(None, None)])[0][1]
+        catalog = await asyncio.to_thread(self.load_plugins)
+        datastore = catalog.data_store()
 
         ca = ServerCA(
             trust_domain=self.trust_domain,
-            key_manager=key_manager,
-            upstream=upstream,
+            key_manager=catalog.key_manager(),
+            upstream=catalog.upstream_authority(),
             ca_key_type=cfg.ca_key_type,
             jwt_key_type=cfg.jwt_key_type,
             ca_ttl=cfg.ca_ttl,
@@ -123,7 +102,7 @@ class SpireServer:
             datastore=datastore,
             ca=ca,
             cache=EntryCache(datastore, self.trust_domain),
-            node_attestors={name: p for name, p in plugins.get("NodeAttestor", [])},
+            node_attestors=catalog.node_attestors(),
             admin_ids=set(cfg.admin_ids or []),
         )
         core.agent_ttl = cfg.agent_ttl or None
@@ -285,12 +264,7 @@ class SpireServer:
             await s.wait_closed()
         if self._health:
             await self._health.close()
-        for p in self._plugins:
-            close = getattr(p, "close", None)
-            if close is not None:
-                res = close()
-                if asyncio.iscoroutine(res):
-                    await res
+        await self.catalog.close()
         if os.path.exists(self.config.socket_path):
             os.unlink(self.config.socket_path)
         _log.info("Server stopped gracefully")

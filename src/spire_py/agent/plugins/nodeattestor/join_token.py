@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.plugin import NoConfig, PluginContext, register
+from ..context import AgentPluginContext
 from .base import AgentAttestationError, AgentNodeAttestor
 
 
@@ -16,10 +15,8 @@ class JoinTokenAttestor(AgentNodeAttestor):
         self.token = token
 
     @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "JoinTokenAttestor":
-        for key in data:
-            raise PluginConfigError(f'unknown configuration key "{key}"', key)
-        return cls(str(ctx.extra.get("join_token") or ""))
+    def from_config(cls, config: NoConfig, ctx: PluginContext) -> "JoinTokenAttestor":
+        return cls(ctx.join_token if isinstance(ctx, AgentPluginContext) else "")
 
     async def payload(self) -> bytes:
         if not self.token:

@@ -12,14 +12,16 @@ import asyncio
 import json
 import re
 import time
-from typing import Any
+from typing import Optional
 
 from grpclib.const import Status
 
 from ....common import log
-from ....common.plugin import PluginConfigError, PluginContext, register
+from ....common.plugin import NoConfig, PluginContext, register
 from ....common.spiffeid import SpiffeId, TrustDomain, agent_id
+from ...datastore.api import DataStore
 from ...datastore.schema import TOKEN_LEN
+from ..context import datastore_of
 from .base import AttestationError, AttestResult, Challenge, NodeAttestor
 
 _log = log.get("join_token")
@@ -66,15 +68,13 @@ def join_token_id(td: TrustDomain, token: str) -> SpiffeId:
 class JoinTokenAttestor(NodeAttestor):
     NAME = "join_token"
 
-    def __init__(self, trust_domain: TrustDomain, datastore: Any) -> None:
+    def __init__(self, trust_domain: TrustDomain, datastore: Optional[DataStore]) -> None:
         self.trust_domain = trust_domain
         self.datastore = datastore
 
     @classmethod
-    def configure(cls, data: dict[str, Any], ctx: PluginContext) -> "JoinTokenAttestor":
-        for key in data:
-            raise PluginConfigError(f'unknown configuration key "{key}"', key)
-        return cls(TrustDomain(ctx.trust_domain), ctx.extra.get("datastore"))
+    def from_config(cls, config: NoConfig, ctx: PluginContext) -> "JoinTokenAttestor":
+        return cls(TrustDomain(ctx.trust_domain), datastore_of(ctx))
 
     async def attest(self, payload: bytes, challenge: Challenge) -> AttestResult:
         """As SPIRE's attestJoinToken: the payload is the token, verbatim (no trimming)."""
@@ -85,7 +85,7 @@ class JoinTokenAttestor(NodeAttestor):
         # expired or not. One longer than the column cannot exist; no need to ask the database.
         taken = None
         if len(token) <= TOKEN_LEN:
-            taken = await asyncio.to_thread(self.datastore.take_join_token, token)
+            taken = await asyncio.to_thread(self.datastore.take_join_token, token)  # type: ignore[union-attr]
         if taken is None:
             raise JoinTokenRefused("failed to attest: join token does not exist or has already been used",
                                    Status.INVALID_ARGUMENT)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -29,6 +29,8 @@ from ....common.plugins import x509pop as pop
 from ....common.plugins.agentpathtemplate import AgentPathTemplate, TemplateError, make_agent_id
 from ....common.spiffeid import TrustDomain
 from ...datastore.models import Selector
+from ...datastore.api import DataStore
+from ..context import datastore_of
 from .base import AttestationError, AttestResult, Challenge, NodeAttestor
 
 MODES = ("external_pki", "spiffe")
@@ -149,7 +151,7 @@ class X509PopAttestor(NodeAttestor):
     CONFIG_TYPE = X509PopConfig
 
     def __init__(self, trust_domain: TrustDomain, config: X509PopSettings,
-                 datastore: Any = None) -> None:
+                 datastore: Optional[DataStore] = None) -> None:
         self.trust_domain = trust_domain
         self.config = config
         self.datastore = datastore
@@ -160,7 +162,7 @@ class X509PopAttestor(NodeAttestor):
 
     @classmethod
     def from_config(cls, config: X509PopConfig, ctx: PluginContext) -> "X509PopAttestor":
-        return cls(TrustDomain(ctx.trust_domain), resolve(config), ctx.extra.get("datastore"))
+        return cls(TrustDomain(ctx.trust_domain), resolve(config), datastore_of(ctx))
 
     async def _trust_bundle(self) -> list[x509.Certificate]:
         if self.config.mode == "external_pki":
