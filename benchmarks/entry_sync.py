@@ -19,7 +19,7 @@ from typing import Any
 
 from spire_py.agent.attestor import make_csr
 from spire_py.agent.cache import WorkloadCache
-from spire_py.agent.sync import entry_from_proto, fetch_entries, mint_svids
+from spire_py.agent.sync import entry_from_sync, fetch_entries, mint_svids
 from spire_py.common.keys import generate_key
 from spire_py.proto.spire.api.server.entry.v1 import entry_pb2
 
@@ -61,7 +61,7 @@ def raw_sync_seconds(entries: list[Any], revisions_only: bool, repeats: int = 3)
                 [r.id for r in Resp.FromString(wire).entry_revisions]
             else:
                 wire = Resp(entries=page, more=True).SerializeToString()
-                [entry_from_proto(e) for e in Resp.FromString(wire).entries]
+                [entry_from_sync(e) for e in Resp.FromString(wire).entries]
         return time.perf_counter() - start
 
     return min(once() for _ in range(repeats))

@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from conftest import ServerHandle
+from spire_py.common.health_service import HealthService
 from spire_py.server.api.agent import AgentService
 from spire_py.server.api.bundle import BundleService
 from spire_py.server.api.entry import EntryService
-from spire_py.server.api.health import DebugService, HealthService
+from spire_py.server.api.health import DebugService
 from spire_py.server.api.svid import SVIDService
 
 # Streams that never end by themselves.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from spire_py.agent.cache import WorkloadCache
+from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import TrustDomain
-from spire_py.server.datastore.models import Entry, Selector
 
 TD = "spiffe://example.org"
 AGENT = TD + "/spire/agent/join_token/t"

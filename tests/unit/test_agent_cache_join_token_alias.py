@@ -5,8 +5,8 @@ Found by the Molecule fleet: the alias entry is parented by the agent ID, not by
 from __future__ import annotations
 
 from spire_py.agent.cache import WorkloadCache
+from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import TrustDomain
-from spire_py.server.datastore.models import Entry, Selector
 
 TD = TrustDomain.parse("example.org")
 AGENT = "spiffe://example.org/spire/agent/join_token/abc"

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from spire_py.agent.cache import WorkloadCache
 from spire_py.agent.jwt_cache import DEFAULT_MAX_SIZE, CachedJWT, JWTSVIDCache, cache_key
+from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import TrustDomain
-from spire_py.server.datastore.models import Entry, Selector
 
 TD = TrustDomain("example.org")
 AGENT_ID = "spiffe://example.org/spire/agent/join_token/t"

@@ -11,9 +11,9 @@ from cryptography.x509.oid import NameOID
 
 from spire_py.agent.cache import WorkloadCache
 from spire_py.agent.sync import mint_svids
+from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import TrustDomain
 from spire_py.proto.spire.api.server.svid.v1 import svid_pb2
-from spire_py.server.datastore.models import Entry, Selector
 
 TD = TrustDomain("example.org")
 AGENT = "spiffe://example.org/spire/agent/join_token/t"

@@ -24,10 +24,10 @@ from test_datastore_fixtures import (  # noqa: F401 - fixtures
 )
 from sqlalchemy import create_engine, inspect
 
+from spire_py.common.registration import Entry
 from spire_py.server.datastore import (
     AlreadyExistsError,
     Bundle,
-    Entry,
     InvalidArgumentError,
     JoinToken,
     NotFoundError,

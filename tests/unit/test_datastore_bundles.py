@@ -14,11 +14,11 @@ from test_datastore_fixtures import (  # noqa: F401 - fixtures
     make_cert,
     store,
 )
+from spire_py.common.registration import Entry
 from spire_py.server.datastore import (
     AlreadyExistsError,
     Bundle,
     ConflictError,
-    Entry,
     InvalidArgumentError,
     NotFoundError,
     SQLDataStore,

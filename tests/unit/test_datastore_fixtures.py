@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import inspect, text
 
-from spire_py.server.datastore import Entry, JWTKey, Selector, SQLDataStore
+from spire_py.common.registration import Entry, Selector
+from spire_py.server.datastore import JWTKey, SQLDataStore
 
 TD = "spiffe://example.org"
 FED = "spiffe://fed.example"

@@ -16,15 +16,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
 
-from spire_py.server.datastore import (
-    AttestedNode,
-    Bundle,
-    DataStoreError,
-    Entry,
-    JoinToken,
-    Selector,
-    SQLDataStore,
-)
+from spire_py.common.registration import Entry, Selector
+from spire_py.server.datastore import AttestedNode, Bundle, DataStoreError, JoinToken, SQLDataStore
 from spire_py.server.datastore.dialects import PoolSettings, create_store_engine
 from spire_py.server.datastore.migrate import alembic_config, head_revision
 from spire_py.server.datastore.schema import metadata

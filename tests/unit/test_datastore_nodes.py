@@ -16,14 +16,13 @@ from test_datastore_fixtures import (  # noqa: F401 - fixtures
     sel,
     store,
 )
+from spire_py.common.registration import Entry, Selector
 from spire_py.server.datastore import (
     AlreadyExistsError,
     AttestedNode,
-    Entry,
     InvalidArgumentError,
     JoinToken,
     NotFoundError,
-    Selector,
     SQLDataStore,
 )
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from spire_py.server.datastore import AttestedNode, Entry, JoinToken, SQLDataStore
+from spire_py.common.registration import Entry
+from spire_py.server.datastore import AttestedNode, JoinToken, SQLDataStore
 from spire_py.server.datastore.models import Bundle
 
 from test_datastore_fixtures import BACKENDS, TD, _reset_server_db, open_store, sel, server_conn

@@ -11,7 +11,8 @@ from test_datastore_fixtures import (  # noqa: F401 - fixtures
     store,
 )
 
-from spire_py.server.datastore import AlreadyExistsError, Bundle, Entry, InvalidArgumentError, SQLDataStore
+from spire_py.common.registration import Entry
+from spire_py.server.datastore import AlreadyExistsError, Bundle, InvalidArgumentError, SQLDataStore
 
 
 def test_batch_creates_every_entry_with_an_event_each(store: SQLDataStore) -> None:

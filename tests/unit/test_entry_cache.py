@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import TrustDomain
 from spire_py.server.cache import EntryCache
-from spire_py.server.datastore import Entry, Selector, SQLDataStore
+from spire_py.server.datastore import SQLDataStore
 
 TD = "spiffe://example.org"
 AGENT = TD + "/spire/agent/join_token/a"

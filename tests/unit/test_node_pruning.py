@@ -18,12 +18,13 @@ from sqlalchemy import text
 
 from inprocess_server import TD, running_server
 from spire_py.agent.attestor import make_csr
+from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import TrustDomain
 from spire_py.proto.spire.api.server.agent.v1 import agent_pb2
 from spire_py.server import server as server_module
 from spire_py.server.cache import EntryCache
 from spire_py.server.core import ServerCore
-from spire_py.server.datastore import AttestedNode, Entry, JoinToken, Selector, SQLDataStore
+from spire_py.server.datastore import AttestedNode, JoinToken, SQLDataStore
 from spire_py.server.pruning import NodePruner
 
 HOUR = 3600

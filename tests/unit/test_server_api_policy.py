@@ -8,6 +8,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from spire_py.common.health_service import HealthService
 from spire_py.common.ratelimit import PerAddressLimiter, TokenBucket
 from spire_py.common.spiffeid import SpiffeId
 from spire_py.server.api import policy
@@ -15,7 +16,7 @@ from spire_py.server.api.agent import AgentService
 from spire_py.server.api.auth import Caller, authorize
 from spire_py.server.api.bundle import BundleService
 from spire_py.server.api.entry import EntryService
-from spire_py.server.api.health import DebugService, HealthService
+from spire_py.server.api.health import DebugService
 from spire_py.server.api.middleware import request_fields
 from spire_py.server.api.svid import SVIDService
 from spire_py.proto.spire.api.server.agent.v1 import agent_pb2

@@ -21,8 +21,8 @@ from spiffe.workloadapi.errors import ValidateJwtSvidError
 
 from spire_py.agent.workloadapi.caller import Caller, CallerGone
 from spire_py.agent.workloadapi.handler import filter_hints
+from spire_py.common.registration import Entry
 from spire_py.proto.workload import workload_grpc, workload_pb2 as pb
-from spire_py.server.datastore.models import Entry
 
 from test_workloadapi_fixtures import FEDERATED_TD, TD_ID, WORKLOAD_ID, uid_selector, world  # noqa: F401
 

@@ -30,8 +30,8 @@ from spire_py.agent.plugins.workloadattestor.unix import UnixWorkloadAttestor
 from spire_py.agent.workloadapi.handler import WorkloadAPIService
 from spire_py.agent.workloadapi.server import close_workload_api, serve_workload_api
 from spire_py.common.bundle import Bundle
+from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import TrustDomain
-from spire_py.server.datastore.models import Entry, Selector
 
 TD = TrustDomain("example.org")
 TD_ID = TD.id_string()

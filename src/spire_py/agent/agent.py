@@ -327,7 +327,7 @@ class SpireAgent:
                                                              apis="Workload API"))
 
     def _health_service(self) -> Any:
-        from ..server.api.health import HealthService
+        from ..common.health_service import HealthService
 
         return HealthService(lambda: self.ready)
 

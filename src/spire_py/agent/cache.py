@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..common import log
+from ..common.registration import Entry, Selector
 from ..common.spiffeid import TrustDomain
 from ..common.x509util import certs_to_der_chain
-from ..server.datastore.models import Entry, Selector
 from .jwt_cache import DEFAULT_MAX_SIZE, CachedJWT, JWTSVIDCache
 
 _log = log.get("cache_manager")

@@ -12,9 +12,10 @@ from grpclib.const import Status
 
 from ..common import log
 from ..common.keys import generate_key
+from ..common.registration import Entry
+from ..common.registration_proto import entry_from_proto
 from ..proto.spire.api.server.entry.v1 import entry_pb2
 from ..proto.spire.api.server.svid.v1 import svid_pb2
-from ..server.datastore.models import Entry, Selector
 from .attestor import chain_from_proto, make_csr
 from .cache import CachedSVID, WorkloadCache
 from .client import RPC_TIMEOUT, ServerClient
@@ -24,24 +25,12 @@ _log = log.get("manager")
 BATCH = 50
 
 
-def entry_from_proto(pb: Any) -> Entry:
-    return Entry(
-        id=pb.id,
-        spiffe_id=f"spiffe://{pb.spiffe_id.trust_domain}{pb.spiffe_id.path}",
-        parent_id=f"spiffe://{pb.parent_id.trust_domain}{pb.parent_id.path}",
-        selectors=[Selector(s.type, s.value) for s in pb.selectors],
-        x509_svid_ttl=pb.x509_svid_ttl,
-        jwt_svid_ttl=pb.jwt_svid_ttl,
-        dns_names=list(pb.dns_names),
-        admin=pb.admin,
-        downstream=pb.downstream,
-        federates_with=[f if f.startswith("spiffe://") else f"spiffe://{f}" for f in pb.federates_with],
-        expires_at=pb.expires_at,
-        hint=pb.hint,
-        store_svid=pb.store_svid,
-        created_at=pb.created_at,
-        revision_number=pb.revision_number,
-    )
+def entry_from_sync(pb: Any) -> Entry:
+    """An entry as the server sent it."""
+    e = entry_from_proto(pb)
+    # Federated trust domains may come as names or as IDs; the cache keys bundles by ID.
+    e.federates_with = [f if f.startswith("spiffe://") else f"spiffe://{f}" for f in e.federates_with]
+    return e
 
 
 async def fetch_entries(client: ServerClient, known: dict[str, Entry]) -> dict[str, Entry]:
@@ -54,7 +43,7 @@ async def fetch_entries(client: ServerClient, known: dict[str, Entry]) -> dict[s
             raise ConnectionError("server closed the entry sync stream")
         if not first.entry_revisions:
             await stream.end()
-            return {e.id: entry_from_proto(e) for e in first.entries}
+            return {e.id: entry_from_sync(e) for e in first.entries}
         revisions = list(first.entry_revisions)
         more = first.more
         while more:
@@ -79,7 +68,7 @@ async def fetch_entries(client: ServerClient, known: dict[str, Entry]) -> dict[s
                 if resp is None:
                     raise ConnectionError("entry sync stream ended early")
                 for e in resp.entries:
-                    result[e.id] = entry_from_proto(e)
+                    result[e.id] = entry_from_sync(e)
                 more = resp.more
         await stream.end()
         return result

@@ -14,9 +14,9 @@ import threading
 from collections import defaultdict
 from typing import Any, Iterable, NamedTuple
 
+from ..common.registration import Entry, Selector
 from ..common.spiffeid import TrustDomain, server_id
 from .datastore.events import EventTracker
-from .datastore.models import Entry, Selector
 
 
 class EntryFlags(NamedTuple):

@@ -13,6 +13,7 @@ from grpclib.exceptions import GRPCError
 
 from ..common import log
 from ..common.spiffeid import TrustDomain
+from .api.status import datastore_error_status
 from .cache import EntryCache
 from .datastore import errors as ds_errors
 from .datastore.api import DataStore
@@ -40,15 +41,11 @@ class ServerCore:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
-        except ds_errors.NotFoundError as exc:
-            raise GRPCError(Status.NOT_FOUND, str(exc)) from None
-        except ds_errors.AlreadyExistsError as exc:
-            raise GRPCError(Status.ALREADY_EXISTS, str(exc)) from None
-        except ds_errors.InvalidArgumentError as exc:
-            raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
         except ds_errors.DataStoreError as exc:
-            _log.error("datastore error", extra=log.fields(error=str(exc)))
-            raise GRPCError(Status.INTERNAL, f"datastore error: {exc}") from None
+            code, message = datastore_error_status(exc)
+            if code == Status.INTERNAL:
+                _log.error("datastore error", extra=log.fields(error=str(exc)))
+            raise GRPCError(code, message) from None
 
     async def sign(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         from .ca.ca import CARequestError

@@ -14,12 +14,13 @@ from grpclib.server import Server as GrpcServer
 
 from ..common import health as health_http
 from ..common import log, sdnotify, tls
+from ..common.health_service import HealthService
 from ..common.keys import generate_key
 from ..common.spiffeid import TrustDomain, server_id
 from .api.agent import AgentService
 from .api.bundle import BundleService
 from .api.entry import EntryService
-from .api.health import DebugService, HealthService
+from .api.health import DebugService
 from .api.middleware import Middleware
 from .api.svid import SVIDService
 from .ca.ca import ServerCA

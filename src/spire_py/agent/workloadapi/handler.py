@@ -21,11 +21,11 @@ from grpclib.exceptions import GRPCError
 
 from ...common import log
 from ...common.jwtsvid import validate_jwt_svid
+from ...common.registration import Entry, Selector
 from ...common.spiffeid import SpiffeId, SpiffeIdError
 from ...common.x509util import certs_to_der_chain
 from ...proto.workload import workload_pb2 as pb
 from ...proto.workload.workload_grpc import SpiffeWorkloadAPIBase
-from ...server.datastore.models import Entry, Selector
 from ..cache import WorkloadCache
 from ..plugins.workloadattestor.base import WorkloadAttestor
 from .caller import Caller, CallerGone, CallerRegistry

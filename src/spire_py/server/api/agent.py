@@ -6,46 +6,24 @@ import secrets
 import time
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from google.protobuf import empty_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log, rpc
+from ...common.registration import MATCH_BY_NUMBER, MATCH_EXACT
 from ...common.spiffeid import SpiffeId, is_agent_id
 from ...proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
-from ...proto.spire.api.types import x509svid_pb2
 from ..core import ServerCore
 from ..datastore.models import AttestedNode
 from ..plugins.nodeattestor.base import AttestationError
 from ..plugins.nodeattestor.join_token import JoinTokenRefused
 from . import convert
 from .auth import caller_of
-from .entry import MATCH
+from .convert import parse_csr, svid_to_proto
 from .jointoken import create_join_token
 
 _log = log.get("agent_api")
-
-
-def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
-    if not der:
-        raise GRPCError(Status.INVALID_ARGUMENT, "malformed param: missing CSR")
-    try:
-        csr = x509.load_der_x509_csr(der)
-    except ValueError as exc:
-        raise GRPCError(Status.INVALID_ARGUMENT, f"malformed CSR: {exc}") from None
-    if not csr.is_signature_valid:
-        raise GRPCError(Status.INVALID_ARGUMENT, "malformed CSR: invalid signature")
-    return csr
-
-
-def svid_to_proto(sid: str, chain: list[x509.Certificate]) -> x509svid_pb2.X509SVID:
-    return x509svid_pb2.X509SVID(
-        id=convert.id_to_proto(sid),
-        cert_chain=[c.public_bytes(serialization.Encoding.DER) for c in chain],
-        expires_at=int(chain[0].not_valid_after_utc.timestamp()),
-    )
 
 
 def _agent_id_arg(core: ServerCore, pb: Any) -> str:
@@ -84,7 +62,7 @@ class AgentService(agent_grpc.AgentBase):
                 sels = convert.selectors_from_proto(f.by_selector_match.selectors, "selectors filter")
             except convert.InvalidInput as exc:
                 raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
-            kw["by_selector_match"] = (sels, MATCH.get(f.by_selector_match.match, "exact"))
+            kw["by_selector_match"] = (sels, MATCH_BY_NUMBER.get(f.by_selector_match.match, MATCH_EXACT))
         return kw
 
     async def CountAgents(self, stream: Any) -> None:

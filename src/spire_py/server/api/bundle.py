@@ -12,9 +12,9 @@ from ...common.spiffeid import SpiffeIdError, TrustDomain
 from ...proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from ...proto.spire.api.types import bundle_pb2 as types_bundle_pb2
 from ..core import ServerCore
-from ..datastore.models import Bundle
+from ..datastore.models import BUNDLE_MASK_FIELDS, Bundle
 from . import convert
-from .entry import OK, status
+from .status import OK, status
 
 _log = log.get("bundle_api")
 
@@ -119,7 +119,7 @@ class BundleService(bundle_grpc.BundleBase):
                     stored = await self.core.db(self.core.datastore.create_bundle, b)
                 elif op == "update":
                     mask = _mask(req, "input_mask")
-                    fields = None if mask is None else {f for f in ("x509_authorities", "jwt_authorities", "refresh_hint", "sequence_number") if getattr(mask, f)}
+                    fields = None if mask is None else {f for f in BUNDLE_MASK_FIELDS if getattr(mask, f)}
                     stored = await self.core.db(self.core.datastore.update_bundle, b, fields)
                 else:
                     stored = await self.core.db(self.core.datastore.set_bundle, b)

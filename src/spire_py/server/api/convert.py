@@ -1,7 +1,8 @@
 """Conversions between the wire types (spire.api.types) and the datastore model.
 
 Input conversions validate as SPIRE does and raise InvalidInput naming the field,
-so handlers can answer InvalidArgument with a precise message.
+so handlers can answer InvalidArgument with a precise message. Entries go out through
+common/registration_proto.py, which the agent shares.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from typing import Iterable, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
+from ...common.registration import Entry, Selector
+from ...common.registration_proto import id_to_proto, selectors_to_proto
 from ...common.spiffeid import SpiffeId, SpiffeIdError, TrustDomain
-from ...proto.spire.api.types import agent_pb2, bundle_pb2, entry_pb2, selector_pb2, spiffeid_pb2
-from ..datastore.models import AttestedNode, Bundle, Entry, JWTKey, Selector
+from ...proto.spire.api.types import agent_pb2, bundle_pb2, entry_pb2, selector_pb2, spiffeid_pb2, x509svid_pb2
+from ..datastore.models import AttestedNode, Bundle, JWTKey
 
 
 class InvalidInput(ValueError):
@@ -21,12 +26,6 @@ class InvalidInput(ValueError):
 
 
 # --- SPIFFE IDs -------------------------------------------------------------------
-def id_to_proto(sid: SpiffeId | str) -> spiffeid_pb2.SPIFFEID:
-    if isinstance(sid, str):
-        sid = SpiffeId.parse(sid)
-    return spiffeid_pb2.SPIFFEID(trust_domain=sid.trust_domain.name, path=sid.path)
-
-
 def id_from_proto(pb: spiffeid_pb2.SPIFFEID, field: str, td: Optional[TrustDomain] = None) -> SpiffeId:
     if pb is None or (not pb.trust_domain and not pb.path):
         raise InvalidInput(f"invalid {field}: request must specify SPIFFE ID")
@@ -60,47 +59,7 @@ def selectors_from_proto(items: Iterable[selector_pb2.Selector], field: str = "s
     return out
 
 
-def selectors_to_proto(items: Iterable[Selector]) -> list[selector_pb2.Selector]:
-    return [selector_pb2.Selector(type=s.type, value=s.value) for s in items]
-
-
 # --- entries -------------------------------------------------------------------------
-def entry_to_proto(e: Entry, mask: Optional[entry_pb2.EntryMask] = None) -> entry_pb2.Entry:
-    def want(name: str) -> bool:
-        return mask is None or getattr(mask, name)
-
-    pb = entry_pb2.Entry(id=e.id)
-    if want("spiffe_id"):
-        pb.spiffe_id.CopyFrom(id_to_proto(e.spiffe_id))
-    if want("parent_id"):
-        pb.parent_id.CopyFrom(id_to_proto(e.parent_id))
-    if want("selectors"):
-        pb.selectors.extend(selectors_to_proto(e.selectors))
-    if want("x509_svid_ttl"):
-        pb.x509_svid_ttl = e.x509_svid_ttl
-    if want("jwt_svid_ttl"):
-        pb.jwt_svid_ttl = e.jwt_svid_ttl
-    if want("federates_with"):
-        pb.federates_with.extend(e.federates_with)
-    if want("admin"):
-        pb.admin = e.admin
-    if want("downstream"):
-        pb.downstream = e.downstream
-    if want("expires_at"):
-        pb.expires_at = e.expires_at
-    if want("dns_names"):
-        pb.dns_names.extend(e.dns_names)
-    if want("revision_number"):
-        pb.revision_number = e.revision_number
-    if want("store_svid"):
-        pb.store_svid = e.store_svid
-    if want("hint"):
-        pb.hint = e.hint
-    if want("created_at"):
-        pb.created_at = e.created_at
-    return pb
-
-
 def entry_from_proto(pb: entry_pb2.Entry, td: TrustDomain) -> Entry:
     """Validate an entry as SPIRE's entry API does; errors name the field."""
     parent = id_from_proto(pb.parent_id, "parent ID", td)
@@ -218,4 +177,26 @@ def bundle_from_proto(pb: bundle_pb2.Bundle) -> Bundle:
         jwt_authorities=jwts,
         refresh_hint=pb.refresh_hint,
         sequence_number=pb.sequence_number,
+    )
+
+
+# --- X.509-SVIDs ---------------------------------------------------------------------
+def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
+    """A signed CSR, or GRPCError INVALID_ARGUMENT (batch handlers turn it into the item's status)."""
+    if not der:
+        raise GRPCError(Status.INVALID_ARGUMENT, "malformed param: missing CSR")
+    try:
+        csr = x509.load_der_x509_csr(der)
+    except ValueError as exc:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"malformed CSR: {exc}") from None
+    if not csr.is_signature_valid:
+        raise GRPCError(Status.INVALID_ARGUMENT, "malformed CSR: invalid signature")
+    return csr
+
+
+def svid_to_proto(sid: str, chain: list[x509.Certificate]) -> x509svid_pb2.X509SVID:
+    return x509svid_pb2.X509SVID(
+        id=id_to_proto(sid),
+        cert_chain=[c.public_bytes(serialization.Encoding.DER) for c in chain],
+        expires_at=int(chain[0].not_valid_after_utc.timestamp()),
     )

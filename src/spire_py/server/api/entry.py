@@ -8,50 +8,21 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log
+from ...common.registration import ENTRY_MASK_FIELDS, MATCH_BY_NUMBER, MATCH_EXACT, Entry
+from ...common.registration_proto import entry_from_proto, entry_to_proto
 from ...proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from ...proto.spire.api.types import entry_pb2 as types_entry_pb2
-from ...proto.spire.api.types import status_pb2
 from ..cache import Authorized
 from ..core import ServerCore
-from ..datastore import errors as ds_errors
-from ..datastore.models import Entry
 from . import convert
 from .auth import caller_of
+from .status import OK, error_status, status
 
 _log = log.get("entry_api")
 
-MATCH = {0: "exact", 1: "subset", 2: "superset", 3: "any"}
 SYNC_PAGE_SIZE = 500
 # Agents (with more than SYNC_PAGE_SIZE entries) whose revision pages are kept between changes.
 REVISION_MEMO_AGENTS = 32
-
-ENTRY_MASK_FIELDS = {
-    "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl", "federates_with", "admin",
-    "downstream", "expires_at", "dns_names", "store_svid", "hint",
-}
-
-
-def status(code: Status, message: str = "") -> status_pb2.Status:
-    return status_pb2.Status(code=code.value, message=message)
-
-
-OK = status_pb2.Status(code=0, message="OK")
-
-_DS_STATUS = (
-    (ds_errors.NotFoundError, Status.NOT_FOUND),
-    (ds_errors.AlreadyExistsError, Status.ALREADY_EXISTS),
-    (ds_errors.InvalidArgumentError, Status.INVALID_ARGUMENT),
-)
-
-
-def _error_status(exc: Exception) -> tuple[Status, str]:
-    """The status for one item's failure, as ServerCore.db maps a raised datastore error."""
-    if isinstance(exc, GRPCError):
-        return exc.status, exc.message or ""
-    for kind, code in _DS_STATUS:
-        if isinstance(exc, kind):
-            return code, str(exc)
-    return Status.INTERNAL, f"datastore error: {exc}"
 
 
 def _list_filters(core: ServerCore, flt: Any) -> dict[str, Any]:
@@ -67,7 +38,7 @@ def _list_filters(core: ServerCore, flt: Any) -> dict[str, Any]:
             sels = convert.selectors_from_proto(flt.by_selectors.selectors, "selectors filter")
             if not sels:
                 raise convert.InvalidInput("malformed selectors filter: empty selector set")
-            kw["by_selectors"] = (sels, MATCH.get(flt.by_selectors.match, "exact"))
+            kw["by_selectors"] = (sels, MATCH_BY_NUMBER.get(flt.by_selectors.match, MATCH_EXACT))
         if flt.HasField("by_hint"):
             kw["by_hint"] = flt.by_hint.value
         if flt.HasField("by_downstream"):
@@ -107,7 +78,7 @@ class EntryService(entry_grpc.EntryBase):
             raise
         await stream.send_message(
             entry_pb2.ListEntriesResponse(
-                entries=[convert.entry_to_proto(e, mask) for e in entries], next_page_token=token
+                entries=[entry_to_proto(e, mask) for e in entries], next_page_token=token
             )
         )
 
@@ -119,7 +90,7 @@ class EntryService(entry_grpc.EntryBase):
         if e is None:
             raise GRPCError(Status.NOT_FOUND, "entry not found")
         mask = req.output_mask if req.HasField("output_mask") else None
-        await stream.send_message(convert.entry_to_proto(e, mask))
+        await stream.send_message(entry_to_proto(e, mask))
 
     async def BatchCreateEntry(self, stream: Any) -> None:
         req = await stream.recv_message()
@@ -142,16 +113,16 @@ class EntryService(entry_grpc.EntryBase):
             outcomes = [exc] * len(todo)
         for (i, _), out in zip(todo, outcomes):
             if isinstance(out, Exception):
-                code, message = _error_status(out)
+                code, message = error_status(out)
                 results[i] = Result(status=status(code, f"failed to create entry: {message}"))
                 continue
             stored, existed = out
             if existed:
                 results[i] = Result(status=status(Status.ALREADY_EXISTS, "similar entry already exists"),
-                                    entry=convert.entry_to_proto(stored, mask))
+                                    entry=entry_to_proto(stored, mask))
                 continue
             _log.info("Entry created", extra=log.fields(entry_id=stored.id, spiffe_id=stored.spiffe_id, caller=who))
-            results[i] = Result(status=OK, entry=convert.entry_to_proto(stored, mask))
+            results[i] = Result(status=OK, entry=entry_to_proto(stored, mask))
         await self.core.refresh_cache()
         await stream.send_message(entry_pb2.BatchCreateEntryResponse(results=results))
 
@@ -172,7 +143,7 @@ class EntryService(entry_grpc.EntryBase):
                     results.append(Result(status=status(Status.NOT_FOUND, "entry not found")))
                     continue
                 merged = _merge(current, pb, fields)
-                e = convert.entry_from_proto(convert.entry_to_proto(merged), self.core.trust_domain)
+                e = convert.entry_from_proto(entry_to_proto(merged), self.core.trust_domain)
                 e.id = pb.id
                 stored = await self.core.db(self.core.datastore.update_entry, e, fields)
             except convert.InvalidInput as exc:
@@ -181,7 +152,7 @@ class EntryService(entry_grpc.EntryBase):
             except GRPCError as exc:
                 results.append(Result(status=status(exc.status, f"failed to update entry: {exc.message}")))
                 continue
-            results.append(Result(status=OK, entry=convert.entry_to_proto(stored, out_mask)))
+            results.append(Result(status=OK, entry=entry_to_proto(stored, out_mask)))
         await self.core.refresh_cache()
         await stream.send_message(entry_pb2.BatchUpdateEntryResponse(results=results))
 
@@ -214,7 +185,7 @@ class EntryService(entry_grpc.EntryBase):
         _, authorized = await self._authorized(stream)
         mask = req.output_mask if req.HasField("output_mask") else None
         await stream.send_message(entry_pb2.GetAuthorizedEntriesResponse(
-            entries=[convert.entry_to_proto(e, mask) for e in authorized.entries]))
+            entries=[entry_to_proto(e, mask) for e in authorized.entries]))
 
     async def SyncAuthorizedEntries(self, stream: Any) -> None:
         req = await stream.recv_message()
@@ -229,7 +200,7 @@ class EntryService(entry_grpc.EntryBase):
             raise GRPCError(Status.INVALID_ARGUMENT, "revision number cannot be masked")
         Resp = entry_pb2.SyncAuthorizedEntriesResponse
         if len(entries) <= SYNC_PAGE_SIZE:
-            await stream.send_message(Resp(entries=[convert.entry_to_proto(e, mask) for e in entries]))
+            await stream.send_message(Resp(entries=[entry_to_proto(e, mask) for e in entries]))
             return
         # Many entries: send revisions first; the agent asks for the ones it lacks.
         for page in self._revision_pages(agent, authorized):
@@ -243,7 +214,7 @@ class EntryService(entry_grpc.EntryBase):
                 if len(out) == SYNC_PAGE_SIZE:
                     await stream.send_message(Resp(entries=out, more=True))
                     out = []
-                out.append(convert.entry_to_proto(e, mask))
+                out.append(entry_to_proto(e, mask))
             await stream.send_message(Resp(entries=out, more=False))
 
     def _revision_pages(self, agent: str, authorized: Authorized) -> list[Any]:
@@ -270,11 +241,7 @@ class EntryService(entry_grpc.EntryBase):
 
 def _merge(current: Entry, pb: Any, fields: Optional[set[str]]) -> Entry:
     """The entry as it will be after applying the masked fields of ``pb`` (all when no mask)."""
-    from dataclasses import replace
-
-    from ..datastore.models import Selector
-
-    new = convert.entry_to_proto(current)
+    new = entry_to_proto(current)
     for f in ENTRY_MASK_FIELDS if fields is None else fields:
         if f in ("spiffe_id", "parent_id"):
             getattr(new, f).CopyFrom(getattr(pb, f))
@@ -283,18 +250,4 @@ def _merge(current: Entry, pb: Any, fields: Optional[set[str]]) -> Entry:
             getattr(new, f).extend(getattr(pb, f))
         else:
             setattr(new, f, getattr(pb, f))
-    return replace(
-        current,
-        spiffe_id=f"spiffe://{new.spiffe_id.trust_domain}{new.spiffe_id.path}",
-        parent_id=f"spiffe://{new.parent_id.trust_domain}{new.parent_id.path}",
-        selectors=[Selector(s.type, s.value) for s in new.selectors],
-        x509_svid_ttl=new.x509_svid_ttl,
-        jwt_svid_ttl=new.jwt_svid_ttl,
-        dns_names=list(new.dns_names),
-        admin=new.admin,
-        downstream=new.downstream,
-        federates_with=list(new.federates_with),
-        expires_at=new.expires_at,
-        hint=new.hint,
-        store_svid=new.store_svid,
-    )
+    return entry_from_proto(new)

@@ -1,39 +1,12 @@
-"""grpc.health.v1.Health and spire.api.server.debug.v1.Debug."""
+"""spire.api.server.debug.v1.Debug (grpc.health.v1.Health, which the agent serves too, is common/health_service.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Callable
 
-from ...proto.grpc.health.v1 import health_grpc, health_pb2
 from ...proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
 from ..core import ServerCore
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class HealthService(health_grpc.HealthBase):
-    def __init__(self, is_ready: Callable[[], bool]) -> None:
-        self.is_ready = is_ready
-
-    def _status(self) -> Any:
-        return SERVING if self.is_ready() else NOT_SERVING
-
-    async def Check(self, stream: Any) -> None:
-        await stream.recv_message()
-        await stream.send_message(health_pb2.HealthCheckResponse(status=self._status()))
-
-    async def Watch(self, stream: Any) -> None:
-        await stream.recv_message()
-        last = None
-        while True:
-            now = self._status()
-            if now != last:
-                await stream.send_message(health_pb2.HealthCheckResponse(status=now))
-                last = now
-            await asyncio.sleep(1)
 
 
 class DebugService(debug_grpc.DebugBase):

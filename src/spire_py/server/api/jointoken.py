@@ -9,10 +9,11 @@ from typing import Any
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from ...common.registration import Entry, Selector
 from ...common.spiffeid import SpiffeId, is_reserved_path
 from ...proto.spire.api.types import jointoken_pb2
 from ..core import ServerCore
-from ..datastore.models import Entry, JoinToken, Selector
+from ..datastore.models import JoinToken
 from ..plugins.nodeattestor.join_token import InvalidJoinToken, join_token_id
 from . import convert
 

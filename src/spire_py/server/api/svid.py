@@ -11,22 +11,23 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log
+from ...common.registration_proto import id_to_proto
 from ...common.spiffeid import SpiffeId, SpiffeIdError
 from ...proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from ...proto.spire.api.types import jwtsvid_pb2
 from ..ca.ca import CARequestError
 from ..core import ServerCore
 from . import convert
-from .agent import parse_csr, svid_to_proto
 from .auth import caller_of
-from .entry import OK, status
+from .convert import parse_csr, svid_to_proto
+from .status import OK, status
 
 _log = log.get("svid_api")
 
 
 def jwt_svid_to_proto(sid: str, token: str) -> jwtsvid_pb2.JWTSVID:
     claims = jwt.decode(token, options={"verify_signature": False})
-    return jwtsvid_pb2.JWTSVID(token=token, id=convert.id_to_proto(sid),
+    return jwtsvid_pb2.JWTSVID(token=token, id=id_to_proto(sid),
                                expires_at=int(claims["exp"]), issued_at=int(claims.get("iat", 0)))
 
 

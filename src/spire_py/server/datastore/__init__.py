@@ -1,5 +1,7 @@
 """Server DataStore: registration entries, agents, bundles, join tokens, events.
 
+Entries and selectors are common/registration.py's types, shared with the agent.
+
 ``SQLDataStore`` is the only implementation (plugin "sql"), over sqlite3, PostgreSQL
 and MySQL (``dialects.py``), with the same schema and Alembic migrations.
 """
@@ -11,18 +13,7 @@ from .errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from .models import (
-    MATCH_ANY,
-    MATCH_EXACT,
-    MATCH_SUBSET,
-    MATCH_SUPERSET,
-    AttestedNode,
-    Bundle,
-    Entry,
-    JoinToken,
-    JWTKey,
-    Selector,
-)
+from .models import AttestedNode, Bundle, JoinToken, JWTKey
 from .plugin import SQLDataStorePlugin
 from .store import SQLDataStore
 
@@ -32,16 +23,10 @@ __all__ = [
     "Bundle",
     "ConflictError",
     "DataStoreError",
-    "Entry",
     "InvalidArgumentError",
     "JWTKey",
     "JoinToken",
-    "MATCH_ANY",
-    "MATCH_EXACT",
-    "MATCH_SUBSET",
-    "MATCH_SUPERSET",
     "NotFoundError",
     "SQLDataStore",
     "SQLDataStorePlugin",
-    "Selector",
 ]

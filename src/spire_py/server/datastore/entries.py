@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 
+from ...common.registration import ENTRY_MASK_FIELDS, MATCH_EXACT, Entry, Selector
 from . import schema as s
 from .entries_sql import (
     E,
@@ -25,7 +26,6 @@ from .entries_sql import (
 )
 from .errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from .matching import selector_match_clause
-from .models import ENTRY_MASK_FIELDS, MATCH_EXACT, Entry, Selector
 from .paging import apply_page, check_page_size, chunks, next_token
 from .transactions import TransactionalStore, now
 

@@ -16,10 +16,10 @@ from typing import Any, Union
 
 from sqlalchemy import Connection, Row, insert, select
 
+from ...common.registration import Entry, Selector
 from . import schema as s
 from .entries_sql import E, hydrate, validate_entry
 from .errors import AlreadyExistsError, DataStoreError, InvalidArgumentError
-from .models import Entry, Selector
 from .paging import chunks
 from .transactions import TransactionalStore, now
 

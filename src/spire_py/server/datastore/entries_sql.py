@@ -13,10 +13,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, exists, insert, not_, select
 
+from ...common.registration import MATCH_ANY, MATCH_EXACT, MATCH_SUBSET, MATCH_SUPERSET, Entry, Selector
 from . import schema as s
 from .errors import InvalidArgumentError
 from .matching import check_match, dedupe
-from .models import MATCH_ANY, MATCH_EXACT, MATCH_SUBSET, MATCH_SUPERSET, Entry, Selector
 from .paging import chunks
 from .transactions import now
 

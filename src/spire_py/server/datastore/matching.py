@@ -16,8 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import ColumnElement, FromClause, Table, and_, exists, false, not_, or_, select
 
-from .errors import InvalidArgumentError
-from .models import (
+from ...common.registration import (
     MATCH_ANY,
     MATCH_BEHAVIOURS,
     MATCH_EXACT,
@@ -25,6 +24,7 @@ from .models import (
     MATCH_SUPERSET,
     Selector,
 )
+from .errors import InvalidArgumentError
 
 
 def check_match(match: str, what: str = "selectors") -> None:

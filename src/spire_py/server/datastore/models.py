@@ -1,4 +1,4 @@
-"""Plain value objects the DataStore stores and returns.
+"""Plain value objects the DataStore stores and returns (entries and selectors: common/registration.py).
 
 Times are unix seconds; 0 means "not set" (never expires, no new cert...).
 """
@@ -7,41 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MATCH_EXACT = "exact"
-MATCH_SUBSET = "subset"
-MATCH_SUPERSET = "superset"
-MATCH_ANY = "any"
-MATCH_BEHAVIOURS = (MATCH_EXACT, MATCH_SUBSET, MATCH_SUPERSET, MATCH_ANY)
-
-
-@dataclass(frozen=True, order=True)
-class Selector:
-    type: str
-    value: str
-
-    def __str__(self) -> str:
-        return f"{self.type}:{self.value}"
-
-
-@dataclass
-class Entry:
-    """A registration entry. ``id`` is assigned by the store when empty."""
-
-    id: str = ""
-    spiffe_id: str = ""
-    parent_id: str = ""
-    selectors: list[Selector] = field(default_factory=list)
-    x509_svid_ttl: int = 0
-    jwt_svid_ttl: int = 0
-    dns_names: list[str] = field(default_factory=list)
-    admin: bool = False
-    downstream: bool = False
-    federates_with: list[str] = field(default_factory=list)
-    expires_at: int = 0
-    hint: str = ""
-    store_svid: bool = False
-    created_at: int = 0
-    revision_number: int = 0
+from ...common.registration import Selector
 
 
 @dataclass
@@ -85,22 +51,6 @@ class Bundle:
 
 
 # Field names accepted in update masks.
-ENTRY_MASK_FIELDS = frozenset(
-    {
-        "spiffe_id",
-        "parent_id",
-        "selectors",
-        "x509_svid_ttl",
-        "jwt_svid_ttl",
-        "dns_names",
-        "admin",
-        "downstream",
-        "federates_with",
-        "expires_at",
-        "hint",
-        "store_svid",
-    }
-)
 NODE_MASK_FIELDS = frozenset(
     {
         "cert_serial_number",

@@ -7,11 +7,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, delete, func, insert, select, update
 
+from ...common.registration import Selector
 from . import schema as s
 from .entries_sql import check_selectors, delete_entry_rows, hydrate, normalize_match_arg, write_entry_event
 from .errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from .matching import dedupe, selector_match_clause
-from .models import NODE_MASK_FIELDS, AttestedNode, Selector
+from .models import NODE_MASK_FIELDS, AttestedNode
 from .paging import apply_page, check_page_size, chunks, next_token
 from .transactions import TransactionalStore, now
 

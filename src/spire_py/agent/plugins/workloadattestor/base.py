@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ....common.plugin import Plugin
-from ....server.datastore.models import Selector
+from ....common.registration import Selector
 
 
 class WorkloadAttestationError(Exception):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ....common.plugin import BOOL, INT, Field, PluginContext, Schema, register
-from ....server.datastore.models import Selector
+from ....common.registration import Selector
 from .base import WorkloadAttestationError, WorkloadAttestor
 
 

@@ -13,8 +13,8 @@ from typing import Awaitable, Callable
 from grpclib.const import Status
 
 from ....common.plugin import Plugin
+from ....common.registration import Selector
 from ....common.spiffeid import SpiffeId
-from ...datastore.models import Selector
 
 Challenge = Callable[[bytes], Awaitable[bytes]]
 

@@ -27,8 +27,8 @@ from ....common.plugin import (
 )
 from ....common.plugins import x509pop as pop
 from ....common.plugins.agentpathtemplate import AgentPathTemplate, TemplateError, make_agent_id
+from ....common.registration import Selector
 from ....common.spiffeid import TrustDomain
-from ...datastore.models import Selector
 from ...datastore.api import DataStore
 from ..context import datastore_of
 from .base import AttestationError, AttestResult, Challenge, NodeAttestor
