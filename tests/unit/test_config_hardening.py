@@ -283,3 +283,21 @@ def test_a_lone_surrogate_is_escaped_in_errors():
         load_server_config_from_text('{"\\ud800": {}}')
     assert str(exc.value).startswith('f.json:1: \\ud800: unknown section "\\ud800"')
     str(exc.value).encode("utf-8")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("side", ["server", "agent"])
+def test_an_endless_config_file_is_refused_after_a_bounded_read(capsys, side):
+    assert MAINS[side](["validate", "-config", "/dev/zero"]) == 1
+    assert capsys.readouterr().err == (f"SPIRE {side} configuration file is invalid: "
+                                       'unable to read configuration at "/dev/zero": file larger than 16 MiB\n')
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_an_endless_plugin_data_file_is_refused_naming_the_key(tmp_path):
+    plugins = SERVER_PLUGINS.replace('NodeAttestor "join_token" { plugin_data {} }',
+                                     'NodeAttestor "join_token" { plugin_data_file = "/dev/zero" }')
+    with pytest.raises(ConfigError) as exc:
+        load_server_config(server_conf(tmp_path, plugins=plugins))
+    assert str(exc.value).endswith('plugins.NodeAttestor.join_token.plugin_data_file: '
+                                   'cannot read plugin_data_file "/dev/zero": file larger than 16 MiB')

@@ -51,6 +51,7 @@ from ..common.config_sections import (
     parse_trust_domain,
     telemetry_from,
 )
+from ..common.config_source import read_bounded
 from ..common.config_unacted import warn_unacted
 from ..common.spiffeid import SpiffeId, SpiffeIdError
 
@@ -368,8 +369,7 @@ def _join_token(ctx: Ctx, cfg: AgentConfig, a: Values) -> None:
         return
     key = ["agent", "join_token_file"]
     try:
-        with open(cfg.join_token_file, encoding="utf-8") as f:
-            token = f.read().strip()
+        token = read_bounded(cfg.join_token_file).decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ctx.error(key, f'unable to read join token file "{cfg.join_token_file}": {reason}') from None

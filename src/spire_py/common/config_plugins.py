@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .config_schema import BOOL, RAW, STR, STR_LIST, Ctx, Field, Schema, block_list, describe, merge_blocks
-from .config_source import ConfigError, known_list, lines_of, parse_text
+from .config_source import ConfigError, known_list, lines_of, parse_text, read_bounded
 
 
 @dataclass
@@ -98,8 +98,7 @@ def _plugin_data(ctx: Ctx, path: list[Any], value: Any) -> dict[str, Any]:
 
 def _load_data_file(ctx: Ctx, path: list[Any], file_path: str) -> dict[str, Any]:
     try:
-        with open(file_path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_bounded(file_path).decode("utf-8")
     except OSError as exc:
         raise ctx.error(path, f'cannot read plugin_data_file "{file_path}": {exc.strerror or exc}') from None
     except UnicodeDecodeError:

@@ -9,6 +9,7 @@ here) nests them and records, for every key path, the lines it appears on.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -454,11 +455,24 @@ def _parse_either(text: str, path: Optional[str]) -> tuple[Any, str]:
         raise ConfigError(f"invalid HCL: {msg}", path=path, line=line) from None
 
 
+# No real config comes near this; the bound keeps "-config /dev/zero" (or a FIFO that
+# never ends) from taking all memory.
+MAX_FILE_BYTES = 16 << 20
+
+
+def read_bounded(path: str) -> bytes:
+    """A config-related file's bytes; OSError (EFBIG) past MAX_FILE_BYTES."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise OSError(errno.EFBIG, f"file larger than {MAX_FILE_BYTES >> 20} MiB")
+    return raw
+
+
 def load_file(path: str, expand_env: bool = False) -> tuple[dict[str, Any], SourceInfo]:
     """Read and parse ``path``; ``expand_env`` substitutes $VAR / ${VAR} first, as -expandEnv does."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_bounded(path)
     except FileNotFoundError:
         raise ConfigError(
             f"could not find config file {os.path.abspath(path)}: please use the -config flag"
