@@ -40,6 +40,20 @@ def print_warnings(cfg: Any) -> None:
         print(f"Warning: {warning}", file=sys.stderr)
 
 
+def validate_config(side: str, load: Callable[[], Any], check_plugins: Callable[[Any], None]) -> int:
+    """``spire-<side> validate``: the file, its warnings and every plugin's configuration,
+    checked without starting anything."""
+    try:
+        cfg = load()
+        print_warnings(cfg)
+        check_plugins(cfg)
+    except (CommandError, ConfigError) as exc:
+        print(f"SPIRE {side} configuration file is invalid: {exc}", file=sys.stderr)
+        return 1
+    print(f"SPIRE {side} configuration file is valid.")
+    return 0
+
+
 def configure_plugin(side: str, spec: Any, ctx: PluginContext, config: Any, check_only: bool = False) -> Any:
     """Look up and configure (or only check) one plugin; errors name file, line and key."""
     try:

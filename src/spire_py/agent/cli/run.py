@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from ...common.cli import CommandError, Context, FlagSet
+from ...common.cli import Context, FlagSet
 from ...common.config import ConfigError
-from ...common.daemon import load_config, print_warnings, start_logging
+from ...common.daemon import load_config, start_logging, validate_config
 
 DEFAULT_CONFIG = "conf/agent/agent.conf"
 
@@ -60,12 +60,4 @@ def run_cmd(ctx: Context) -> int:
 def validate_cmd(ctx: Context) -> int:
     from ..agent import SpireAgent
 
-    try:
-        cfg = load(ctx)
-        print_warnings(cfg)
-        SpireAgent(cfg).check_plugins()
-    except (CommandError, ConfigError) as exc:
-        print(f"SPIRE agent configuration file is invalid: {exc}", file=sys.stderr)
-        return 1
-    print("SPIRE agent configuration file is valid.")
-    return 0
+    return validate_config("agent", lambda: load(ctx), lambda cfg: SpireAgent(cfg).check_plugins())

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from ...common.cli import CommandError, Context, FlagSet
+from ...common.cli import Context, FlagSet
 from ...common.config import ConfigError
-from ...common.daemon import load_config, print_warnings, start_logging
+from ...common.daemon import load_config, start_logging, validate_config
 
 DEFAULT_CONFIG = "conf/server/server.conf"
 
@@ -56,13 +56,4 @@ def run_cmd(ctx: Context) -> int:
 def validate_cmd(ctx: Context) -> int:
     from ..server import SpireServer
 
-    try:
-        cfg = load(ctx)
-        print_warnings(cfg)
-        # Plugin configuration is checked too, without starting anything.
-        SpireServer(cfg).check_plugins()
-    except (CommandError, ConfigError) as exc:
-        print(f"SPIRE server configuration file is invalid: {exc}", file=sys.stderr)
-        return 1
-    print("SPIRE server configuration file is valid.")
-    return 0
+    return validate_config("server", lambda: load(ctx), lambda cfg: SpireServer(cfg).check_plugins())
