@@ -10,6 +10,7 @@ from google.protobuf import wrappers_pb2
 
 from ...common.cli import CommandError, Context, FlagSet
 from ...common.cliprinter import go_json, go_time, is_json, pluralize, print_proto_json, unix_time
+from ...common.registration import MATCH_NUMBERS as MATCH
 from ...proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from ...proto.spire.api.types import agent_pb2 as types_agent_pb2
 from ...proto.spire.api.types import selector_pb2
@@ -19,7 +20,6 @@ from .client import AdminClient, call, socket_flags
 LIST_PAGE_SIZE = 1000
 EXPIRES_LAYOUT = "2006-01-02 15:04:05 -0700 -07"
 _EXPIRES_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{4} [+-]\d{2}$")
-MATCH = {"exact": 0, "subset": 1, "superset": 2, "any": 3}
 
 
 def print_agents(ctx: Context, agents: Any) -> None:

@@ -10,6 +10,7 @@ from google.protobuf import wrappers_pb2
 
 from ...common.cli import CommandError, Context, FlagSet
 from ...common.cliprinter import eprint, go_code, go_quote, go_time, is_json, pluralize, print_proto_json, unix_time
+from ...common.registration import MATCH_NUMBERS as MATCH
 from ...proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from ...proto.spire.api.types import entry_pb2 as types_entry_pb2
 from ...proto.spire.api.types import federateswith_pb2, selector_pb2, spiffeid_pb2
@@ -19,8 +20,6 @@ from .client import AdminClient, call, socket_flags
 Entry = types_entry_pb2.Entry
 SERVER_ID_PATH = "/spire/server"
 LIST_PAGE_SIZE = 500
-
-MATCH = {"exact": 0, "subset": 1, "superset": 2, "any": 3}  # same numbers in both match enums
 
 
 # ---------------------------------------------------------------- printing
