@@ -19,13 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spire_py.agent import plugins as _agent_plugins  # noqa: F401  (registers the built-in plugins)
+from spire_py.agent.catalog import AgentCatalog
 from spire_py.agent.config import agent_config_from
+from spire_py.agent.plugins.context import AgentPluginContext
 from spire_py.common.config import ConfigError, PluginSpec, load_file
 from spire_py.common.daemon import configure_plugin
-from spire_py.common.plugin import PluginContext, known_names, known_types, lookup
-from spire_py.server import plugins as _server_plugins  # noqa: F401
+from spire_py.common.plugin import known_names, known_types, lookup
+from spire_py.server.catalog import ServerCatalog
 from spire_py.server.config import server_config_from
+from spire_py.server.plugins.context import ServerPluginContext
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = {
@@ -36,6 +38,8 @@ SAMPLES = {
 }
 TEXTS = {side: [p.read_bytes() for p in paths] for side, paths in SAMPLES.items()}
 LOADERS = {"server": server_config_from, "agent": agent_config_from}
+CATALOGS = {"server": ServerCatalog, "agent": AgentCatalog}
+CONTEXTS = {"server": ServerPluginContext, "agent": AgentPluginContext}
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -164,10 +168,7 @@ def validate(workdir: Path, side: str, data: bytes, expand_env: bool = False) ->
     path.write_bytes(data)
     raw, source = load_file(str(path), expand_env)
     cfg = LOADERS[side](raw, source)
-    ctx = PluginContext(trust_domain=cfg.trust_domain, data_dir=cfg.data_dir, side=side,
-                        extra={"join_token": getattr(cfg, "join_token", "")})
-    for spec in cfg.plugins:
-        configure_plugin(side, spec, ctx, cfg, check_only=True)
+    CATALOGS[side](cfg).check()
 
 
 def load_like_validate(workdir: Path, side: str, data: bytes, expand_env: bool = False) -> None:
@@ -222,7 +223,7 @@ def plugin_data(draw):
 def test_every_builtin_plugin_checks_any_plugin_data_with_a_config_error(workdir, case):
     side, ptype, name, data = case
     spec = PluginSpec(ptype, name, data, line=3)
-    ctx = PluginContext(trust_domain="example.org", data_dir=str(workdir), side=side, extra={"join_token": ""})
+    ctx = CONTEXTS[side](trust_domain="example.org", data_dir=str(workdir), side=side)
     try:
         configure_plugin(side, spec, ctx, None, check_only=True)
     except ConfigError as exc:

@@ -48,8 +48,6 @@ class PluginContext:
     trust_domain: str
     data_dir: str = ""
     side: str = "server"  # "server" or "agent"
-    # Read by no plugin; kept while callers outside the plugins still pass it.
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # --- plugin_data kinds --------------------------------------------------------------
