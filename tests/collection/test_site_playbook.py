@@ -32,6 +32,8 @@ pytestmark = pytest.mark.skipif(harness is None, reason="tests/integration/conft
 
 TD = harness.TD
 AGENTS = ("agent-jt", "agent-x5", "agent-ssh")
+# Batch size is a play-level setting: only -e (or import_playbook vars) reaches it.
+ONE_BY_ONE = ("-e", "spire_agent_serial=1")
 
 
 def sock_dir(name: str) -> Path:
@@ -79,7 +81,6 @@ def site(make_server, tmp_path):
             "spire_trust_domain": TD,
             "spire_x509pop_ca_dir": str(x509pop_dir),
             "spire_sshpop_ca_dir": str(sshpop_dir),
-            "spire_agent_serial": 1,
             "spire_entries": [{"spiffe_id": f"spiffe://{TD}/web", "parent_id": f"spiffe://{TD}/host/agent-jt",
                                "selectors": ["unix:uid:%d" % os.getuid()], "x509_svid_ttl": 3600}],
         },
@@ -116,12 +117,12 @@ def start_agent(opt: Path, tmp: Path, name: str, env_file: Path | None, monkeypa
 def test_site_playbook_deploys_attests_and_is_idempotent(site, monkeypatch):
     server, opt, inv, tmp, inventory = site
 
-    checked = ansible_playbook("spire_py.spire.site", inv, "--check", "--diff", cwd=tmp).check()
+    checked = ansible_playbook("spire_py.spire.site", inv, *ONE_BY_ONE, "--check", "--diff", cwd=tmp).check()
     assert checked.changed() > 0
     assert not opt.exists(), "check mode installed something"
     assert json.loads(server.cli("entry", "show", "-output", "json").stdout).get("entries") in (None, [])
 
-    first = ansible_playbook("spire_py.spire.site", inv, cwd=tmp).check()
+    first = ansible_playbook("spire_py.spire.site", inv, *ONE_BY_ONE, cwd=tmp).check()
     recap = first.recap()
     assert set(recap) == {"server1", *AGENTS}, first.out
     assert (opt / "current").is_symlink() and (opt / "bin" / "spire-server").exists()
@@ -166,7 +167,7 @@ def test_site_playbook_deploys_attests_and_is_idempotent(site, monkeypatch):
         ids = {e["spiffe_id"]["path"] for e in entries}
         assert {"/web", "/host/agent-jt", "/host/agent-x5"} <= ids, ids
 
-        second = ansible_playbook("spire_py.spire.site", inv, "--diff", cwd=tmp).check()
+        second = ansible_playbook("spire_py.spire.site", inv, *ONE_BY_ONE, "--diff", cwd=tmp).check()
         assert second.changed() == 0, second.out
     finally:
         for proc in procs:
