@@ -75,7 +75,8 @@ def test_api_services_do_not_import_each_other() -> None:
 @pytest.mark.parametrize(
     ("source", "module", "is_package", "expected"),
     [
-        ("from ..server.datastore.models import Entry", "spire_py.agent.sync", False, "spire_py.server.datastore.models"),
+        ("from ..server.datastore.models import Entry", "spire_py.agent.sync", False,
+         "spire_py.server.datastore.models"),
         ("from ... import server", "spire_py.agent.workloadapi.handler", False, "spire_py.server"),
         ("import spire_py.server.core", "spire_py.agent.agent", False, "spire_py.server.core"),
         ("from .agent import parse_csr", "spire_py.server.api.svid", False, "spire_py.server.api.agent"),

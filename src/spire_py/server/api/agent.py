@@ -11,7 +11,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log, rpc
-from ...common.registration import MATCH_BY_NUMBER, MATCH_EXACT
 from ...common.spiffeid import SpiffeId, is_agent_id
 from ...proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from ..core import ServerCore
@@ -59,10 +58,9 @@ class AgentService(agent_grpc.AgentBase):
                 raise GRPCError(Status.INVALID_ARGUMENT, "failed to parse by_expires_before filter") from None
         if f.HasField("by_selector_match"):
             try:
-                sels = convert.selectors_from_proto(f.by_selector_match.selectors, "selectors filter")
+                kw["by_selector_match"] = convert.selector_match_from_proto(f.by_selector_match)
             except convert.InvalidInput as exc:
                 raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
-            kw["by_selector_match"] = (sels, MATCH_BY_NUMBER.get(f.by_selector_match.match, MATCH_EXACT))
         return kw
 
     async def CountAgents(self, stream: Any) -> None:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from ...common.registration import Entry, Selector
+from ...common.registration import MATCH_BY_NUMBER, MATCH_EXACT, Entry, Selector
 from ...common.registration_proto import id_to_proto, selectors_to_proto
 from ...common.spiffeid import SpiffeId, SpiffeIdError, TrustDomain
 from ...proto.spire.api.types import agent_pb2, bundle_pb2, entry_pb2, selector_pb2, spiffeid_pb2, x509svid_pb2
@@ -57,6 +57,13 @@ def selectors_from_proto(items: Iterable[selector_pb2.Selector], field: str = "s
             raise InvalidInput(f"invalid {field}: missing selector value")
         out.append(Selector(s.type, s.value))
     return out
+
+
+def selector_match_from_proto(
+    pb: selector_pb2.SelectorMatch, field: str = "selectors filter"
+) -> tuple[list[Selector], str]:
+    """A list filter's selectors and match mode (an unknown mode number matches exactly)."""
+    return selectors_from_proto(pb.selectors, field), MATCH_BY_NUMBER.get(pb.match, MATCH_EXACT)
 
 
 # --- entries -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log
-from ...common.registration import ENTRY_MASK_FIELDS, MATCH_BY_NUMBER, MATCH_EXACT, Entry
+from ...common.registration import ENTRY_MASK_FIELDS, Entry
 from ...common.registration_proto import entry_from_proto, entry_to_proto
 from ...proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from ...proto.spire.api.types import entry_pb2 as types_entry_pb2
@@ -35,10 +35,10 @@ def _list_filters(core: ServerCore, flt: Any) -> dict[str, Any]:
         if flt.HasField("by_spiffe_id"):
             kw["by_spiffe_id"] = str(convert.id_from_proto(flt.by_spiffe_id, "SPIFFE ID filter", core.trust_domain))
         if flt.HasField("by_selectors"):
-            sels = convert.selectors_from_proto(flt.by_selectors.selectors, "selectors filter")
+            sels, match = convert.selector_match_from_proto(flt.by_selectors)
             if not sels:
                 raise convert.InvalidInput("malformed selectors filter: empty selector set")
-            kw["by_selectors"] = (sels, MATCH_BY_NUMBER.get(flt.by_selectors.match, MATCH_EXACT))
+            kw["by_selectors"] = (sels, match)
         if flt.HasField("by_hint"):
             kw["by_hint"] = flt.by_hint.value
         if flt.HasField("by_downstream"):
