@@ -17,10 +17,14 @@ def read_bytes(path):
 
 
 def atomic_write(path, data, mode=0o600):
-    """Write data to path through a temp file in the same directory (fsync + rename)."""
+    """Write data to path through a temp file in the same directory (fsync + rename).
+
+    The directory must exist: modules create it with its owner first (ensure_directories),
+    so a root-owned directory never locks the service user out of its own key.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        os.makedirs(directory, 0o700)
+        raise IOError("directory %s does not exist" % directory)
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
     try:
         os.fchmod(fd, mode)
@@ -38,6 +42,46 @@ def atomic_write(path, data, mode=0o600):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def ensure_directories(module, paths, owner=None, group=None, mode=0o700):
+    """Create the missing parent directories of paths, each with mode, owner and group.
+
+    Only directories this call creates get the owner: an existing directory is the
+    operator's. In check mode nothing is created and the change is reported.
+    """
+    changed = False
+    for path in paths:
+        if not path:
+            continue
+        missing = []
+        directory = os.path.dirname(os.path.abspath(path))
+        while directory and not os.path.isdir(directory):
+            missing.append(directory)
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                break
+            directory = parent
+        for directory in reversed(missing):
+            changed = True
+            if module.check_mode:
+                continue
+            os.mkdir(directory, mode)
+            os.chmod(directory, mode)  # mkdir's mode is filtered by the umask
+            if owner:
+                module.set_owner_if_different(directory, owner, False)
+            if group:
+                module.set_group_if_different(directory, group, False)
+    return changed
+
+
+def backup_files(module, paths):
+    """Copy each existing path aside as Ansible's backup=true does; returns {path: backup path}."""
+    made = {}
+    for path in paths:
+        if path and os.path.exists(path):
+            made[path] = module.backup_local(path)
+    return made
 
 
 def apply_attributes(module, path, mode, owner=None, group=None, changed=False):

@@ -76,9 +76,9 @@ def ensure_node_cert(request, ca_key, ca_cert, check_mode=False, now=None):
             "cert": cert, "key": key}
 
 
-def ensure(ca_request, node_request, check_mode=False, now=None):
+def ensure(ca_request, node_request, check_mode=False, now=None, backup=None):
     """The provisioning CA (created when absent) and, when requested, one node's certificate."""
-    ca = ca_pair.ensure_ca(ca_request, check_mode, now)
+    ca = ca_pair.ensure_ca(ca_request, check_mode, now, backup)
     result = {"changed": ca["changed"], "ca": ca, "node": None}
     if node_request is not None:
         node = ensure_node_cert(node_request, ca["key"], ca["cert"], check_mode, now)

@@ -13,8 +13,10 @@ description:
     SPIRE server's C(UpstreamAuthority "disk") plugin (C(key_file_path), C(cert_file_path)).
   - Idempotent. A pair is kept while the key parses and has the requested type and size,
     the certificate is a CA for that key with the requested subject, and it is valid for
-    longer than O(renew_before). Otherwise, or when O(force=true), a new key and certificate
-    replace both files.
+    longer than O(renew_before). A pair on disk that does not match is replaced only as
+    O(regenerate) allows (by default the task fails and keeps it: a trust root is never
+    re-keyed by surprise); O(backup=true) keeps a copy of the pair it replaces.
+  - Missing parent directories are created with mode C(0700), owned by O(owner) and O(group).
   - The key is written atomically with mode C(0600), the certificate with C(0644).
   - Changing O(validity) alone does not regenerate a valid pair.
 author:
@@ -79,12 +81,27 @@ options:
     description: Regenerate the pair when the certificate expires within this duration.
     type: str
     default: 8760h
+  regenerate:
+    description:
+      - What to do with a pair on disk that does not match the request (unreadable or
+        encrypted key, other key type or size, other subject, mismatched or expiring
+        certificate). Absent files are always created.
+      - V(fail) fails the task and keeps the files; V(never) keeps them and reports why
+        they do not match; V(partial_idempotence) and V(full_idempotence) replace them;
+        V(always) replaces them on every run.
+    type: str
+    choices: [never, fail, partial_idempotence, full_idempotence, always]
+    default: fail
+  backup:
+    description: Copy the key and certificate aside (C(<file>.<pid>.<timestamp>~)) before replacing them.
+    type: bool
+    default: false
   force:
-    description: Regenerate the key and certificate even when the current pair is valid.
+    description: Same as O(regenerate=always).
     type: bool
     default: false
   owner:
-    description: Owner of both files (for example the C(spire) user that runs the server).
+    description: Owner of both files and of the directories this module creates (for example the C(spire) user that runs the server).
     type: str
   group:
     description: Group of both files.
@@ -149,6 +166,15 @@ certificate:
       description: DNS SANs (empty for a root).
       type: list
       elements: str
+backup_files:
+  description: The copies made of the replaced files (O(backup=true)), by original path.
+  returned: when a pair was replaced with O(backup=true)
+  type: dict
+mismatch:
+  description: Why the pair on disk does not match the request (kept with O(regenerate=never)).
+  returned: always
+  type: list
+  elements: str
 reasons:
   description: Why the pair was (or would be) regenerated; empty when it was kept.
   returned: always
@@ -183,6 +209,9 @@ def main():
             subject=dict(type="dict", options=SUBJECT_OPTIONS, default={"common_name": "SPIRE root CA"}),
             validity=dict(type="str", default="87600h"),
             renew_before=dict(type="str", default="8760h"),
+            regenerate=dict(type="str", default="fail",
+                            choices=["never", "fail", "partial_idempotence", "full_idempotence", "always"]),
+            backup=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
             owner=dict(type="str"),
             group=dict(type="str"),
@@ -196,15 +225,17 @@ def main():
     try:
         request = CAPairRequest(
             p["key_path"], p["cert_path"], subject, p["key_type"], p["key_size"],
-            parse_duration(p["validity"]), parse_duration(p["renew_before"]), p["force"],
+            parse_duration(p["validity"]), parse_duration(p["renew_before"]), p["force"], p["regenerate"],
         )
-        result = ensure_ca(request, module.check_mode)
+        dirs_changed = files.ensure_directories(module, [p["key_path"], p["cert_path"]], p["owner"], p["group"])
+        backup = (lambda paths: files.backup_files(module, paths)) if p["backup"] else None
+        result = ensure_ca(request, module.check_mode, backup=backup)
     except (pki.PKIError, ValueError) as exc:
         module.fail_json(msg=str(exc))
     except (IOError, OSError) as exc:
         module.fail_json(msg="cannot write the CA files: %s" % exc)
 
-    changed = result["changed"]
+    changed = result["changed"] or dirs_changed
     changed = files.apply_attributes(module, p["key_path"], "0600", p["owner"], p["group"], changed)
     changed = files.apply_attributes(module, p["cert_path"], "0644", p["owner"], p["group"], changed)
     out = dict(
@@ -213,7 +244,10 @@ def main():
         cert_path=p["cert_path"],
         certificate=result["after"],
         reasons=result["reasons"],
+        mismatch=result["mismatch"],
     )
+    if result["backups"]:
+        out["backup_files"] = result["backups"]
     if module._diff:
         out["diff"] = files.diff_of(p["cert_path"], pki.describe(result["before"]), pki.describe(result["after"]))
     module.exit_json(**out)

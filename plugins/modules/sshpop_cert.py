@@ -159,13 +159,14 @@ def main():
             p["ca_key_path"], p["cert_path"], p["public_key"], p["principals"], p["key_id"], p["ca_key_type"],
             parse_duration(p["validity"]), parse_duration(p["renew_before"]), p["force"],
         )
+        dirs_changed = files.ensure_directories(module, [p["ca_key_path"], p["cert_path"]], p["owner"], p["group"])
         result = sshpop.ensure_host_cert(request, module.check_mode)
     except (PKIError, ValueError) as exc:
         module.fail_json(msg=str(exc))
     except (IOError, OSError) as exc:
         module.fail_json(msg="cannot write the SSH files: %s" % exc)
 
-    changed = result["changed"]
+    changed = result["changed"] or dirs_changed
     for path, mode in ((p["ca_key_path"], "0600"), (p["ca_key_path"] + ".pub", "0644"), (p["cert_path"], "0644")):
         if path:
             changed = files.apply_attributes(module, path, mode, p["owner"], p["group"], changed)

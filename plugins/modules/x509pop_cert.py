@@ -98,6 +98,17 @@ options:
         so a play can copy them to the agent host. Use C(no_log) on the task.
     type: bool
     default: false
+  ca_regenerate:
+    description:
+      - What to do with a CA pair on disk that does not match the request, as
+        M(spire_py.spire.root_ca)'s O(spire_py.spire.root_ca#module:regenerate) (absent files are always created).
+    type: str
+    choices: [never, fail, partial_idempotence, full_idempotence, always]
+    default: fail
+  ca_backup:
+    description: Copy the CA key and certificate aside before replacing them.
+    type: bool
+    default: false
   force:
     description: Reissue the node key and certificate (not the CA) even when they are valid.
     type: bool
@@ -185,6 +196,9 @@ def main():
             validity=dict(type="str", default="8760h"),
             renew_before=dict(type="str", default="720h"),
             return_content=dict(type="bool", default=False),
+            ca_regenerate=dict(type="str", default="fail",
+                               choices=["never", "fail", "partial_idempotence", "full_idempotence", "always"]),
+            ca_backup=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
             owner=dict(type="str"),
             group=dict(type="str"),
@@ -201,7 +215,7 @@ def main():
         ca_request = CAPairRequest(
             p["ca_key_path"], p["ca_cert_path"], dict((k, v) for k, v in p["ca_subject"].items() if v),
             p["ca_key_type"], p["ca_key_size"], parse_duration(p["ca_validity"]),
-            parse_duration(p["ca_renew_before"]),
+            parse_duration(p["ca_renew_before"]), regenerate=p["ca_regenerate"],
         )
         node_request = None
         if p["cert_path"]:
@@ -209,13 +223,16 @@ def main():
                 p["key_path"], p["cert_path"], p["common_name"], p["dns_names"], p["key_type"], p["key_size"],
                 parse_duration(p["validity"]), parse_duration(p["renew_before"]), p["force"],
             )
-        result = ensure(ca_request, node_request, module.check_mode)
+        dirs_changed = files.ensure_directories(
+            module, [p["ca_key_path"], p["ca_cert_path"], p["key_path"], p["cert_path"]], p["owner"], p["group"])
+        backup = (lambda paths: files.backup_files(module, paths)) if p["ca_backup"] else None
+        result = ensure(ca_request, node_request, module.check_mode, backup=backup)
     except (pki.PKIError, ValueError) as exc:
         module.fail_json(msg=str(exc))
     except (IOError, OSError) as exc:
         module.fail_json(msg="cannot write the certificate files: %s" % exc)
 
-    changed = result["changed"]
+    changed = result["changed"] or dirs_changed
     for path, mode in ((p["ca_key_path"], "0600"), (p["ca_cert_path"], "0644"),
                        (p["key_path"], "0600"), (p["cert_path"], "0644")):
         if path:

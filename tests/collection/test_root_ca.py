@@ -114,3 +114,98 @@ def test_root_ca_module_fails_on_bad_input(tmp_path, module_runner):
 
     result = module_runner(root_ca, dict(key_path=str(tmp_path / "k"), cert_path=str(tmp_path / "c"), validity="ten years"))
     assert result["failed"] and "invalid duration" in result["msg"]
+
+
+# --- a trust root is never replaced by surprise (regenerate, backup) and its directory belongs to its user ---
+
+def _root_args(tmp_path, **kw):
+    args = dict(key_path=str(tmp_path / "upstream" / "root.key"), cert_path=str(tmp_path / "upstream" / "root.crt"),
+                subject={"common_name": "root"})
+    args.update(kw)
+    return args
+
+
+def test_root_ca_module_creates_its_directory_owned_by_the_service_user(tmp_path, module_runner):
+    import pwd
+
+    from ansible_collections.spire_py.spire.plugins.modules import root_ca
+
+    if os.getuid() != 0:
+        pytest.skip("changing owners needs root")
+    nobody = pwd.getpwnam("nobody")
+    group = __import__("grp").getgrgid(nobody.pw_gid).gr_name
+    checked = module_runner(root_ca, _root_args(tmp_path, owner="nobody", group=group), check_mode=True)
+    assert checked["changed"] and not (tmp_path / "upstream").exists()
+    made = module_runner(root_ca, _root_args(tmp_path, owner="nobody", group=group))
+    assert made["changed"]
+    st = os.stat(tmp_path / "upstream")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (nobody.pw_uid, nobody.pw_gid, 0o700)
+    assert os.stat(tmp_path / "upstream" / "root.key").st_uid == nobody.pw_uid
+    assert not module_runner(root_ca, _root_args(tmp_path, owner="nobody", group=group))["changed"]
+
+
+@pytest.mark.parametrize("change", [
+    {"key_size": 384},
+    {"subject": {"common_name": "another root"}},
+    {"key_type": "rsa", "key_size": 2048},
+])
+def test_root_ca_module_refuses_to_rekey_a_root_by_default(tmp_path, module_runner, change):
+    from ansible_collections.spire_py.spire.plugins.modules import root_ca
+
+    created = module_runner(root_ca, _root_args(tmp_path))
+    before = (tmp_path / "upstream" / "root.key").read_bytes()
+    refused = module_runner(root_ca, _root_args(tmp_path, **change))
+    assert refused["failed"] and "does not match the request" in refused["msg"] and "regenerate" in refused["msg"]
+    assert (tmp_path / "upstream" / "root.key").read_bytes() == before
+    kept = module_runner(root_ca, _root_args(tmp_path, regenerate="never", **change))
+    assert not kept["changed"] and kept["mismatch"]
+    assert kept["certificate"]["sha256_fingerprint"] == created["certificate"]["sha256_fingerprint"]
+
+
+def test_root_ca_module_never_overwrites_an_unreadable_key_without_being_told(tmp_path, module_runner):
+    from ansible_collections.spire_py.spire.plugins.modules import root_ca
+
+    module_runner(root_ca, _root_args(tmp_path))
+    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n"
+    (tmp_path / "upstream" / "root.key").write_bytes(encrypted)
+    refused = module_runner(root_ca, _root_args(tmp_path))
+    assert refused["failed"] and "no readable private key" in refused["msg"]
+    assert (tmp_path / "upstream" / "root.key").read_bytes() == encrypted
+
+
+def test_root_ca_module_replaces_with_a_backup_when_allowed(tmp_path, module_runner):
+    from ansible_collections.spire_py.spire.plugins.modules import root_ca
+
+    created = module_runner(root_ca, _root_args(tmp_path))
+    old_key = (tmp_path / "upstream" / "root.key").read_bytes()
+    replaced = module_runner(root_ca, _root_args(tmp_path, key_size=384, regenerate="full_idempotence", backup=True))
+    assert replaced["changed"] and replaced["reasons"]
+    assert replaced["certificate"]["sha256_fingerprint"] != created["certificate"]["sha256_fingerprint"]
+    copies = replaced["backup_files"]
+    assert set(copies) == {str(tmp_path / "upstream" / "root.key"), str(tmp_path / "upstream" / "root.crt")}
+    key_copy = copies[str(tmp_path / "upstream" / "root.key")]
+    assert open(key_copy, "rb").read() == old_key
+    assert stat.S_IMODE(os.stat(key_copy).st_mode) == 0o600
+    again = module_runner(root_ca, _root_args(tmp_path, key_size=384))
+    assert not again["changed"]
+
+
+def test_root_ca_module_force_is_regenerate_always(tmp_path, module_runner):
+    from ansible_collections.spire_py.spire.plugins.modules import root_ca
+
+    first = module_runner(root_ca, _root_args(tmp_path))
+    forced = module_runner(root_ca, _root_args(tmp_path, force=True))
+    assert forced["changed"]
+    assert forced["certificate"]["sha256_fingerprint"] != first["certificate"]["sha256_fingerprint"]
+
+
+def test_x509pop_ca_is_not_rekeyed_by_default(tmp_path, module_runner):
+    from ansible_collections.spire_py.spire.plugins.modules import x509pop_cert
+
+    args = dict(ca_key_path=str(tmp_path / "x509pop" / "ca.key"), ca_cert_path=str(tmp_path / "x509pop" / "ca.crt"))
+    assert module_runner(x509pop_cert, args)["changed"]
+    refused = module_runner(x509pop_cert, dict(args, ca_subject={"common_name": "other"}))
+    assert refused["failed"] and "does not match the request" in refused["msg"]
+    allowed = module_runner(x509pop_cert, dict(args, ca_subject={"common_name": "other"},
+                                               ca_regenerate="full_idempotence", ca_backup=True))
+    assert allowed["changed"] and allowed["ca"]["subject"] == "CN=other"

@@ -95,3 +95,14 @@ plugins {{
     out = r.stdout + r.stderr
     assert r.rc not in (0, 124), f"replayed token was not refused (rc={r.rc}): {out[-2000:]}"
     assert "join token does not exist or has already been used" in out, out[-2000:]
+
+
+def test_upstream_root_belongs_to_the_service_user_and_roots_the_bundle(fleet):
+    server = fleet.host(fleet.servers[0])
+    upstream = server.file("/opt/spire/data/server/upstream")
+    assert upstream.is_directory and upstream.user == "spire" and upstream.mode == 0o700
+    key = server.file("/opt/spire/data/server/upstream/root.key")
+    assert key.user == "spire" and key.mode == 0o600
+    root_pem = server.file("/opt/spire/data/server/upstream/root.crt").content_string.strip()
+    bundle = server.check_output(f"spire-server bundle show -format pem -socketPath {SERVER_SOCKET}")
+    assert root_pem in bundle
