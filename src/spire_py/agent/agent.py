@@ -16,6 +16,7 @@ from grpclib.exceptions import GRPCError
 from ..common import health as health_http
 from ..common import log, sdnotify
 from ..common.bundle import Bundle as SpiffeBundle
+from ..common.errors import SpireError
 from ..common.spiffeid import TrustDomain
 from ..common.tls import spiffe_id_of
 from ..proto.spire.api.server.agent.v1 import agent_pb2
@@ -46,7 +47,7 @@ def _server_silent(exc: BaseException) -> bool:
     return isinstance(exc, GRPCError) and exc.status == Status.DEADLINE_EXCEEDED
 
 
-class AgentRefused(Exception):
+class AgentRefused(SpireError):
     """The server no longer accepts this agent (evicted or banned) and it cannot re-attest."""
 
 

@@ -12,6 +12,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ..common import log
+from ..common.errors import SpireError
 from ..common.spiffeid import TrustDomain, is_agent_id
 from ..common.tls import spiffe_id_of
 from ..proto.spire.api.server.agent.v1 import agent_pb2
@@ -22,7 +23,7 @@ from .plugins.nodeattestor.base import AgentAttestationError, AgentNodeAttestor
 _log = log.get("attestor")
 
 
-class AttestationFailed(Exception):
+class AttestationFailed(SpireError):
     """Node attestation was refused or could not run; the message says why.
 
     ``status`` is the server's gRPC status when the server refused, else None."""

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from ..common import log
 from ..common.daemon import configure_plugin
+from ..common.errors import SpireError
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .plugins.context import AgentPluginContext
 from .plugins.keymanager.base import AgentKeyManager
@@ -24,7 +25,7 @@ from .plugins.workloadattestor.base import WorkloadAttestor
 _log = log.get("catalog")
 
 
-class CatalogError(RuntimeError):
+class CatalogError(SpireError, RuntimeError):
     """A getter asked for a plugin that was not loaded (load() not called)."""
 
 

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from .errors import SpireError
 from .keys import KeyTypeError, PublicKey, load_public_key_der, public_key_der
 from .spiffeid import TrustDomain
 
@@ -32,7 +33,7 @@ _CURVES_BY_NAME: dict[str, ec.EllipticCurve] = {
     "P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 
 
-class BundleError(ValueError):
+class BundleError(SpireError, ValueError):
     """A bundle document or record that cannot be read; the message says which part."""
 
 

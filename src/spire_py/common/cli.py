@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, TextIO
 
 from .duration import format_duration, parse_duration
+from .errors import SpireError
 from .keys import atomic_write
 
 
-class UsageError(Exception):
+class UsageError(SpireError):
     """A command-line mistake; printed as one line, exit status 1."""
 
 
-class CommandError(Exception):
+class CommandError(SpireError):
     """A failed command; printed as one line, exit status 1 (or ``code``)."""
 
     def __init__(self, message: str, code: int = 1) -> None:
@@ -143,7 +144,7 @@ class FlagSet:
         return "\n".join(lines)
 
 
-class HelpRequested(Exception):
+class HelpRequested(SpireError):
     pass
 
 

@@ -19,10 +19,12 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import hcl  # pyhcl
 
+from .errors import SpireError
+
 KeyPath = Sequence[Union[str, int]]
 
 
-class ConfigError(Exception):
+class ConfigError(SpireError):
     """A configuration mistake: ``str()`` is ``<path>:<line>: <key>: <message>``, with unknown parts left out."""
 
     def __init__(

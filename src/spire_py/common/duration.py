@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Union
 
+from .errors import SpireError
+
 Seconds = Union[int, float]
 
 _NS_PER = {
@@ -29,7 +31,7 @@ _BARE_INT = re.compile(r"^[+-]?[0-9]+$")
 _UNIT_CHARS = re.compile(r"[^0-9.]*")
 
 
-class DurationError(ValueError):
+class DurationError(SpireError, ValueError):
     """A value that is not a valid duration; the message quotes the value."""
 
 

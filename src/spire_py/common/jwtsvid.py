@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from .errors import SpireError
 from .keys import PrivateKey, PublicKey, jwt_alg_for, load_public_key_der
 from .spiffeid import SpiffeId, SpiffeIdError, TrustDomain
 
@@ -27,7 +28,7 @@ _EC_ALG_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r
 DEFAULT_LEEWAY = 60.0
 
 
-class JWTSVIDError(ValueError):
+class JWTSVIDError(SpireError, ValueError):
     """A JWT-SVID that cannot be issued or does not validate; the message says why."""
 
     def __init__(self, message: str) -> None:

@@ -15,6 +15,8 @@ from typing import Union
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from .errors import SpireError
+
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 PublicKey = Union[ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
 
@@ -30,7 +32,7 @@ _CURVE_TYPES = {"secp256r1": EC_P256, "secp384r1": EC_P384}
 _CURVE_ALGS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
-class KeyTypeError(ValueError):
+class KeyTypeError(SpireError, ValueError):
     """A key of an unsupported type, or bytes that are not a usable key."""
 
 

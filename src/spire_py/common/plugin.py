@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, TypeVar
 
 from .config_schema import BOOL, DURATION, INT, STR, STR_LIST, Ctx, Field, Kind, Schema, describe
 from .config_source import ConfigError, KeyPath
+from .errors import SpireError
 
 # What a plugin module needs to declare its config comes from here.
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-class PluginConfigError(ValueError):
+class PluginConfigError(SpireError, ValueError):
     """A plugin's configuration is invalid; ``key`` names the offending key when known."""
 
     def __init__(self, message: str, key: str | None = None) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import SpireError
+
 _TD_RE = re.compile(r"[a-z0-9._-]+")
 _SEGMENT_RE = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_LEN = 2048
 
 
-class SpiffeIdError(ValueError):
+class SpiffeIdError(SpireError, ValueError):
     """An invalid SPIFFE ID or trust domain; the message names the input."""
 
 

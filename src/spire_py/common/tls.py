@@ -23,12 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.client import Channel
 from grpclib.protocol import H2Protocol
 
+from .errors import SpireError
 from .spiffeid import SpiffeId, SpiffeIdError
 
 ALPN = ["h2"]
 
 
-class PeerAuthError(ConnectionError):
+class PeerAuthError(SpireError, ConnectionError):
     """The TLS peer is not the SPIFFE ID we expected (or has none)."""
 
 

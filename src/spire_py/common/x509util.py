@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .errors import SpireError
 from .keys import PrivateKey, PublicKey, public_keys_equal, signature_hash_for
 from .spiffeid import SpiffeId, SpiffeIdError, TrustDomain
 
@@ -37,7 +38,7 @@ _MAX_SERIAL = (1 << 128) - 1
 Time = Union[float, int, dt.datetime]
 
 
-class X509SVIDError(ValueError):
+class X509SVIDError(SpireError, ValueError):
     """A certificate is not a valid X509-SVID, or a chain does not verify; the message says why."""
 
 

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from ..common import log
 from ..common.daemon import configure_plugin
+from ..common.errors import SpireError
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .datastore.api import DataStore
 from .plugins.context import ServerPluginContext
@@ -29,7 +30,7 @@ _log = log.get("catalog")
 LOAD_ORDER = ("DataStore", "KeyManager", "UpstreamAuthority", "NodeAttestor")
 
 
-class CatalogError(RuntimeError):
+class CatalogError(SpireError, RuntimeError):
     """A getter asked for a plugin that was not loaded (load() not called, or not configured)."""
 
 

@@ -14,6 +14,7 @@ from grpclib.exceptions import GRPCError
 from ..common import log
 from ..common.spiffeid import TrustDomain
 from .api.status import datastore_error_status
+from .ca.errors import CARequestError
 from .cache import EntryCache
 from .datastore import errors as ds_errors
 from .datastore.api import DataStore
@@ -48,8 +49,6 @@ class ServerCore:
             raise GRPCError(code, message) from None
 
     async def sign(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        from .ca.ca import CARequestError
-
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))

@@ -13,10 +13,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ...common.errors import SpireError
 from ...common.tls import peer_ucred
 
 
-class CallerGone(Exception):
+class CallerGone(SpireError):
     """The original caller exited (or its pid now names another process)."""
 
 

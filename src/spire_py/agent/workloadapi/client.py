@@ -9,12 +9,13 @@ from typing import Any, Optional
 
 from grpclib.client import Channel
 
+from ...common.errors import SpireError
 from ...proto.workload import workload_grpc
 
 HEADER = {"workload.spiffe.io": "true"}
 
 
-class StreamEndedError(Exception):
+class StreamEndedError(SpireError):
     """A server stream closed before its first message; worded as grpc-go's status error."""
 
     def __init__(self) -> None:

@@ -20,10 +20,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
+from ..errors import SpireError
 from ..spiffeid import SpiffeId, SpiffeIdError, TrustDomain
 
 
-class TemplateError(ValueError):
+class TemplateError(SpireError, ValueError):
     """The template cannot be parsed, or cannot be rendered with the given data."""
 
 

@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
+from ..errors import SpireError
+
 PLUGIN_NAME = "sshpop"
 NONCE_LEN = 32
 DEFAULT_HOST_KEY_PATH = "/etc/ssh/ssh_host_rsa_key"
@@ -44,7 +46,7 @@ _INT64_MAX = 2**63 - 1
 _SOURCE_ADDRESS = "source-address"
 
 
-class SshPopError(ValueError):
+class SshPopError(SpireError, ValueError):
     """A malformed document, an untrusted certificate or a failed proof."""
 
     def __init__(self, message: str, malformed: bool = False) -> None:

@@ -43,6 +43,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from ..errors import SpireError
+
 PLUGIN_NAME = "x509pop"
 NONCE_LEN = 32
 SELECTOR_TYPE = PLUGIN_NAME
@@ -51,7 +53,7 @@ DEFAULT_AGENT_PATH_TEMPLATE_CN = "/{{ .PluginName }}/{{ .Fingerprint }}"
 DEFAULT_AGENT_PATH_TEMPLATE_SVID = "/{{ .PluginName }}/{{ .SVIDPathTrimmed }}"
 
 
-class X509PopError(ValueError):
+class X509PopError(SpireError, ValueError):
     """A malformed document or a failed proof; the message says which."""
 
 

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from ...common.errors import SpireError
 from ...common.registration import MATCH_BY_NUMBER, MATCH_EXACT, Entry, Selector
 from ...common.registration_proto import id_to_proto, selectors_to_proto
 from ...common.spiffeid import SpiffeId, SpiffeIdError, TrustDomain
@@ -21,7 +22,7 @@ from ...proto.spire.api.types import agent_pb2, bundle_pb2, entry_pb2, selector_
 from ..datastore.models import AttestedNode, Bundle, JWTKey
 
 
-class InvalidInput(ValueError):
+class InvalidInput(SpireError, ValueError):
     """Bad request data; the message names the field."""
 
 

@@ -15,7 +15,7 @@ from ...common.registration_proto import id_to_proto
 from ...common.spiffeid import SpiffeId, SpiffeIdError
 from ...proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from ...proto.spire.api.types import jwtsvid_pb2
-from ..ca.ca import CARequestError
+from ..ca.errors import CARequestError
 from ..core import ServerCore
 from . import convert
 from .auth import caller_of

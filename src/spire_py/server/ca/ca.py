@@ -20,16 +20,13 @@ from ...common.jwtsvid import JWTSVIDError, sign_jwt_svid
 from ...common.keys import EC_P256, KEY_TYPES, PublicKey
 from ...common.spiffeid import SpiffeId, SpiffeIdError, TrustDomain, server_id
 from ...common.x509util import create_ca_certificate, create_x509_svid, go_name, name_values, x509_ca_subject
-from .manager import CAError, CAManager, JournalStore, SubjectFactory
+from .errors import CAError, CARequestError
+from .manager import CAManager, JournalStore, SubjectFactory
 from .slots import X509CASlot
 
 DEFAULT_CA_TTL = 24 * 3600
 DEFAULT_X509_SVID_TTL = 3600
 DEFAULT_JWT_SVID_TTL = 300
-
-
-class CARequestError(ValueError):
-    """A signing request the CA refuses (bad SPIFFE ID, empty audience, bad key)."""
 
 
 def ca_subject_factory(ca_subject: Any) -> SubjectFactory:

@@ -18,13 +18,10 @@ from typing import Any, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from .errors import JournalError
 from .slots import SLOT_IDS, STATUSES, JWTKeySlot, X509CASlot
 
 VERSION = 1
-
-
-class JournalError(ValueError):
-    """The stored journal cannot be read."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ from ...common.x509util import (
     X509SVIDError, create_ca_certificate, is_ca, new_serial_number, subject_key_id, uri_sans, verify_chain,
 )
 from . import journal as journal_mod
+from .errors import CAError, JournalError
 from .slots import ACTIVE, OLD, PREPARED, SLOT_IDS, JWTKeySlot, X509CASlot, other_slot
 
 _log = log.get("ca")
@@ -34,10 +35,6 @@ _log = log.get("ca")
 _KID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 SubjectFactory = Callable[[str], x509.Name]
-
-
-class CAError(RuntimeError):
-    """The CA cannot prepare or use an authority; the message says why."""
 
 
 def new_key_id() -> str:
@@ -201,7 +198,7 @@ class CAManager:
         for journal_id, raw in rows:
             try:
                 data = journal_mod.decode(raw)
-            except journal_mod.JournalError as exc:
+            except JournalError as exc:
                 if found:
                     _log.error("Unable to load CA journal; starting with a new CA",
                                extra=log.fields(journal=journal_id, error=str(exc)))

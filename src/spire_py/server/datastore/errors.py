@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...common.errors import SpireError
 
-class DataStoreError(Exception):
+
+class DataStoreError(SpireError):
     """A datastore operation failed; the message says what and on which input."""
 
 

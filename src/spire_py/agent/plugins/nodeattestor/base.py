@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ....common.errors import SpireError
 from ....common.plugin import Plugin
 
 
-class AgentAttestationError(Exception):
+class AgentAttestationError(SpireError):
     """The agent cannot produce attestation data (missing or unreadable credentials)."""
 
 

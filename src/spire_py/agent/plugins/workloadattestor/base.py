@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ....common.errors import SpireError
 from ....common.plugin import Plugin
 from ....common.registration import Selector
 
 
-class WorkloadAttestationError(Exception):
+class WorkloadAttestationError(SpireError):
     """The attestor could not learn who the process is; the message says what failed."""
 
 

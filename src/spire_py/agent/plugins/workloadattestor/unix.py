@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from ....common.errors import SpireError
 from ....common.plugin import BOOL, INT, Field, PluginContext, Schema, register
 from ....common.registration import Selector
 from .base import WorkloadAttestationError, WorkloadAttestor
@@ -54,7 +55,7 @@ def _group_name(gid: str) -> Optional[str]:
 NAME_TTL = 5.0
 
 
-class _NameMiss(Exception):
+class _NameMiss(SpireError):
     """A name is not remembered (or is stale): attest in a thread instead."""
 
 

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
+from ....common.errors import SpireError
 from ....common.keys import KeyTypeError, PrivateKey, PublicKey, generate_key, key_type_of
 from ....common.plugin import Plugin, register
 
@@ -21,7 +22,7 @@ class KeyInfo:
     public_key: PublicKey
 
 
-class KeyManagerError(RuntimeError):
+class KeyManagerError(SpireError, RuntimeError):
     """A key could not be generated or stored."""
 
 

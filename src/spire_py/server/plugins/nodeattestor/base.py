@@ -12,6 +12,7 @@ from typing import Awaitable, Callable
 
 from grpclib.const import Status
 
+from ....common.errors import SpireError
 from ....common.plugin import Plugin
 from ....common.registration import Selector
 from ....common.spiffeid import SpiffeId
@@ -19,7 +20,7 @@ from ....common.spiffeid import SpiffeId
 Challenge = Callable[[bytes], Awaitable[bytes]]
 
 
-class AttestationError(Exception):
+class AttestationError(SpireError):
     def __init__(self, message: str, status: Status = Status.PERMISSION_DENIED) -> None:
         super().__init__(message)
         self.status = status

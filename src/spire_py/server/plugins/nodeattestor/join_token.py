@@ -17,6 +17,7 @@ from typing import Optional
 from grpclib.const import Status
 
 from ....common import log
+from ....common.errors import SpireError
 from ....common.plugin import NoConfig, PluginContext, register
 from ....common.spiffeid import SpiffeId, TrustDomain, agent_id
 from ...datastore.api import DataStore
@@ -30,7 +31,7 @@ _log = log.get("join_token")
 _SEGMENT = re.compile(r"[a-zA-Z0-9._-]+")
 
 
-class InvalidJoinToken(ValueError):
+class InvalidJoinToken(SpireError, ValueError):
     """A token value that cannot be an agent ID path segment; the message names it."""
 
 

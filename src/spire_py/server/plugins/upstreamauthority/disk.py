@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ....common import log
+from ....common.errors import SpireError
 from ....common.keys import KeyTypeError, PrivateKey, PublicKey, load_private_key, public_keys_equal
 from ....common.plugin import EXACT_STR, Field, Plugin, PluginConfigError, PluginContext, Schema, register
 from ....common.spiffeid import TrustDomain
@@ -33,7 +34,7 @@ _log = log.get("upstreamauthority.disk")
 DEFAULT_UPSTREAM_CA_TTL = 3600
 
 
-class UpstreamAuthorityError(RuntimeError):
+class UpstreamAuthorityError(SpireError, RuntimeError):
     """The upstream CA cannot be loaded or cannot sign; ``key`` names the config key at fault."""
 
     def __init__(self, message: str, key: Optional[str] = None) -> None:
