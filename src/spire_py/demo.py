@@ -20,6 +20,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from .common import spiffeid
+from .common.spiffeid import TrustDomain
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TD = "example.org"
@@ -74,11 +77,11 @@ def main() -> int:
 
         out = _run(server + ["token", "generate", "-socketPath", server_sock, "-ttl", "600"], work)
         token = re.search(r"Token: (\S+)", out).group(1)  # type: ignore[union-attr]
-        agent_id = f"spiffe://{TD}/spire/agent/join_token/{token}"
+        agent_id = str(spiffeid.agent_id(TrustDomain(TD), "join_token", token))
         print(f"== join token generated; the agent will be {agent_id}")
 
         uid = os.getuid()
-        workload_id = f"spiffe://{TD}/demo/uid-{uid}"
+        workload_id = str(TrustDomain(TD).id(f"/demo/uid-{uid}"))
         _run(server + ["entry", "create", "-socketPath", server_sock, "-parentID", agent_id,
                        "-spiffeID", workload_id, "-selector", f"unix:uid:{uid}", "-x509SVIDTTL", "300"], work)
         print(f"== registered {workload_id} for unix:uid:{uid}")

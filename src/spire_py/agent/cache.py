@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..common import log
 from ..common.registration import Entry, Selector
-from ..common.spiffeid import TrustDomain
+from ..common.spiffeid import TrustDomain, server_id
 from ..common.x509util import certs_to_der_chain
 from .jwt_cache import DEFAULT_MAX_SIZE, CachedJWT, JWTSVIDCache
 
@@ -185,7 +185,7 @@ class WorkloadCache:
         return self._workload_index().parents
 
     def _identity_parents(self) -> set[str]:
-        server = f"spiffe://{self.trust_domain.name}/spire/server"
+        server = str(server_id(self.trust_domain))
         parents = {self.agent_id}
         parents.update(e.spiffe_id for e in self.entries.values() if e.parent_id == server)
         while True:

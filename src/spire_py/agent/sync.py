@@ -14,6 +14,7 @@ from ..common import log
 from ..common.keys import generate_key
 from ..common.registration import Entry
 from ..common.registration_proto import entry_from_proto
+from ..common.spiffeid import unchecked_id_string
 from ..proto.spire.api.server.entry.v1 import entry_pb2
 from ..proto.spire.api.server.svid.v1 import svid_pb2
 from .attestor import chain_from_proto, make_csr
@@ -29,7 +30,7 @@ def entry_from_sync(pb: Any) -> Entry:
     """An entry as the server sent it."""
     e = entry_from_proto(pb)
     # Federated trust domains may come as names or as IDs; the cache keys bundles by ID.
-    e.federates_with = [f if f.startswith("spiffe://") else f"spiffe://{f}" for f in e.federates_with]
+    e.federates_with = [f if f.startswith("spiffe://") else unchecked_id_string(f) for f in e.federates_with]
     return e
 
 

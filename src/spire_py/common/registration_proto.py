@@ -10,7 +10,7 @@ from typing import Iterable, Optional
 
 from ..proto.spire.api.types import entry_pb2, selector_pb2, spiffeid_pb2
 from .registration import Entry, Selector
-from .spiffeid import SpiffeId
+from .spiffeid import SpiffeId, unchecked_id_string
 
 
 def id_to_proto(sid: SpiffeId | str) -> spiffeid_pb2.SPIFFEID:
@@ -21,7 +21,7 @@ def id_to_proto(sid: SpiffeId | str) -> spiffeid_pb2.SPIFFEID:
 
 def id_string(pb: spiffeid_pb2.SPIFFEID) -> str:
     """The ID as sent, unchecked."""
-    return f"spiffe://{pb.trust_domain}{pb.path}"
+    return unchecked_id_string(pb.trust_domain, pb.path)
 
 
 def selectors_to_proto(items: Iterable[Selector]) -> list[selector_pb2.Selector]:

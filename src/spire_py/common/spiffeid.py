@@ -57,7 +57,7 @@ class TrustDomain:
         return cls(value)
 
     def id_string(self) -> str:
-        return f"spiffe://{self.name}"
+        return unchecked_id_string(self.name)
 
     def __str__(self) -> str:
         return self.name
@@ -111,7 +111,12 @@ class SpiffeId:
         return self.trust_domain == td
 
     def __str__(self) -> str:
-        return f"spiffe://{self.trust_domain.name}{self.path}"
+        return unchecked_id_string(self.trust_domain.name, self.path)
+
+
+def unchecked_id_string(trust_domain: str, path: str = "") -> str:
+    """``spiffe://<trust_domain><path>`` as given, not validated: for quoting what a peer sent."""
+    return f"spiffe://{trust_domain}{path}"
 
 
 def server_id(td: TrustDomain) -> SpiffeId:

@@ -11,6 +11,7 @@ import datetime as _dt
 from typing import Any, Optional
 
 from ...common.cli import CommandError
+from ...common.spiffeid import unchecked_id_string
 from ...proto.spire.api.types import selector_pb2, spiffeid_pb2
 
 _TD_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-_")
@@ -58,7 +59,7 @@ def id_string(sid: Optional[spiffeid_pb2.SPIFFEID]) -> str:
     """The other way round: an API SPIFFE ID as the command line writes it."""
     if sid is None:
         return ""
-    return f"spiffe://{sid.trust_domain}{sid.path}"
+    return unchecked_id_string(sid.trust_domain, sid.path)
 
 
 def trust_domain_name(value: str) -> str:

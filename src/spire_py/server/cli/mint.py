@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ...common.cli import CommandError, Context, FlagSet, write_file
 from ...common.cliprinter import eprint, go_json, go_quote, is_json, pem_encode, print_proto_json, rfc3339
+from ...common.spiffeid import SpiffeId
 from ...proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from ...proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from .arguments import check_int32, duration_seconds, spiffe_id_proto, split_spiffe_id, ttl_seconds
@@ -63,7 +64,7 @@ async def x509_mint(ctx: Context) -> int:
     td, path = split_spiffe_id(f["spiffeID"])
     ttl = _ttl(ctx)
     try:
-        key, csr = make_csr(f"spiffe://{td}{path}", f["dns"])
+        key, csr = make_csr(str(SpiffeId.from_parts(td, path)), f["dns"])
     except ValueError as exc:
         raise CommandError(f"unable to generate CSR: {exc}") from None
     async with AdminClient(f["socketPath"]) as c:
