@@ -19,9 +19,9 @@ from spire_py.common.config_schema import Block, BlockList, LabeledBlocks
 from spire_py.common.config_sections import HEALTH_CHECKS_SCHEMA, TELEMETRY_SCHEMA
 from spire_py.common.config_unacted import MESSAGE, UNACTED
 from spire_py.server.config import SERVER_SCHEMA, load_server_config
+from tests.unit.helpers.paths import CONF_DATA as DATA, ROOT
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "spire_py"
-DATA = Path(__file__).parent / "data" / "conf"
+SRC = ROOT / "src" / "spire_py"
 
 SCHEMAS = {
     "server": {"server": SERVER_SCHEMA, "health_checks": HEALTH_CHECKS_SCHEMA, "telemetry": TELEMETRY_SCHEMA},

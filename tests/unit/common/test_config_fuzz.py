@@ -28,8 +28,8 @@ from spire_py.common.plugin import known_names, known_types, lookup
 from spire_py.server.catalog import ServerCatalog
 from spire_py.server.config import server_config_from
 from spire_py.server.plugins.context import ServerPluginContext
+from tests.unit.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = {
     "server": [ROOT / "conf/server/server.conf", ROOT / "tests/unit/data/conf/server_full.conf",
                ROOT / "tests/unit/data/conf/server.json"],
