@@ -11,7 +11,6 @@ from spire_py.server.datastore import SQLDataStore
 from spire_py.server.datastore import schema as s
 from spire_py.server.datastore.events import GAP_WINDOW, EventTracker
 
-from test_datastore_fixtures import backend, store  # noqa: F401 - fixtures
 
 
 class FakeEvents:

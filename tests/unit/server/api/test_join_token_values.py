@@ -12,7 +12,7 @@ from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from inprocess_server import TD, running_server
+from tests.unit.helpers.inprocess_server import TD, running_server
 from spire_py.common.spiffeid import TrustDomain
 from spire_py.common.tls import spiffe_id_of
 from spire_py.proto.spire.api.server.agent.v1 import agent_pb2

@@ -1,6 +1,6 @@
 """DataStore schema migrations (Alembic, run at start-up), on every backend.
 
-``fresh_backend`` (test_datastore_fixtures.py) is an empty sqlite3 file, and
+``fresh_backend`` (conftest.py beside this file) is an empty sqlite3 file, and
 also an empty scratch PostgreSQL / MySQL database when SPIRE_PY_TEST_POSTGRES /
 SPIRE_PY_TEST_MYSQL are set.
 """
@@ -22,7 +22,7 @@ from spire_py.server.datastore.dialects import PoolSettings, create_store_engine
 from spire_py.server.datastore.migrate import alembic_config, head_revision
 from spire_py.server.datastore.schema import metadata
 
-from test_datastore_fixtures import fresh_backend, open_store, server_conn  # noqa: F401 - fixtures
+from tests.unit.helpers.datastore import open_store, server_conn
 
 TD = "spiffe://example.org"
 

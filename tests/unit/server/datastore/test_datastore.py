@@ -1,6 +1,6 @@
 """DataStore "sql": registration entries, events and durability.
 
-Every test takes the ``store`` fixture (test_datastore_fixtures.py), which runs
+Every test takes the ``store`` fixture (conftest.py beside this file), which runs
 on sqlite3 and, when SPIRE_PY_TEST_POSTGRES / SPIRE_PY_TEST_MYSQL name a scratch
 database, on those too.
 """
@@ -12,16 +12,7 @@ import stat
 
 import pytest
 
-from test_datastore_fixtures import (  # noqa: F401 - fixtures
-    FED,
-    NOW,
-    TD,
-    backend,
-    entry,
-    open_store,
-    sel,
-    store,
-)
+from tests.unit.helpers.datastore import FED, NOW, TD, entry, open_store, sel
 from sqlalchemy import create_engine, inspect
 
 from spire_py.common.registration import Entry

@@ -16,7 +16,7 @@ from spire_py.server.datastore.errors import RetryableError
 from spire_py.server.datastore.store import retry_aborted
 from spire_py.server.datastore.transactions import is_retryable
 
-from test_datastore_fixtures import TD, backend, entry, sel, store  # noqa: F401 - fixtures
+from tests.unit.helpers.datastore import TD, entry, sel
 
 
 def test_a_real_deadlock_is_classified_retryable(store: SQLDataStore) -> None:  # noqa: F811

@@ -22,7 +22,7 @@ from spire_py.common.registration import Entry
 from spire_py.server.datastore import AttestedNode, JoinToken, SQLDataStore
 from spire_py.server.datastore.models import Bundle
 
-from test_datastore_fixtures import BACKENDS, TD, _reset_server_db, open_store, sel, server_conn
+from tests.unit.helpers.datastore import BACKENDS, TD, open_store, reset_server_db, sel, server_conn
 
 AGENT = TD + "/spire/agent/join_token/tok-7"
 
@@ -150,7 +150,7 @@ def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """One populated database per backend, shared by this module's tests (populating is slow)."""
     kind: str = request.param
     if kind != "sqlite3":
-        _reset_server_db(kind, server_conn(kind), drop=False)
+        reset_server_db(kind, server_conn(kind), drop=False)
     s = open_store(kind, tmp_path_factory.mktemp("plans"))
     try:
         yield s, populate(s)

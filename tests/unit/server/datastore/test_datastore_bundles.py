@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_datastore_fixtures import (  # noqa: F401 - fixtures
-    FED,
-    NOW,
-    TD,
-    backend,
-    entry,
-    jwt_key,
-    make_cert,
-    store,
-)
+from tests.unit.helpers.datastore import FED, NOW, TD, entry, jwt_key, make_cert
 from spire_py.common.registration import Entry
 from spire_py.server.datastore import (
     AlreadyExistsError,

@@ -16,7 +16,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from sqlalchemy import text
 
-from inprocess_server import TD, running_server
+from tests.unit.helpers.inprocess_server import TD, running_server
 from spire_py.agent.attestor import make_csr
 from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import TrustDomain

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from test_datastore_fixtures import (  # noqa: F401 - fixtures
-    FED,
-    TD,
-    backend,
-    entry,
-    sel,
-    store,
-)
+from tests.unit.helpers.datastore import FED, TD, entry, sel
 
 from spire_py.common.registration import Entry
 from spire_py.server.datastore import AlreadyExistsError, Bundle, InvalidArgumentError, SQLDataStore

@@ -1,4 +1,5 @@
-"""Shared fixtures and builders for the DataStore tests.
+"""Builders and scratch databases for the DataStore tests (their fixtures are in
+tests/unit/server/datastore/conftest.py).
 
 The ``store`` fixture runs each test on sqlite3; set SPIRE_PY_TEST_POSTGRES or
 SPIRE_PY_TEST_MYSQL to a connection string (SPIRE syntax) of a scratch database
@@ -14,9 +15,7 @@ import datetime
 import os
 import re
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -85,7 +84,7 @@ def _drop_quietly(kind: str, sql: str) -> None:
         pass
 
 
-def _reset_server_db(kind: str, conn: str, drop: bool = True) -> None:
+def reset_server_db(kind: str, conn: str, drop: bool = True) -> None:
     """Empty a scratch postgres/mysql database so each test starts from nothing.
 
     With ``drop=False`` a schema already at head is kept and only its rows go,
@@ -116,31 +115,6 @@ def open_store(kind: str, tmp_path: os.PathLike[str], **kw: object) -> SQLDataSt
     if kind == "sqlite3":
         return SQLDataStore("sqlite3", os.path.join(tmp_path, "data", "datastore.sqlite3"), **kw)  # type: ignore[arg-type]
     return SQLDataStore(kind, server_conn(kind), **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
-    """An empty database (schema kept on postgres/mysql when it is at head)."""
-    kind: str = request.param
-    if kind != "sqlite3":
-        _reset_server_db(kind, server_conn(kind), drop=False)
-    return kind
-
-
-@pytest.fixture(params=BACKENDS)
-def fresh_backend(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
-    """A database with no tables at all, for the migration tests."""
-    kind: str = request.param
-    if kind != "sqlite3":
-        _reset_server_db(kind, server_conn(kind))
-    return kind
-
-
-@pytest.fixture
-def store(backend: str, tmp_path: os.PathLike[str]) -> Iterator[SQLDataStore]:
-    s = open_store(backend, tmp_path)
-    yield s
-    s.close()
 
 
 def sel(*pairs: str) -> list[Selector]:

@@ -8,14 +8,7 @@ import time
 
 import pytest
 
-from test_datastore_fixtures import (  # noqa: F401 - fixtures
-    NOW,
-    TD,
-    backend,
-    open_store,
-    sel,
-    store,
-)
+from tests.unit.helpers.datastore import NOW, TD, open_store, sel
 from spire_py.common.registration import Entry, Selector
 from spire_py.server.datastore import (
     AlreadyExistsError,

@@ -2,16 +2,14 @@
 
 import os
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from spire_py.common.config import ConfigError
 from spire_py.common.config_unacted import MESSAGE as UNACTED_MESSAGE
 from spire_py.server.config import ServerConfig, load_server_config
+from tests.unit.helpers.paths import CONF_DATA as DATA, ROOT
 
-DATA = Path(__file__).parent / "data" / "conf"
-ROOT = Path(__file__).resolve().parents[2]
 
 PLUGINS = """
 plugins {
