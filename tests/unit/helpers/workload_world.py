@@ -1,4 +1,5 @@
-"""Shared by the Workload API tests: a real PKI, a real cache and a served agent socket.
+"""Shared by the Workload API tests: a real PKI, a real cache and a served agent socket
+(the ``world`` and ``threaded_world`` fixtures in tests/unit/agent/conftest.py).
 
 Nothing here is faked: certificates and keys come from ``cryptography``, JWTs are
 signed with PyJWT, the cache is the agent's WorkloadCache and the server listens
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import jwt as pyjwt
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -141,18 +141,6 @@ def new_world(base: str) -> World:
     return world
 
 
-@pytest.fixture
-async def world():
-    base = short_dir()
-    w = new_world(base)
-    w.server = await serve_workload_api(w.socket_path, w.service)
-    try:
-        yield w
-    finally:
-        await close_workload_api(w.server, w.socket_path)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 class ThreadedWorld:
     """The agent side on its own event loop in a thread, for synchronous clients (the CLI)."""
 
@@ -177,12 +165,3 @@ class ThreadedWorld:
         self.thread.join(10)
         self.loop.close()
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-@pytest.fixture
-def threaded_world():
-    tw = ThreadedWorld()
-    try:
-        yield tw
-    finally:
-        tw.close()

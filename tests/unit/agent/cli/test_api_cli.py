@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from spire_py.agent.cli.main import app
 
-from test_workloadapi_fixtures import FEDERATED_TD, WORKLOAD_ID, threaded_world, uid_selector  # noqa: F401
+from tests.unit.helpers.workload_world import FEDERATED_TD, WORKLOAD_ID, uid_selector
 
 
 def cli(*argv: str) -> int:

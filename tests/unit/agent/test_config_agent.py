@@ -2,15 +2,13 @@
 
 import os
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from spire_py.agent.config import AgentConfig, load_agent_config
 from spire_py.common.config import ConfigError
+from tests.unit.helpers.paths import CONF_DATA as DATA, ROOT
 
-DATA = Path(__file__).parent / "data" / "conf"
-ROOT = Path(__file__).resolve().parents[2]
 
 PLUGINS = """
 plugins {

@@ -18,7 +18,7 @@ from spire_py.agent.attestor import AttestationFailed
 from spire_py.agent.trust_bundle import fetch_from_workload_api, load_bootstrap_roots
 from spire_py.common.spiffeid import TrustDomain
 
-from test_workloadapi_fixtures import TD, world  # noqa: F401
+from tests.unit.helpers.workload_world import TD
 
 
 def config(**kw):

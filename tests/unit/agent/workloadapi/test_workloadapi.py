@@ -24,7 +24,7 @@ from spire_py.agent.workloadapi.handler import filter_hints
 from spire_py.common.registration import Entry
 from spire_py.proto.workload import workload_grpc, workload_pb2 as pb
 
-from test_workloadapi_fixtures import FEDERATED_TD, TD_ID, WORKLOAD_ID, uid_selector, world  # noqa: F401
+from tests.unit.helpers.workload_world import FEDERATED_TD, TD_ID, WORKLOAD_ID, uid_selector
 
 HEADER = {"workload.spiffe.io": "true"}
 
@@ -50,7 +50,7 @@ async def test_socket_is_world_connectable_in_a_0755_directory(world):
 
 
 async def test_stale_socket_is_replaced_and_close_removes_the_socket(tmp_path):
-    from test_workloadapi_fixtures import new_world, short_dir
+    from tests.unit.helpers.workload_world import new_world, short_dir
 
     from spire_py.agent.workloadapi.server import close_workload_api, serve_workload_api
 
@@ -162,7 +162,7 @@ async def test_unrelated_cache_changes_do_not_repeat_the_svid(world):
 
 
 async def test_svid_stream_pushes_a_new_bundle_and_repeated_calls_agree(world):
-    from test_workloadapi_fixtures import CA, make_bundle
+    from tests.unit.helpers.workload_world import CA, make_bundle
 
     world.add_entry()
     async with raw(world) as stub:
@@ -244,7 +244,7 @@ async def test_fetch_x509_bundles_gives_own_and_federated_roots(world):
 
 
 async def test_bundle_streams_push_when_the_bundle_changes(world):
-    from test_workloadapi_fixtures import CA, make_bundle
+    from tests.unit.helpers.workload_world import CA, make_bundle
 
     world.add_entry()
     async with raw(world) as stub:
@@ -335,7 +335,7 @@ async def test_validate_returns_claims_and_names_the_reason_for_refusal(world):
 
 
 async def test_foreign_tokens_validate_with_federated_keys_and_lose_extra_claims(world):
-    from test_workloadapi_fixtures import make_bundle
+    from tests.unit.helpers.workload_world import make_bundle
 
     partner_key = ec.generate_private_key(ec.SECP256R1())
     world.cache.bundles[FEDERATED_TD] = make_bundle(FEDERATED_TD, [world.partner.cert], {"p1": partner_key.public_key()})
