@@ -70,14 +70,18 @@ def module_runner():
     return run_module
 
 
-# The integration harness (a real spire-server on loopback) is reused as is.
+# The integration harness (a real spire-server on loopback) is reused as is. It is loaded by
+# path: the collection's tests run from a copy of the repository where ``tests`` is not a
+# package on sys.path. The fixtures wrap its factories as tests/integration/conftest.py does.
+HARNESS = ROOT / "tests" / "integration" / "helpers" / "harness.py"
+
+
 def _load_integration_harness():
     import importlib.util
 
-    path = ROOT / "tests" / "integration" / "conftest.py"
-    if not path.exists():
+    if not HARNESS.exists():
         return None
-    spec = importlib.util.spec_from_file_location("spire_integration_harness", path)
+    spec = importlib.util.spec_from_file_location("spire_integration_harness", HARNESS)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -86,5 +90,12 @@ def _load_integration_harness():
 
 harness = _load_integration_harness()
 if harness is not None:
-    make_server = harness.make_server
-    spire_server = harness.spire_server
+
+    @pytest.fixture
+    def make_server(tmp_path: Path):
+        with harness.server_factory(tmp_path) as factory:
+            yield factory
+
+    @pytest.fixture
+    def spire_server(make_server):
+        return make_server()

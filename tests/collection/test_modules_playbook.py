@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 from conftest import harness  # noqa: E402
 from playbook import ansible_playbook  # noqa: E402
 
-pytestmark = pytest.mark.skipif(harness is None, reason="tests/integration/conftest.py (server harness) is missing")
+pytestmark = pytest.mark.skipif(harness is None, reason="tests/integration/helpers/harness.py (server harness) is missing")
 
 TD = "example.org"
 

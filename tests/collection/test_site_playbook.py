@@ -28,7 +28,7 @@ from playbook import ansible_playbook  # noqa: E402
 
 from ansible_collections.spire_py.spire.plugins.module_utils import ca_pair, sshpop  # noqa: E402
 
-pytestmark = pytest.mark.skipif(harness is None, reason="tests/integration/conftest.py (server harness) is missing")
+pytestmark = pytest.mark.skipif(harness is None, reason="tests/integration/helpers/harness.py (server harness) is missing")
 
 TD = harness.TD
 AGENTS = ("agent-jt", "agent-x5", "agent-ssh")

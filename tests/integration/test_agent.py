@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jwt as pyjwt
 import pytest
@@ -20,9 +19,8 @@ from spiffe import WorkloadApiClient
 from spire_py.common.x509util import verify_chain
 from spire_py.proto.workload import workload_grpc, workload_pb2
 
-from conftest import TD, free_port, wait_for
+from tests.integration.helpers.harness import TD, WORKLOAD, free_port, wait_for
 
-WORKLOAD = str(Path(__file__).with_name("workload.py"))
 NOBODY = 65534
 ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="needs root to run a workload as another uid")
 

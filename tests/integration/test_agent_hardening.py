@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-from conftest import AGENT, TD, AgentHandle, Proc, ServerHandle, agent_conf, short_dir, wait_for
+from tests.integration.helpers.harness import AGENT, TD, AgentHandle, Proc, ServerHandle, agent_conf, short_dir, wait_for
 
 
 def custom_agent(tmp_path: Path, server: ServerHandle, token: str, replace_bundle: str = "",

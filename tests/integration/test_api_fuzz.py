@@ -18,7 +18,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from conftest import ServerHandle
+from tests.integration.helpers.harness import ServerHandle
 from spire_py.common.health_service import HealthService
 from spire_py.server.api.agent import AgentService
 from spire_py.server.api.bundle import BundleService

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.exceptions import StreamTerminatedError
 
-from conftest import ServerHandle, run, SERVER, TD
+from tests.integration.helpers.harness import SERVER, TD, ServerHandle, run
 from spire_py.common import rpc
 from spire_py.proto.grpc.health.v1 import health_pb2
 from spire_py.proto.spire.api.server.agent.v1 import agent_pb2

@@ -20,7 +20,7 @@ from spiffe import WorkloadApiClient
 from spire_py.agent.storage import AgentStorage
 from spire_py.common.x509util import X509SVIDError, verify_chain
 
-from conftest import TD, wait_for
+from tests.integration.helpers.harness import TD, wait_for
 
 # Rotation every ca_ttl/2 (prepare at 1/2, activate at 5/6 of the CA's life): with 60 s, the
 # second CA signs from ~50 s, the third from ~80 s, and the first root (expired at 60 s) leaves

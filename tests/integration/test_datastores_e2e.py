@@ -2,17 +2,13 @@
 
 The PostgreSQL and MySQL runs need the scratch servers of scripts/databases.sh
 (`make test` starts them); without them those runs are skipped, saying why.
-Every test gets a database of its own (db_helpers.py).
+Every test gets a database of its own (helpers/databases.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,42 +19,8 @@ from spire_py.common.x509util import verify_chain
 from spire_py.server.datastore.dialects import PoolSettings, create_store_engine
 from spire_py.server.datastore.migrate import alembic_config, head_revision
 
-from conftest import TD, wait_for
-from db_helpers import ENGINES, SERVER_ENGINES, Database, can_restart, database_ctl, engine_params, make_database  # noqa: F401
-
-WORKLOAD = str(Path(__file__).with_name("workload.py"))
-ME = os.getuid()
-
-
-def fetch(sock: str) -> dict[str, Any] | None:
-    proc = subprocess.run([sys.executable, WORKLOAD, str(ME), sock, "fetch"], capture_output=True, text=True,
-                          timeout=60)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
-def svid_for(sock: str, spiffe_id: str, timeout: float = 30) -> dict[str, Any]:
-    """Wait until the workload's default SVID is ``spiffe_id``; return what it fetched."""
-    got: dict[str, Any] = {}
-
-    def ready() -> bool:
-        doc = fetch(sock)
-        if doc and doc["spiffe_id"] == spiffe_id:
-            got.update(doc)
-            return True
-        return False
-
-    wait_for(ready, timeout, f"SVID {spiffe_id}", interval=0.5)
-    return got
-
-
-def serial(doc: dict[str, Any]) -> int:
-    return x509.load_pem_x509_certificates(doc["chain"].encode())[0].serial_number
-
-
-def entry_create(server: Any, parent: str, spiffe: str, *extra: str) -> str:
-    out = server.cli("entry", "create", "-parentID", parent, "-spiffeID", spiffe, "-output", "json", *extra).stdout
-    return str(json.loads(out)["results"][0]["entry"]["id"])
-
+from tests.integration.helpers.harness import ME, TD, entry_create, fetch, serial, svid_for, wait_for
+from tests.integration.helpers.databases import ENGINES, SERVER_ENGINES, Database, can_restart, database_ctl, engine_params
 
 @pytest.fixture(params=engine_params(ENGINES))
 def engine(request: pytest.FixtureRequest) -> str:

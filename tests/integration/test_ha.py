@@ -32,9 +32,8 @@ from cryptography.x509.oid import NameOID
 from spire_py.agent.client import server_targets
 from spire_py.common.x509util import verify_chain
 
-from conftest import TD, free_port, wait_for
-from db_helpers import SERVER_ENGINES, engine_params, make_database  # noqa: F401 - fixture
-from test_datastores_e2e import entry_create, fetch, serial, svid_for
+from tests.integration.helpers.databases import SERVER_ENGINES, engine_params
+from tests.integration.helpers.harness import TD, entry_create, fetch, free_port, serial, svid_for, wait_for
 
 HA_NAME = "spire-ha.test"
 ADDRESSES = ("127.0.0.2", "127.0.0.3")

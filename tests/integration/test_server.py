@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from conftest import SERVER, TD, free_port, run, wait_for
+from tests.integration.helpers.harness import SERVER, TD, free_port, run, wait_for
 from spire_py.common.x509util import verify_chain
 
 

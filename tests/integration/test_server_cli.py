@@ -1,6 +1,6 @@
 """spire-server admin commands against a real `spire-server run` process.
 
-Each test starts its own server (tests/integration/conftest.py: sqlite datastore,
+Each test starts its own server (tests/integration/conftest.py, helpers/harness.py: sqlite datastore,
 memory key manager, join_token attestor, trust domain example.org) and drives
 it only through the CLI, the way an operator or Ansible would.
 """
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import jwt as pyjwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-TD = "example.org"  # the trust domain of conftest's server.conf
-ServerHandle = Any  # conftest.ServerHandle (conftest is not importable as a module)
+from tests.integration.helpers.harness import TD, ServerHandle
+
 WEB = f"spiffe://{TD}/web"
 
 

@@ -24,10 +24,9 @@ from spire_py.common.spiffeid import TrustDomain
 from spire_py.proto.spire.api.server.agent.v1 import agent_pb2
 from spire_py.proto.spire.api.types import attestation_pb2
 
-from conftest import TD, AgentHandle, ServerHandle, wait_for
-from pki_helpers import SshCA, new_host_key, ssh_fingerprint, write_ssh_host
+from tests.integration.helpers.harness import TD, WORKLOAD, AgentHandle, ServerHandle, wait_for
+from tests.integration.helpers.pki import SshCA, new_host_key, ssh_fingerprint, write_ssh_host
 
-WORKLOAD = str(Path(__file__).with_name("workload.py"))
 UID = os.getuid()
 HOSTNAME_TEMPLATE = "/{{ .PluginName }}/{{ .Hostname }}"
 

@@ -26,10 +26,9 @@ from spire_py.common.spiffeid import TrustDomain
 from spire_py.proto.spire.api.server.agent.v1 import agent_pb2
 from spire_py.proto.spire.api.types import attestation_pb2
 
-from conftest import TD, AgentHandle, ServerHandle, wait_for
-from pki_helpers import X509Identity, make_ca, make_node_cert, serial_hex, sha1_fingerprint
+from tests.integration.helpers.harness import TD, WORKLOAD, AgentHandle, ServerHandle, wait_for
+from tests.integration.helpers.pki import X509Identity, make_ca, make_node_cert, serial_hex, sha1_fingerprint
 
-WORKLOAD = str(Path(__file__).with_name("workload.py"))
 UID = os.getuid()
 DISK_KM = 'KeyManager "disk" { plugin_data { keys_path = "{dir}/data/keys.json" } }'
 

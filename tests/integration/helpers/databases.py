@@ -12,13 +12,14 @@ import os
 import re
 import subprocess
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the repository: tests/integration/helpers/databases.py
 DB_SCRIPT = ROOT / "scripts" / "databases.sh"
 ENV = {"postgres": "SPIRE_PY_TEST_POSTGRES", "mysql": "SPIRE_PY_TEST_MYSQL"}
 ENGINES = ["sqlite3", "postgres", "mysql"]
@@ -103,8 +104,9 @@ def drop_database(db: Database) -> None:
         pass
 
 
-@pytest.fixture
-def make_database(tmp_path: Path) -> Iterator[Callable[[str], Database]]:
+@contextmanager
+def database_factory(tmp_path: Path) -> Iterator[Callable[[str], Database]]:
+    """``make_database``: each call creates one more scratch database; all are dropped at exit."""
     made: list[Database] = []
 
     def factory(kind: str) -> Database:
@@ -112,9 +114,11 @@ def make_database(tmp_path: Path) -> Iterator[Callable[[str], Database]]:
         made.append(db)
         return db
 
-    yield factory
-    for db in made:
-        drop_database(db)
+    try:
+        yield factory
+    finally:
+        for db in made:
+            drop_database(db)
 
 
 def can_restart(kind: str) -> Optional[str]:
