@@ -7,7 +7,7 @@ common/registration_proto.py, which the agent shares.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -65,6 +65,19 @@ def selector_match_from_proto(
 ) -> tuple[list[Selector], str]:
     """A list filter's selectors and match mode (an unknown mode number matches exactly)."""
     return selectors_from_proto(pb.selectors, field), MATCH_BY_NUMBER.get(pb.match, MATCH_EXACT)
+
+
+def federates_with_match_from_proto(pb: Any) -> tuple[list[str], str]:
+    """A list filter's trust domains (as IDs, the way entries store them) and match mode."""
+    tds = []
+    for raw in pb.trust_domains:
+        try:
+            tds.append(TrustDomain.parse(raw).id_string())
+        except SpiffeIdError as exc:
+            raise InvalidInput(f"malformed federates with filter: {exc}") from None
+    if not tds:
+        raise InvalidInput("malformed federates with filter: empty trust domain set")
+    return tds, MATCH_BY_NUMBER.get(pb.match, MATCH_EXACT)
 
 
 # --- entries -------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def _list_filters(core: ServerCore, flt: Any) -> dict[str, Any]:
         if flt.HasField("by_downstream"):
             kw["by_downstream"] = flt.by_downstream.value
         if flt.HasField("by_federates_with"):
-            kw["by_federates_with"] = list(flt.by_federates_with.trust_domains)
+            kw["by_federates_with"] = convert.federates_with_match_from_proto(flt.by_federates_with)
     except convert.InvalidInput as exc:
         raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
     return kw
