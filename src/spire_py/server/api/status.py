@@ -15,6 +15,7 @@ _DS_STATUS = (
     (ds_errors.NotFoundError, Status.NOT_FOUND),
     (ds_errors.AlreadyExistsError, Status.ALREADY_EXISTS),
     (ds_errors.InvalidArgumentError, Status.INVALID_ARGUMENT),
+    (ds_errors.ConflictError, Status.FAILED_PRECONDITION),  # e.g. deleting a bundle entries federate with
 )
 
 

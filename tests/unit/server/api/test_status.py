@@ -21,7 +21,7 @@ CASES = [
     (ds.NotFoundError("no such entry"), Status.NOT_FOUND, "no such entry"),
     (ds.AlreadyExistsError("entry exists"), Status.ALREADY_EXISTS, "entry exists"),
     (ds.InvalidArgumentError("bad token"), Status.INVALID_ARGUMENT, "bad token"),
-    (ds.ConflictError("still federated"), Status.INTERNAL, "datastore error: still federated"),
+    (ds.ConflictError("still federated"), Status.FAILED_PRECONDITION, "still federated"),
     (ds.DataStoreError("disk full"), Status.INTERNAL, "datastore error: disk full"),
 ]
 
