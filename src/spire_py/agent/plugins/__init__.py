@@ -14,6 +14,7 @@ BUILTIN_PLUGINS = (
     ".nodeattestor.join_token",       # NodeAttestor "join_token"
     ".nodeattestor.x509pop",          # NodeAttestor "x509pop"
     ".nodeattestor.sshpop",           # NodeAttestor "sshpop"
+    ".nodeattestor.aws_iid",          # NodeAttestor "aws_iid"
     ".workloadattestor.unix",         # WorkloadAttestor "unix"
 )
 
