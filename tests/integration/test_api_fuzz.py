@@ -8,16 +8,15 @@ daemon is healthy and its log has no traceback and no "internal error".
 from __future__ import annotations
 
 import asyncio
-import ssl
 from typing import Any
 
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
-from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from tests.integration.helpers.attacker import RawReplyCodec, anonymous_tls
 from tests.integration.helpers.harness import ServerHandle
 from spire_py.common.health_service import HealthService
 from spire_py.server.api.agent import AgentService
@@ -29,14 +28,6 @@ from spire_py.server.api.svid import SVIDService
 # Streams that never end by themselves.
 ENDLESS = {"/grpc.health.v1.Health/Watch", "/SpiffeWorkloadAPI/FetchX509SVID", "/SpiffeWorkloadAPI/FetchX509Bundles",
            "/SpiffeWorkloadAPI/FetchJWTBundles"}
-
-
-class RawCodec(ProtoCodec):
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        return message if isinstance(message, bytes) else super().encode(message, message_type)
-
-    def decode(self, data: bytes, message_type: Any) -> Any:
-        return data  # the answer's content does not matter here, only its status
 
 
 def _server_methods() -> dict[str, Any]:
@@ -97,14 +88,6 @@ async def _call(channel: Channel, method: str, handler: Any, body: bytes) -> Sta
         return Status.CANCELLED
 
 
-def _anonymous_tls() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(["h2"])
-    return ctx
-
-
 def _fuzz(methods: dict[str, Any], open_channel: Any, examples: int) -> list[tuple[str, Status]]:
     names = sorted(methods)
     statuses: list[tuple[str, Status]] = []
@@ -135,8 +118,8 @@ def _fuzz(methods: dict[str, Any], open_channel: Any, examples: int) -> list[tup
 
 def test_server_apis_survive_random_and_mutated_requests(spire_server: ServerHandle) -> None:
     methods = _server_methods()
-    local = _fuzz(methods, lambda: Channel(path=spire_server.socket, codec=RawCodec()), 250)
-    remote = _fuzz(methods, lambda: Channel("127.0.0.1", spire_server.port, ssl=_anonymous_tls(), codec=RawCodec()),
+    local = _fuzz(methods, lambda: Channel(path=spire_server.socket, codec=RawReplyCodec()), 250)
+    remote = _fuzz(methods, lambda: Channel("127.0.0.1", spire_server.port, ssl=anonymous_tls(), codec=RawReplyCodec()),
                    100)
     assert len(local) == 250 and len(remote) == 100
     # Anonymous TCP callers only ever reach the methods open to anyone.
@@ -159,7 +142,7 @@ def test_workload_api_survives_random_and_mutated_requests(spire_server: ServerH
     mapping = {k: v for k, v in Table().__mapping__().items() if k not in ENDLESS}
 
     def open_channel() -> Channel:
-        return Channel(path=agent.socket, codec=RawCodec())
+        return Channel(path=agent.socket, codec=RawReplyCodec())
 
     statuses = _fuzz(mapping, open_channel, 150)
     assert len(statuses) == 150

@@ -4,21 +4,19 @@ and who may call what is SPIRE's policy, on the TCP listener and on the admin so
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from typing import Any, Optional
 
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
-from grpclib.encoding.proto import ProtoCodec
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from grpclib.exceptions import StreamTerminatedError
 
+from tests.integration.helpers.attacker import RawCodec, anonymous_tls
 from tests.integration.helpers.harness import SERVER, TD, ServerHandle, run
 from spire_py.common import rpc
 from spire_py.proto.grpc.health.v1 import health_pb2
@@ -35,23 +33,9 @@ HEALTH = "/grpc.health.v1.Health/Check"
 ATTEST = "/spire.api.server.agent.v1.Agent/AttestAgent"
 
 
-class RawCodec(ProtoCodec):
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        return message if isinstance(message, bytes) else super().encode(message, message_type)
-
-
-def _anonymous_tls() -> ssl.SSLContext:
-    """A client that presents no certificate and trusts anything: the attacker on the network."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(["h2"])
-    return ctx
-
-
 def _channel(server: ServerHandle, tcp: bool = True) -> Channel:
     if tcp:
-        return Channel("127.0.0.1", server.port, ssl=_anonymous_tls(), codec=RawCodec())
+        return Channel("127.0.0.1", server.port, ssl=anonymous_tls(), codec=RawCodec())
     return Channel(path=server.socket, codec=RawCodec())
 
 
