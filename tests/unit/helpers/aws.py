@@ -189,3 +189,19 @@ def launch_instance(ec2: Any, iam: Any, tags: dict[str, str], profile: str = "sp
     instance: dict[str, Any] = out["Instances"][0]
     instance["_sg"] = sg["GroupId"]
     return instance
+
+
+def active_root_pca(acmpca: Any, key_algorithm: str = "RSA_2048", signing_algorithm: str = "SHA256WITHRSA") -> str:
+    """A root CA in ACM PCA, the AWS way: create it, have it sign its own CSR with the root
+    template, import that certificate (it becomes ACTIVE). Returns its ARN."""
+    arn: str = acmpca.create_certificate_authority(
+        CertificateAuthorityConfiguration={"KeyAlgorithm": key_algorithm, "SigningAlgorithm": signing_algorithm,
+                                           "Subject": {"Organization": "Upstream", "CommonName": "PCA Root"}},
+        CertificateAuthorityType="ROOT")["CertificateAuthorityArn"]
+    csr = acmpca.get_certificate_authority_csr(CertificateAuthorityArn=arn)["Csr"]
+    cert_arn = acmpca.issue_certificate(CertificateAuthorityArn=arn, Csr=csr.encode(), SigningAlgorithm=signing_algorithm,
+                                        TemplateArn="arn:aws:acm-pca:::template/RootCACertificate/V1",
+                                        Validity={"Type": "YEARS", "Value": 10})["CertificateArn"]
+    cert = acmpca.get_certificate(CertificateAuthorityArn=arn, CertificateArn=cert_arn)["Certificate"]
+    acmpca.import_certificate_authority_certificate(CertificateAuthorityArn=arn, Certificate=cert.encode())
+    return arn

@@ -17,6 +17,8 @@ BUILTIN_PLUGINS = (
     ".nodeattestor.sshpop",           # NodeAttestor "sshpop"
     ".nodeattestor.aws_iid",          # NodeAttestor "aws_iid"
     ".upstreamauthority.disk",        # UpstreamAuthority "disk"
+    ".upstreamauthority.awssecret",   # UpstreamAuthority "awssecret"
+    ".upstreamauthority.aws_pca",     # UpstreamAuthority "aws_pca"
 )
 
 for _module in BUILTIN_PLUGINS:
