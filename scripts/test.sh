@@ -16,6 +16,9 @@ pytest_or_fail() {
 }
 
 start=$(date +%s)
+echo "== types: mypy on src/spire_py (config in pyproject.toml; generated proto/ excluded)"
+"$VPY" -m mypy
+
 echo "== databases: scratch PostgreSQL and MariaDB on 127.0.0.1 for the DataStore tests"
 if db_env=$(bash scripts/databases.sh start); then
   eval "$db_env"

@@ -11,12 +11,14 @@ out by typed getters, closed on stop.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional
+from typing import Optional, cast
 
 from ..common import log
 from ..common.daemon import configure_plugin
+from ..common.plugin import Plugin
 from ..common.errors import SpireError
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
+from .config import AgentConfig
 from .plugins.context import AgentPluginContext
 from .plugins.keymanager.base import AgentKeyManager
 from .plugins.nodeattestor.base import AgentNodeAttestor
@@ -30,15 +32,15 @@ class CatalogError(SpireError, RuntimeError):
 
 
 class AgentCatalog:
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self._node_attestor: Optional[AgentNodeAttestor] = None
         self._key_manager: Optional[AgentKeyManager] = None
         self._workload_attestors: list[WorkloadAttestor] = []
         # Types SPIRE has and we have no plugin for yet: their lists stay empty.
-        self._svid_stores: list[Any] = []
-        self._telemetry_sinks: list[Any] = []
-        self._loaded: list[Any] = []  # in load order; closed in reverse
+        self._svid_stores: list[Plugin] = []
+        self._telemetry_sinks: list[Plugin] = []
+        self._loaded: list[Plugin] = []  # in load order; closed in reverse
 
     def _context(self) -> AgentPluginContext:
         return AgentPluginContext(trust_domain=self.config.trust_domain, data_dir=self.config.data_dir,
@@ -59,11 +61,11 @@ class AgentCatalog:
             plugin = configure_plugin("agent", spec, ctx, self.config)
             self._loaded.append(plugin)
             if spec.type == "NodeAttestor":
-                self._node_attestor = plugin
+                self._node_attestor = cast(AgentNodeAttestor, plugin)  # the registry maps each type to its base class
             elif spec.type == "KeyManager":
-                self._key_manager = plugin
+                self._key_manager = cast(AgentKeyManager, plugin)
             elif spec.type == "WorkloadAttestor":
-                self._workload_attestors.append(plugin)
+                self._workload_attestors.append(cast(WorkloadAttestor, plugin))
             elif spec.type == "SVIDStore":
                 self._svid_stores.append(plugin)
 
@@ -92,8 +94,8 @@ class AgentCatalog:
     def workload_attestors(self) -> list[WorkloadAttestor]:
         return list(self._workload_attestors)
 
-    def svid_stores(self) -> list[Any]:
+    def svid_stores(self) -> list[Plugin]:
         return list(self._svid_stores)
 
-    def telemetry_sinks(self) -> list[Any]:
+    def telemetry_sinks(self) -> list[Plugin]:
         return list(self._telemetry_sinks)

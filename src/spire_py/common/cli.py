@@ -9,13 +9,14 @@ Errors are one line on stderr and exit status 1; ``-h`` prints the usage.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import errno
 import os
 import select
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, TextIO
+from typing import Any, Callable, Coroutine, Mapping, Optional, Sequence, TextIO
 
 from .duration import format_duration, parse_duration
 from .errors import SpireError
@@ -58,7 +59,8 @@ class FlagSet:
     def bool(self, name: str, default: bool = False, usage: str = "") -> None:
         self._add(name, "bool", default, usage)
 
-    def duration(self, name: str, default: int = 0, usage: str = "") -> None:
+    # int and list name methods from here on: annotations say builtins.int, builtins.list.
+    def duration(self, name: str, default: builtins.int = 0, usage: str = "") -> None:
         self._add(name, "duration", default, usage)
 
     def list(self, name: str, usage: str = "") -> None:
@@ -86,7 +88,7 @@ class FlagSet:
                 raise UsageError(f'invalid value "{raw}" for flag -{flag.name}: {exc}') from None
         return raw
 
-    def parse(self, args: Sequence[str]) -> tuple[dict[str, Any], list[str], set[str]]:
+    def parse(self, args: Sequence[str]) -> tuple[dict[str, Any], builtins.list[str], set[str]]:
         """Return (values, positional args, names of flags set explicitly)."""
         values: dict[str, Any] = {
             f.name: ([] if f.kind == "list" else f.default) for f in self.flags.values()
@@ -162,7 +164,7 @@ class Context:
         print(text, file=self.stdout)
 
 
-RunFn = Callable[[Context], "int | None | Awaitable[int | None]"]
+RunFn = Callable[[Context], "int | None | Coroutine[Any, Any, int | None]"]
 
 
 @dataclass

@@ -33,7 +33,7 @@ def _same(side: str, *items: tuple[str, Any]) -> tuple[Unacted, ...]:
     return tuple(Unacted(f"{side}.{key}", key.rsplit(".", 1)[-1], default) for key, default in items)
 
 
-_PROFILING = (("profiling_enabled", False), ("profiling_port", 0), ("profiling_freq", 0), ("profiling_names", []))
+_PROFILING: tuple[tuple[str, Any], ...] = (("profiling_enabled", False), ("profiling_port", 0), ("profiling_freq", 0), ("profiling_names", []))
 
 SERVER: tuple[Unacted, ...] = (
     *_same(
@@ -55,7 +55,8 @@ SERVER: tuple[Unacted, ...] = (
     ),
     # the deprecated spelling of event_timeout
     Unacted("server.experimental.sql_transaction_timeout", "event_timeout"),
-    Unacted("telemetry", "telemetry"),
+    # The Prometheus endpoint serves plain HTTP; SPIRE's optional TLS for it is not built.
+    Unacted("telemetry.Prometheus.tls", "tls"),
 )
 
 AGENT: tuple[Unacted, ...] = (
@@ -82,7 +83,7 @@ AGENT: tuple[Unacted, ...] = (
     *(Unacted(f"agent.experimental.ratelimit.{method}", "workload_api_ratelimit", 0) for method in (
         "fetch_x509_svid", "fetch_jwt_svid", "fetch_x509_bundles", "fetch_jwt_bundles", "stream_secrets",
         "fetch_secrets")),
-    Unacted("telemetry", "telemetry"),
+    Unacted("telemetry.Prometheus.tls", "tls"),
 )
 
 UNACTED: dict[str, tuple[Unacted, ...]] = {"server": SERVER, "agent": AGENT}

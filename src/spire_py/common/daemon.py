@@ -4,15 +4,30 @@ with SPIRE's flag overrides, logging set-up, and plugin configuration with locat
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable, Literal, Optional, Protocol, TypeVar, overload
 
 from . import log
 from .cli import CommandError, Context
-from .config import ConfigError, line_of
-from .plugin import PluginConfigError, PluginContext, lookup
+from .config import ConfigError, PluginSpec, SourceInfo, line_of
+from .plugin import Plugin, PluginConfigError, PluginContext, lookup
 
 
-def load_config(ctx: Context, loader: Callable[..., Any], override_flags: Iterable[str]) -> Any:
+class DaemonConfig(Protocol):
+    """What this module reads of ``ServerConfig`` and ``AgentConfig``."""
+
+    log_level: str
+    log_format: str
+    log_file: str
+    warnings: list[str]
+    plugins: list[PluginSpec]
+    path: Optional[str]
+    source: Optional[SourceInfo]
+
+
+C = TypeVar("C", bound=DaemonConfig)
+
+
+def load_config(ctx: Context, loader: Callable[..., C], override_flags: Iterable[str]) -> C:
     """Load ``-config`` with ``-expandEnv`` and the overrides the user set; one-line errors."""
     overrides = {k: ctx.flags[k] for k in override_flags if k in ctx.set_flags}
     if "serverPort" in overrides:
@@ -28,19 +43,19 @@ def load_config(ctx: Context, loader: Callable[..., Any], override_flags: Iterab
         raise CommandError(f"could not read config file: {exc}") from None
 
 
-def start_logging(cfg: Any) -> None:
+def start_logging(cfg: DaemonConfig) -> None:
     log.setup(cfg.log_level, cfg.log_format, cfg.log_file or None)
     for warning in cfg.warnings:
         log.get("config").warning(warning)
 
 
-def print_warnings(cfg: Any) -> None:
+def print_warnings(cfg: DaemonConfig) -> None:
     """For validate, which sets up no logging: the same warnings run would log, on stderr."""
     for warning in cfg.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
 
 
-def validate_config(side: str, load: Callable[[], Any], check_plugins: Callable[[Any], None]) -> int:
+def validate_config(side: str, load: Callable[[], C], check_plugins: Callable[[C], None]) -> int:
     """``spire-<side> validate``: the file, its warnings and every plugin's configuration,
     checked without starting anything."""
     try:
@@ -54,7 +69,14 @@ def validate_config(side: str, load: Callable[[], Any], check_plugins: Callable[
     return 0
 
 
-def configure_plugin(side: str, spec: Any, ctx: PluginContext, config: Any, check_only: bool = False) -> Any:
+@overload
+def configure_plugin(side: str, spec: PluginSpec, ctx: PluginContext, config: Optional[DaemonConfig],
+                     check_only: Literal[False] = False) -> Plugin: ...
+@overload
+def configure_plugin(side: str, spec: PluginSpec, ctx: PluginContext, config: Optional[DaemonConfig],
+                     check_only: Literal[True]) -> None: ...
+def configure_plugin(side: str, spec: PluginSpec, ctx: PluginContext, config: Optional[DaemonConfig],
+                     check_only: bool = False) -> Optional[Plugin]:
     """Look up and configure (or only check) one plugin; errors name file, line and key."""
     try:
         cls = lookup(side, spec.type, spec.name)

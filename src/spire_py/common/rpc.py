@@ -227,6 +227,6 @@ class GuardedServer(Server):
     def methods(self) -> list[str]:
         return sorted(self._mapping)
 
-    async def start(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    async def start(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("backlog", listen_backlog())
         await super().start(*args, **kwargs)

@@ -172,7 +172,7 @@ class SpiffeChannel(Channel):
         protocol = await super()._create_connection()
         if self._expected is None:
             return protocol
-        transport = protocol.connection._transport  # type: ignore[attr-defined]
+        transport = protocol.connection._transport
         try:
             leaf = peer_leaf(transport)
             if leaf is None:

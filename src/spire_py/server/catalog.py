@@ -11,12 +11,14 @@ order that lets later plugins use earlier ones, handed out by typed getters, clo
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional
+from typing import Optional, cast
 
 from ..common import log
 from ..common.daemon import configure_plugin
+from ..common.plugin import Plugin
 from ..common.errors import SpireError
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
+from .config import ServerConfig
 from .datastore.api import DataStore
 from .plugins.context import ServerPluginContext
 from .plugins.keymanager.base import KeyManager
@@ -35,17 +37,17 @@ class CatalogError(SpireError, RuntimeError):
 
 
 class ServerCatalog:
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._datastore: Optional[DataStore] = None
         self._key_manager: Optional[KeyManager] = None
         self._upstream: Optional[UpstreamAuthority] = None
         self._node_attestors: dict[str, NodeAttestor] = {}
         # Types SPIRE has and we have no plugin for yet: their lists stay empty.
-        self._notifiers: list[Any] = []
-        self._bundle_publishers: list[Any] = []
-        self._telemetry_sinks: list[Any] = []
-        self._loaded: list[Any] = []  # in load order; closed in reverse
+        self._notifiers: list[Plugin] = []
+        self._bundle_publishers: list[Plugin] = []
+        self._telemetry_sinks: list[Plugin] = []
+        self._loaded: list[Plugin] = []  # in load order; closed in reverse
 
     def _context(self) -> ServerPluginContext:
         return ServerPluginContext(trust_domain=self.config.trust_domain, data_dir=self.config.data_dir,
@@ -67,13 +69,13 @@ class ServerCatalog:
             plugin = configure_plugin("server", spec, self._context(), self.config)
             self._loaded.append(plugin)
             if spec.type == "DataStore":
-                self._datastore = plugin
+                self._datastore = cast(DataStore, plugin)  # the registry maps each type to its base class
             elif spec.type == "KeyManager":
-                self._key_manager = plugin
+                self._key_manager = cast(KeyManager, plugin)
             elif spec.type == "UpstreamAuthority":
-                self._upstream = plugin
+                self._upstream = cast(UpstreamAuthority, plugin)
             elif spec.type == "NodeAttestor":
-                self._node_attestors[spec.name] = plugin
+                self._node_attestors[spec.name] = cast(NodeAttestor, plugin)
             elif spec.type == "Notifier":
                 self._notifiers.append(plugin)
             elif spec.type == "BundlePublisher":
@@ -111,11 +113,11 @@ class ServerCatalog:
     def node_attestor_named(self, name: str) -> Optional[NodeAttestor]:
         return self._node_attestors.get(name)
 
-    def notifiers(self) -> list[Any]:
+    def notifiers(self) -> list[Plugin]:
         return list(self._notifiers)
 
-    def bundle_publishers(self) -> list[Any]:
+    def bundle_publishers(self) -> list[Plugin]:
         return list(self._bundle_publishers)
 
-    def telemetry_sinks(self) -> list[Any]:
+    def telemetry_sinks(self) -> list[Plugin]:
         return list(self._telemetry_sinks)

@@ -6,7 +6,7 @@ import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -14,10 +14,13 @@ from grpclib.exceptions import GRPCError
 from ..common import log
 from ..common.spiffeid import TrustDomain
 from .api.status import datastore_error_status
+from .ca.ca import ServerCA
 from .ca.errors import CARequestError
 from .cache import EntryCache
+from .config import ServerConfig
 from .datastore import errors as ds_errors
 from .datastore.api import DataStore
+from .plugins.nodeattestor.base import NodeAttestor
 
 T = TypeVar("T")
 _log = log.get("server")
@@ -25,14 +28,14 @@ _log = log.get("server")
 
 @dataclass
 class ServerCore:
-    config: Any
+    config: ServerConfig
     trust_domain: TrustDomain
     datastore: DataStore
-    ca: Any
+    ca: ServerCA
     cache: EntryCache
-    node_attestors: dict[str, Any] = field(default_factory=dict)
+    node_attestors: dict[str, NodeAttestor] = field(default_factory=dict)
     admin_ids: set[str] = field(default_factory=set)
-    agent_ttl: Any = None
+    agent_ttl: Optional[float] = None
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="spire-db"))
     # Set when bundle or entries change, so agents' streams and caches can react.
     bundle_changed: asyncio.Event = field(default_factory=asyncio.Event)

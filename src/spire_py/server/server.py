@@ -138,6 +138,7 @@ class SpireServer:
         if os.path.exists(path):
             os.unlink(path)
         old = os.umask(0o077)
+        assert self.core is not None
         try:
             server = Middleware(self.core).server(services)
             await server.start(path=path)

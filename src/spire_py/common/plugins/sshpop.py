@@ -23,7 +23,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -274,9 +274,10 @@ def unmarshal_challenge(data: bytes) -> bytes:
                   "failed to unmarshal challenge request")
 
 
-_EC_TYPES = {"secp256r1": ("ecdsa-sha2-nistp256", hashes.SHA256), "secp384r1": ("ecdsa-sha2-nistp384", hashes.SHA384),
+_HashFactory = Callable[[], hashes.HashAlgorithm]
+_EC_TYPES: dict[str, tuple[str, _HashFactory]] = {"secp256r1": ("ecdsa-sha2-nistp256", hashes.SHA256), "secp384r1": ("ecdsa-sha2-nistp384", hashes.SHA384),
              "secp521r1": ("ecdsa-sha2-nistp521", hashes.SHA512)}
-_RSA_FORMATS = {"ssh-rsa": hashes.SHA1, "rsa-sha2-256": hashes.SHA256, "rsa-sha2-512": hashes.SHA512}
+_RSA_FORMATS: dict[str, _HashFactory] = {"ssh-rsa": hashes.SHA1, "rsa-sha2-256": hashes.SHA256, "rsa-sha2-512": hashes.SHA512}
 
 
 def sign(key: Any, data: bytes) -> tuple[str, bytes]:

@@ -59,7 +59,7 @@ class PrometheusSink:
         self._thread: Optional[Any] = None
 
     def start(self, metrics: Metrics) -> None:
-        self.registry.register(_Collector(metrics))  # type: ignore[arg-type]
+        self.registry.register(_Collector(metrics))
         if self.host not in ("localhost", "127.0.0.1", "::1"):
             _log.warning("Prometheus telemetry listens on a remote address; make sure access to this port is "
                          "tightly controlled", extra=log.fields(address=f"{self.host}:{self.port}"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from .. import log
 from .metrics import COUNTER, ELAPSED_TIME, GAUGE, Metrics, Series
@@ -117,7 +117,7 @@ class DogStatsdSink:
                 if s.kind == COUNTER:
                     c.increment(name, _number(value), tags=tags)  # type: ignore[arg-type]
                 elif s.kind == GAUGE:
-                    c.gauge(name, value, tags=tags)
+                    c.gauge(name, cast(float, value), tags=tags)
                 else:
                     for v in value:  # type: ignore[union-attr]
                         c.timing(name, v, tags=tags)

@@ -191,6 +191,7 @@ class AgentService(agent_grpc.AgentBase):
         sid: SpiffeId = caller.spiffe_id  # type: ignore[assignment]
         chain = await self.core.sign(self.core.ca.sign_agent_svid, csr.public_key(), sid, self.core.agent_ttl)
         node = await self.core.db(self.core.datastore.fetch_attested_node, str(sid))
+        assert node is not None  # the middleware found this caller attested
         node.new_cert_serial_number = str(chain[0].serial_number)
         node.new_cert_not_after = int(chain[0].not_valid_after_utc.timestamp())
         await self.core.db(self.core.datastore.update_attested_node, node,

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from ...common.bundle import Bundle
@@ -48,7 +49,7 @@ def ca_subject_factory(ca_subject: Any) -> SubjectFactory:
     return lambda serial: x509_ca_subject(country, organization, common_name, serial)
 
 
-def _check_public_key(key: Any) -> PublicKey:
+def _check_public_key(key: CertificatePublicKeyTypes) -> PublicKey:
     if isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
         return key
     raise CARequestError(f"unsupported public key type {type(key).__name__}; expected EC or RSA")
@@ -139,7 +140,7 @@ class ServerCA:
 
     def sign_x509_svid(
         self,
-        public_key: PublicKey,
+        public_key: CertificatePublicKeyTypes,
         spiffe_id: Union[SpiffeId, str],
         ttl: Optional[float] = None,
         dns_names: Sequence[str] = (),
@@ -160,11 +161,11 @@ class ServerCA:
         """The server's own SVID: spiffe://<td>/spire/server, default TTL, no DNS names (as SPIRE)."""
         return self.sign_x509_svid(public_key, server_id(self.trust_domain))
 
-    def sign_agent_svid(self, public_key: PublicKey, spiffe_id: Union[SpiffeId, str],
+    def sign_agent_svid(self, public_key: CertificatePublicKeyTypes, spiffe_id: Union[SpiffeId, str],
                         ttl: Optional[float] = None) -> list[x509.Certificate]:
         return self.sign_x509_svid(public_key, spiffe_id, ttl if ttl and ttl > 0 else self.agent_svid_ttl)
 
-    def sign_downstream_x509_ca(self, public_key: PublicKey, ttl: Optional[float] = None) -> list[x509.Certificate]:
+    def sign_downstream_x509_ca(self, public_key: CertificatePublicKeyTypes, ttl: Optional[float] = None) -> list[x509.Certificate]:
         """A CA for a downstream SPIRE server: the parent's subject with OU=DOWNSTREAM-<n>,
         URI SAN spiffe://<td>; returns [downstream CA, upstream chain...]."""
         pub = _check_public_key(public_key)

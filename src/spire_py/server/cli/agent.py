@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from google.protobuf import wrappers_pb2
 
@@ -62,7 +62,8 @@ def _fill_filter(f: dict[str, Any], filt: Any) -> None:
                 sels.append(parse_selector(s))
             except CommandError as exc:
                 raise CommandError(f'error parsing selector "{s}": {exc}') from None
-        filt.by_selector_match.CopyFrom(selector_pb2.SelectorMatch(selectors=sels, match=MATCH[f["matchSelectorsOn"]]))
+        filt.by_selector_match.CopyFrom(selector_pb2.SelectorMatch(
+            selectors=sels, match=cast("selector_pb2.SelectorMatch.MatchBehavior", MATCH[f["matchSelectorsOn"]])))
     if f["expiresBefore"]:
         if not _EXPIRES_RE.match(f["expiresBefore"]):
             raise CommandError(f'date is not valid: parsing time "{f["expiresBefore"]}" as "{EXPIRES_LAYOUT}": cannot parse "{f["expiresBefore"]}" as "{EXPIRES_LAYOUT}"')

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from cryptography import x509
 
@@ -45,7 +45,7 @@ def split_der(data: bytes) -> list[bytes]:
 def certs_from_pem(data: bytes) -> list[bytes]:
     """pemutil.ParseCertificates: every block must be a CERTIFICATE."""
     text = data.decode("latin-1")
-    ders = []
+    ders: list[bytes] = []
     pos = 0
     while True:
         start = text.find("-----BEGIN ", pos)
@@ -225,7 +225,8 @@ async def delete(ctx: Context) -> int:
         raise CommandError("id is required")
     if f["mode"] not in MODES:
         raise CommandError(f"unsupported mode {go_quote(f['mode'])}")
-    req = bundle_pb2.BatchDeleteFederatedBundleRequest(trust_domains=[f["id"]], mode=MODES[f["mode"]])
+    req = bundle_pb2.BatchDeleteFederatedBundleRequest(trust_domains=[f["id"]], 
+        mode=cast("bundle_pb2.BatchDeleteFederatedBundleRequest.Mode", MODES[f["mode"]]))
     async with AdminClient(f["socketPath"]) as c:
         resp = await call(c.stub(bundle_grpc.BundleStub).BatchDeleteFederatedBundle(req), "failed to delete federated bundle: ")
     if as_json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from google.protobuf import wrappers_pb2
 
@@ -396,12 +396,14 @@ def _build_filter(f: dict[str, Any], filt: Any, downstream_last: bool) -> None:
                 sels.append(parse_selector(s))
             except CommandError as exc:
                 raise CommandError(f"error parsing selectors: {exc}") from None
-        filt.by_selectors.CopyFrom(selector_pb2.SelectorMatch(selectors=sels, match=match))
+        filt.by_selectors.CopyFrom(selector_pb2.SelectorMatch(
+            selectors=sels, match=cast("selector_pb2.SelectorMatch.MatchBehavior", match)))
     if not downstream_last:
         filt.by_downstream.CopyFrom(wrappers_pb2.BoolValue(value=f["downstream"]))
     if f["federatesWith"]:
         match = _match(f["matchFederatesWithOn"])
-        filt.by_federates_with.CopyFrom(federateswith_pb2.FederatesWithMatch(trust_domains=f["federatesWith"], match=match))
+        filt.by_federates_with.CopyFrom(federateswith_pb2.FederatesWithMatch(
+            trust_domains=f["federatesWith"], match=cast("federateswith_pb2.FederatesWithMatch.MatchBehavior", match)))
     if f["hint"]:
         filt.by_hint.CopyFrom(wrappers_pb2.StringValue(value=f["hint"]))
     if downstream_last:

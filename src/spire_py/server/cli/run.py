@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from ...common.cli import Context, FlagSet
 from ...common.config import ConfigError
 from ...common.daemon import load_config, start_logging, validate_config
+
+if TYPE_CHECKING:  # load() imports it when it runs
+    from ..config import ServerConfig
 
 DEFAULT_CONFIG = "conf/server/server.conf"
 
@@ -31,7 +35,7 @@ def flags(fs: FlagSet) -> None:
         fs.string(name, "", usage)
 
 
-def load(ctx: Context):  # type: ignore[no-untyped-def]
+def load(ctx: Context) -> ServerConfig:
     from ..config import load_server_config
 
     return load_config(ctx, load_server_config, OVERRIDES)

@@ -13,7 +13,8 @@ from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import SSHCertificate
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHPrivateKeyTypes
 
 from ....common.plugin import EXACT_STR, Field, PluginConfigError, PluginContext, Schema, register
 from ....common.plugins import sshpop as pop
@@ -39,6 +40,7 @@ def load_host_credentials(key_path: str, cert_path: str) -> tuple[Any, bytes]:
     """The host private key and the wire blob of its certificate."""
     key_data = _read(key_path, "host key", "host_key_path")
     cert_data = _read(cert_path, "host cert", "host_cert_path")
+    key: PrivateKeyTypes | SSHPrivateKeyTypes
     try:
         if b"-----BEGIN OPENSSH PRIVATE KEY-----" in key_data:
             key = serialization.load_ssh_private_key(key_data, password=None)
