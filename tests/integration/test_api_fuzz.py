@@ -16,14 +16,14 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from tests.integration.helpers.attacker import RawReplyCodec, anonymous_tls
-from tests.integration.helpers.harness import ServerHandle
 from spire_py.common.health_service import HealthService
 from spire_py.server.api.agent import AgentService
 from spire_py.server.api.bundle import BundleService
 from spire_py.server.api.entry import EntryService
 from spire_py.server.api.health import DebugService
 from spire_py.server.api.svid import SVIDService
+from tests.integration.helpers.attacker import RawReplyCodec, anonymous_tls
+from tests.integration.helpers.harness import ServerHandle
 
 # Streams that never end by themselves.
 ENDLESS = {"/grpc.health.v1.Health/Watch", "/SpiffeWorkloadAPI/FetchX509SVID", "/SpiffeWorkloadAPI/FetchX509Bundles",

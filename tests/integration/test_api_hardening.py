@@ -16,8 +16,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.integration.helpers.attacker import RawCodec, anonymous_tls
-from tests.integration.helpers.harness import SERVER, TD, ServerHandle, run
 from spire_py.common import rpc
 from spire_py.proto.grpc.health.v1 import health_pb2
 from spire_py.proto.spire.api.server.agent.v1 import agent_pb2
@@ -25,6 +23,8 @@ from spire_py.proto.spire.api.server.bundle.v1 import bundle_pb2
 from spire_py.proto.spire.api.server.entry.v1 import entry_pb2
 from spire_py.proto.spire.api.types import attestation_pb2
 from spire_py.proto.spire.api.types import bundle_pb2 as types_bundle_pb2
+from tests.integration.helpers.attacker import RawCodec, anonymous_tls
+from tests.integration.helpers.harness import SERVER, TD, ServerHandle, run
 
 GET_BUNDLE = "/spire.api.server.bundle.v1.Bundle/GetBundle"
 LIST_ENTRIES = "/spire.api.server.entry.v1.Entry/ListEntries"

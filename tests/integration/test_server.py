@@ -12,8 +12,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tests.integration.helpers.harness import SERVER, TD, free_port, run, wait_for
 from spire_py.common.x509util import verify_chain
+from tests.integration.helpers.harness import SERVER, TD, free_port, run, wait_for
 
 
 def test_validate_accepts_the_embedded_default_config() -> None:

@@ -16,7 +16,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from sqlalchemy import text
 
-from tests.unit.helpers.inprocess_server import TD, running_server
 from spire_py.agent.attestor import make_csr
 from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import TrustDomain
@@ -26,6 +25,7 @@ from spire_py.server.cache import EntryCache
 from spire_py.server.core import ServerCore
 from spire_py.server.datastore import AttestedNode, JoinToken, SQLDataStore
 from spire_py.server.pruning import NodePruner
+from tests.unit.helpers.inprocess_server import TD, running_server
 
 HOUR = 3600
 

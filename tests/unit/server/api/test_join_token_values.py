@@ -12,13 +12,13 @@ from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from tests.unit.helpers.inprocess_server import TD, running_server
 from spire_py.common.spiffeid import TrustDomain
 from spire_py.common.tls import spiffe_id_of
 from spire_py.proto.spire.api.server.agent.v1 import agent_pb2
 from spire_py.proto.spire.api.types import spiffeid_pb2
 from spire_py.server.datastore import JoinToken
 from spire_py.server.plugins.nodeattestor.join_token import InvalidJoinToken, check_token, join_token_id
+from tests.unit.helpers.inprocess_server import TD, running_server
 
 CHARS = "path segment characters are limited to letters, numbers, dots, dashes, and underscores"
 # (value, go-spiffe's reason): what spiffeid.FromSegments says of each as a path segment.

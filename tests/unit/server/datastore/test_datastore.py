@@ -11,8 +11,6 @@ import os
 import stat
 
 import pytest
-
-from tests.unit.helpers.datastore import FED, NOW, TD, entry, open_store, sel
 from sqlalchemy import create_engine, inspect
 
 from spire_py.common.registration import Entry
@@ -24,6 +22,7 @@ from spire_py.server.datastore import (
     NotFoundError,
     SQLDataStore,
 )
+from tests.unit.helpers.datastore import FED, NOW, TD, entry, open_store, sel
 
 
 # --- entries ----------------------------------------------------------------

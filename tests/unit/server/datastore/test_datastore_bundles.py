@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.helpers.datastore import FED, NOW, TD, entry, jwt_key, make_cert
 from spire_py.common.registration import Entry
 from spire_py.server.datastore import (
     AlreadyExistsError,
@@ -14,6 +13,7 @@ from spire_py.server.datastore import (
     NotFoundError,
     SQLDataStore,
 )
+from tests.unit.helpers.datastore import FED, NOW, TD, entry, jwt_key, make_cert
 
 
 # --- bundles ----------------------------------------------------------------

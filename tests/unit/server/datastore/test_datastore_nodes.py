@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from tests.unit.helpers.datastore import NOW, TD, open_store, sel
 from spire_py.common.registration import Entry, Selector
 from spire_py.server.datastore import (
     AlreadyExistsError,
@@ -18,6 +17,7 @@ from spire_py.server.datastore import (
     NotFoundError,
     SQLDataStore,
 )
+from tests.unit.helpers.datastore import NOW, TD, open_store, sel
 
 
 # --- attested nodes ---------------------------------------------------------

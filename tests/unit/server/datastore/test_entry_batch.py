@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tests.unit.helpers.datastore import FED, TD, entry, sel
 
 from spire_py.common.registration import Entry
 from spire_py.server.datastore import AlreadyExistsError, Bundle, InvalidArgumentError, SQLDataStore
+from tests.unit.helpers.datastore import FED, TD, entry, sel
 
 
 def test_batch_creates_every_entry_with_an_event_each(store: SQLDataStore) -> None:
