@@ -3,7 +3,7 @@
 A file written for SPIRE must load here, so these keys are parsed and checked like
 any other. Set to anything but their default, each earns one warning from
 ``validate`` and ``run``, so nobody believes that, say, profiling is on.
-tests/unit/test_config_unacted.py holds this list to the code: a key leaves it
+tests/unit/common/test_config_unacted.py holds this list to the code: a key leaves it
 when something reads it, and a key nothing reads must be on it.
 """
 

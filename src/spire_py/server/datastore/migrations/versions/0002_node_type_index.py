@@ -2,7 +2,7 @@
 
 ListAgents / CountAgents filter by attestation type (``spire-server agent list
 -attestationType``); without an index every database walks the whole table to
-fill a page. Found by tests/unit/test_datastore_query_plans.py.
+fill a page. Found by tests/unit/server/datastore/test_datastore_query_plans.py.
 
 Revision ID: 0002
 Revises: 0001
