@@ -14,10 +14,13 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ..common import health as health_http
-from ..common import log, sdnotify
+from ..common import log, sdnotify, telemetry
 from ..common.bundle import Bundle as SpiffeBundle
 from ..common.errors import SpireError
 from ..common.spiffeid import TrustDomain
+from ..common.telemetry.names import (AGENT_NODE_ATTEST, AGENT_SVID_ROTATE, CACHE_RECORDS, CACHE_SVIDS,
+                                      SYNC_ENTRIES, SYNC_SVIDS)
+from ..common.telemetry.telemetry import Telemetry
 from ..common.tls import spiffe_id_of
 from ..proto.spire.api.server.agent.v1 import agent_pb2
 from ..proto.spire.api.server.bundle.v1 import bundle_pb2
@@ -61,6 +64,7 @@ class SpireAgent:
         self.td = TrustDomain(config.trust_domain)
         self.storage = AgentStorage(config.data_dir)
         self.catalog = AgentCatalog(config)
+        self.telemetry: Optional[Telemetry] = None
         # 0 (or unset) means SPIRE's default size for both SVID caches.
         self.cache = WorkloadCache(
             self.td, jwt_svids=JWTSVIDCache(int(getattr(config, "jwt_svid_cache_max_size", 0) or 0)),
@@ -136,7 +140,8 @@ class SpireAgent:
         client = ServerClient(self.config.server_address, int(self.config.server_port), self.td, self.roots,
                               insecure=insecure)
         try:
-            chain, reattestable = await attest(client, self.node_attestor, key, self.td)
+            with telemetry.current().call(AGENT_NODE_ATTEST, (("attestor", self.node_attestor.NAME),)):
+                chain, reattestable = await attest(client, self.node_attestor, key, self.td)
             if insecure:
                 # insecure_bootstrap: take the bundle from the server, then check our SVID chains to it.
                 b = await client.bundle.GetBundle(bundle_pb2.GetBundleRequest(), timeout=RPC_TIMEOUT)
@@ -151,10 +156,11 @@ class SpireAgent:
 
     async def _renew(self) -> None:
         assert self.client is not None and self.state is not None
-        key_id = self._next_key_id()
-        key = await asyncio.to_thread(self.key_manager.generate_key, key_id, "ec-p256")
-        resp = await self.client.agent.RenewAgent(agent_pb2.RenewAgentRequest(
-            params=agent_pb2.AgentX509SVIDParams(csr=make_csr(key))), timeout=RPC_TIMEOUT)
+        with telemetry.current().call(AGENT_SVID_ROTATE):
+            key_id = self._next_key_id()
+            key = await asyncio.to_thread(self.key_manager.generate_key, key_id, "ec-p256")
+            resp = await self.client.agent.RenewAgent(agent_pb2.RenewAgentRequest(
+                params=agent_pb2.AgentX509SVIDParams(csr=make_csr(key))), timeout=RPC_TIMEOUT)
         self.state = AgentState(chain_from_proto(resp.svid.cert_chain), key_id, self.state.reattestable)
         self.storage.store_state(self.state)
         self._connect()
@@ -193,15 +199,20 @@ class SpireAgent:
                 or old.jwt_authorities.keys() != bundle.jwt_authorities.keys():
             self.cache.bundles[self.td.id_string()] = bundle
             changed = True
-        entries = await fetch_entries(client, self.cache.entries)
+        metrics = telemetry.current()
+        with metrics.call(SYNC_ENTRIES):
+            entries = await fetch_entries(client, self.cache.entries)
         if entries != self.cache.entries:
             self.cache.entries = entries
             changed = True
         self.cache.jwt_svids.prune()
-        if await mint_svids(client, self.cache, entries, self._revisions, self.roots, self.key_type):
-            changed = True
+        with metrics.call(SYNC_SVIDS):
+            if await mint_svids(client, self.cache, entries, self._revisions, self.roots, self.key_type):
+                changed = True
         if changed:
             await self.cache.publish()
+        metrics.set_gauge(CACHE_RECORDS, len(entries))
+        metrics.set_gauge(CACHE_SVIDS, len(self.cache.svids))
 
     async def _wait_for_sync(self) -> None:
         """Sleep until the next sync; meanwhile sign SVIDs a new subscriber lacks (evicted by the
@@ -282,6 +293,9 @@ class SpireAgent:
         from .workloadapi.handler import WorkloadAPIService
 
         await asyncio.to_thread(self.load_plugins)
+        # Telemetry first: attestation, the first sync and the Workload API record into it.
+        self.telemetry = Telemetry(self.config.telemetry, "spire_agent", self.td.name, self.catalog.telemetry_sinks())
+        await self.telemetry.start()
         self.roots = self.storage.load_bundle() or await load_bootstrap_roots(self.config, self.td) or []
         state = self.storage.load_state()
         if self._usable(state):
@@ -332,10 +346,17 @@ class SpireAgent:
 
         return HealthService(lambda: self.ready)
 
+    def _sigusr1(self) -> None:
+        """SPIRE dumps its in-memory telemetry on SIGUSR1; without it, say so. Never fatal."""
+        try:
+            if self.telemetry is None or not self.telemetry.dump():
+                _log.info("Received SIGUSR1; in-memory telemetry is not enabled")
+        except Exception as exc:
+            _log.warning("Unable to dump in-memory telemetry", extra=log.fields(error=str(exc)))
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        # SPIRE dumps its in-memory telemetry on SIGUSR1; without telemetry, say so and keep running.
-        loop.add_signal_handler(signal.SIGUSR1, _log.info, "Received SIGUSR1; in-memory telemetry is not enabled")
+        loop.add_signal_handler(signal.SIGUSR1, self._sigusr1)
         await self.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
@@ -357,6 +378,8 @@ class SpireAgent:
             await self._health.close()
         if self.client is not None:
             self.client.close()
+        if self.telemetry is not None:
+            await self.telemetry.close()
         await self.catalog.close()
         _log.info("Agent stopped", extra=log.fields(error=self.error) if self.error else None)
 

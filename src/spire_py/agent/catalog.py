@@ -19,6 +19,7 @@ from ..common.plugin import Plugin
 from ..common.errors import SpireError
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .config import AgentConfig
+from ..common.telemetry.telemetry import Sink as TelemetrySink, sinks_from_config
 from .plugins.context import AgentPluginContext
 from .plugins.keymanager.base import AgentKeyManager
 from .plugins.nodeattestor.base import AgentNodeAttestor
@@ -39,7 +40,7 @@ class AgentCatalog:
         self._workload_attestors: list[WorkloadAttestor] = []
         # Types SPIRE has and we have no plugin for yet: their lists stay empty.
         self._svid_stores: list[Plugin] = []
-        self._telemetry_sinks: list[Plugin] = []
+        self._telemetry_sinks: list[TelemetrySink] = []
         self._loaded: list[Plugin] = []  # in load order; closed in reverse
 
     def _context(self) -> AgentPluginContext:
@@ -68,6 +69,8 @@ class AgentCatalog:
                 self._workload_attestors.append(cast(WorkloadAttestor, plugin))
             elif spec.type == "SVIDStore":
                 self._svid_stores.append(plugin)
+        # The telemetry block's sinks, not started: the agent starts them with its metrics.
+        self._telemetry_sinks = sinks_from_config(self.config.telemetry, "spire_agent")
 
     async def close(self) -> None:
         """Close every loaded plugin, the last loaded first."""
@@ -97,5 +100,5 @@ class AgentCatalog:
     def svid_stores(self) -> list[Plugin]:
         return list(self._svid_stores)
 
-    def telemetry_sinks(self) -> list[Plugin]:
+    def telemetry_sinks(self) -> list[TelemetrySink]:
         return list(self._telemetry_sinks)

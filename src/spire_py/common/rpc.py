@@ -11,6 +11,8 @@
 - Unix listeners get the system's maximum listen backlog, not asyncio's 100.
 - A side-specific ``guard`` (authorization, rate limits) runs before every handler and an
   ``observer`` (audit log) after it; the handler finds the call in :func:`current_call`.
+- With telemetry on, every call counts in SPIRE's ``rpc.<service>.<method>`` call counter
+  (``status`` and ``method`` labels); the counter is found when the method is wrapped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server
 
 from . import log
+from . import telemetry
+from .telemetry.names import rpc_names
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_STATUS_MESSAGE = 1024
@@ -163,6 +167,12 @@ def wrap_handler(
     observer: Optional[Observer] = None,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Callable[[Any], Awaitable[None]]:
+    metrics = telemetry.current()
+    calls = None
+    if metrics.enabled:
+        short, key = rpc_names(method)
+        calls = metrics.call_counter(key, (("method", short),))
+
     async def handle(stream: Any) -> None:
         call = Call(method=method, stream=stream)
         _bound_receive(stream, call, max_message_bytes, on_request)
@@ -185,6 +195,8 @@ def wrap_handler(
             raise GRPCError(Status.INTERNAL, message) from None
         finally:
             _current.reset(token)
+            if calls is not None:
+                calls.done(call.started, status)
             if observer is not None:
                 try:
                     observer(call, status, message)

@@ -19,6 +19,7 @@ from ..common.plugin import Plugin
 from ..common.errors import SpireError
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .config import ServerConfig
+from ..common.telemetry.telemetry import Sink as TelemetrySink, sinks_from_config
 from .datastore.api import DataStore
 from .plugins.context import ServerPluginContext
 from .plugins.keymanager.base import KeyManager
@@ -46,7 +47,7 @@ class ServerCatalog:
         # Types SPIRE has and we have no plugin for yet: their lists stay empty.
         self._notifiers: list[Plugin] = []
         self._bundle_publishers: list[Plugin] = []
-        self._telemetry_sinks: list[Plugin] = []
+        self._telemetry_sinks: list[TelemetrySink] = []
         self._loaded: list[Plugin] = []  # in load order; closed in reverse
 
     def _context(self) -> ServerPluginContext:
@@ -80,6 +81,8 @@ class ServerCatalog:
                 self._notifiers.append(plugin)
             elif spec.type == "BundlePublisher":
                 self._bundle_publishers.append(plugin)
+        # The telemetry block's sinks, not started: the server starts them with its metrics.
+        self._telemetry_sinks = sinks_from_config(self.config.telemetry, "spire_server")
 
     async def close(self) -> None:
         """Close every loaded plugin, the last loaded first (the datastore last)."""
@@ -119,5 +122,5 @@ class ServerCatalog:
     def bundle_publishers(self) -> list[Plugin]:
         return list(self._bundle_publishers)
 
-    def telemetry_sinks(self) -> list[Plugin]:
+    def telemetry_sinks(self) -> list[TelemetrySink]:
         return list(self._telemetry_sinks)

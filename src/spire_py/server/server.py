@@ -13,10 +13,13 @@ from cryptography import x509
 from grpclib.server import Server as GrpcServer
 
 from ..common import health as health_http
-from ..common import log, sdnotify, tls
+from ..common import log, sdnotify, telemetry, tls
 from ..common.health_service import HealthService
 from ..common.keys import generate_key
 from ..common.spiffeid import TrustDomain, server_id
+from ..common.telemetry.names import (AGENTS_COUNT, CA_BUNDLE_PRUNE, CA_BUNDLE_PRUNED, CA_X509_CA_EXPIRATION,
+                                      CA_X509_CA_TTL, ENTRY_CACHE_COUNT, ENTRY_CACHE_RELOAD, SERVER_SVID_ROTATE)
+from ..common.telemetry.telemetry import Telemetry
 from .api.agent import AgentService
 from .api.bundle import BundleService
 from .api.entry import EntryService
@@ -66,6 +69,7 @@ class SpireServer:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.catalog = ServerCatalog(config)
+        self.telemetry: Optional[Telemetry] = None
 
     # --- plugins -------------------------------------------------------------------
     def check_plugins(self) -> None:
@@ -82,6 +86,9 @@ class SpireServer:
         self.check_plugins()  # every plugin's config is checked before anything touches disk
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
         catalog = await asyncio.to_thread(self.load_plugins)
+        # Telemetry first: the CA's start-up and every RPC server built below record into it.
+        self.telemetry = Telemetry(cfg.telemetry, "spire_server", self.trust_domain.name, catalog.telemetry_sinks())
+        await self.telemetry.start()
         datastore = catalog.data_store()
 
         ca = ServerCA(
@@ -176,16 +183,19 @@ class SpireServer:
         assert self.core is not None
         expires_before = int(time.time() - bundle_prune_safety(self.core.ca.ca_ttl))
         try:
-            pruned = bool(await self.core.db(self.core.datastore.prune_bundle, self.trust_domain.id_string(),
-                                             expires_before))
+            with telemetry.current().call(CA_BUNDLE_PRUNE):
+                pruned = bool(await self.core.db(self.core.datastore.prune_bundle, self.trust_domain.id_string(),
+                                                 expires_before))
         except Exception as exc:  # e.g. it would empty the bundle: keep it, retry next tick
             _log.warning("Unable to prune bundle", extra=log.fields(error=str(exc)))
             return False
         if pruned:
+            telemetry.current().incr_counter(CA_BUNDLE_PRUNED)
             self.core.bundle_changed.set()
             _log.info("Expired authorities pruned from the bundle", extra=log.fields(expires_before=expires_before))
         return pruned
 
+    @telemetry.calls(SERVER_SVID_ROTATE)
     def _rotate_server_svid(self) -> None:
         assert self.core is not None
         key = generate_key(SERVER_SVID_KEY)
@@ -236,15 +246,39 @@ class SpireServer:
                     await core.db(core.datastore.prune_ca_journals, int(time.time() - 2 * core.ca.ca_ttl),
                                   core.ca.manager.journal_id)
                     next_event_prune = time.monotonic() + EVENT_PRUNE_INTERVAL
-                await core.refresh_cache()
+                with telemetry.current().call(ENTRY_CACHE_RELOAD):
+                    await core.refresh_cache()
+                await self._record_gauges()
             except Exception as exc:  # keep serving; the next tick retries
                 _log.error("Maintenance failed", extra=log.fields(error=str(exc)), exc_info=True)
 
+    async def _record_gauges(self) -> None:
+        """Each maintenance tick: entries cached, agents attested, the X.509 CA's expiry and TTL."""
+        metrics = telemetry.current()
+        if not metrics.enabled:
+            return
+        assert self.core is not None
+        core = self.core
+        metrics.set_gauge(ENTRY_CACHE_COUNT, len(core.cache.entries))
+        metrics.set_gauge(AGENTS_COUNT, await core.db(core.datastore.count_attested_nodes))
+        slot = core.ca.manager.current_x509
+        if slot.cert is not None:
+            td = (("trust_domain_id", self.trust_domain.name),)
+            metrics.set_gauge(CA_X509_CA_EXPIRATION, slot.not_after, td)
+            metrics.set_gauge(CA_X509_CA_TTL, max(0.0, slot.not_after - time.time()), td)
+
     # --- run / stop -------------------------------------------------------------------
+    def _sigusr1(self) -> None:
+        """SPIRE dumps its in-memory telemetry on SIGUSR1; without it, say so. Never fatal."""
+        try:
+            if self.telemetry is None or not self.telemetry.dump():
+                _log.info("Received SIGUSR1; in-memory telemetry is not enabled")
+        except Exception as exc:
+            _log.warning("Unable to dump in-memory telemetry", extra=log.fields(error=str(exc)))
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        # SPIRE dumps its in-memory telemetry on SIGUSR1; without telemetry, say so and keep running.
-        loop.add_signal_handler(signal.SIGUSR1, _log.info, "Received SIGUSR1; in-memory telemetry is not enabled")
+        loop.add_signal_handler(signal.SIGUSR1, self._sigusr1)
         await self.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
@@ -266,6 +300,8 @@ class SpireServer:
             await s.wait_closed()
         if self._health:
             await self._health.close()
+        if self.telemetry is not None:
+            await self.telemetry.close()
         await self.catalog.close()
         if os.path.exists(self.config.socket_path):
             os.unlink(self.config.socket_path)

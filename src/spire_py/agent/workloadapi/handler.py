@@ -19,10 +19,11 @@ from google.protobuf import json_format, struct_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from ...common import log
+from ...common import log, telemetry
 from ...common.jwtsvid import validate_jwt_svid
 from ...common.registration import Entry, Selector
 from ...common.spiffeid import SpiffeId, SpiffeIdError
+from ...common.telemetry.names import DISCOVERED_SELECTORS, WORKLOAD_ATTESTATION, WORKLOAD_ATTESTOR
 from ...common.x509util import certs_to_der_chain
 from ...proto.workload import workload_pb2 as pb
 from ...proto.workload.workload_grpc import SpiffeWorkloadAPIBase
@@ -80,6 +81,17 @@ class _Call:
         _log.log(level, msg, extra=log.fields(**base))
 
 
+async def _timed(calls: telemetry.CallCounter, attest: Any) -> Any:
+    started = time.monotonic()
+    try:
+        result = await attest
+    except Exception:
+        calls.done(started, Status.UNKNOWN)
+        raise
+    calls.done(started)
+    return result
+
+
 class WorkloadAPIService(SpiffeWorkloadAPIBase):
     def __init__(
         self,
@@ -95,6 +107,11 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         self.allowed_foreign_jwt_claims = frozenset(allowed_foreign_jwt_claims) | _ALWAYS_ALLOWED_CLAIMS
         # Filled by the server on accept (see server.py); without it callers are looked up per call.
         self.callers = CallerRegistry()
+        # SPIRE's workload attestation metrics, found once (None with telemetry off).
+        m = telemetry.current()
+        self._attestation = m.call_counter(WORKLOAD_ATTESTATION) if m.enabled else None
+        self._attestor_calls = [m.call_counter(WORKLOAD_ATTESTOR, (("attestor", a.NAME),)) for a in self.attestors]
+        self._discovered = m.sample(DISCOVERED_SELECTORS)
         self._stopping: Optional[asyncio.Event] = None
         self._streams: set[asyncio.Task[Any]] = set()
         # The last X509SVIDResponse built and what it was built from (read-only once built).
@@ -156,9 +173,13 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 raise _status(Status.INTERNAL, "could not read caller credentials") from None
         call.caller = caller
         try:
-            results = await asyncio.gather(
-                *(a.attest(caller.pid, caller.uid, caller.gid) for a in self.attestors), return_exceptions=True
-            )
+            started = time.monotonic()
+            if self._attestation is None:
+                attests = [a.attest(caller.pid, caller.uid, caller.gid) for a in self.attestors]
+            else:
+                attests = [_timed(calls, a.attest(caller.pid, caller.uid, caller.gid))
+                           for calls, a in zip(self._attestor_calls, self.attestors)]
+            results = await asyncio.gather(*attests, return_exceptions=True)
             selectors: set[Selector] = set()
             errors: list[str] = []
             for attestor, res in zip(self.attestors, results):
@@ -168,7 +189,11 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                     errors.append(f'workload attestor "{attestor.NAME}" failed: {res}')
                 else:
                     selectors.update(res)
-            if self.attestors and len(errors) == len(self.attestors):
+            failed = bool(self.attestors) and len(errors) == len(self.attestors)
+            if self._attestation is not None:
+                self._attestation.done(started, Status.UNAVAILABLE if failed else Status.OK)
+                self._discovered.add(len(selectors))
+            if failed:
                 call.log(logging.ERROR, "Workload attestation failed", error="; ".join(errors))
                 raise _status(Status.UNAVAILABLE, "workload attestation failed")
             if errors and not call.quiet:

@@ -5,6 +5,6 @@ Prometheus, DogStatsd, Statsd, M3, InMem). See docs/metrics.md for what each dae
 Importing the package stays light (no sink client libraries): ``common/rpc.py`` imports it.
 """
 
-from .metrics import NULL, CallCounter, Filter, Metrics, NullMetrics, current, set_current
+from .metrics import NULL, CallCounter, Filter, Metrics, NullMetrics, calls, counts, current, set_current
 
-__all__ = ["NULL", "CallCounter", "Filter", "Metrics", "NullMetrics", "current", "set_current"]
+__all__ = ["NULL", "CallCounter", "Filter", "Metrics", "NullMetrics", "calls", "counts", "current", "set_current"]

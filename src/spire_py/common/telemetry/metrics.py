@@ -15,13 +15,15 @@ dotted name with its prefix (``spire_server.rpc``); a metric no entry matches is
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, cast
 
 from grpclib.const import Status
 
 Key = tuple[str, ...]
 Labels = tuple[tuple[str, str], ...]
+F = TypeVar("F", bound=Callable[..., Any])
 
 COUNTER, GAUGE, SAMPLE = "counter", "gauge", "sample"
 ELAPSED_TIME = "elapsed_time"
@@ -272,3 +274,26 @@ def current() -> Metrics:
 def set_current(metrics: Metrics) -> None:
     global _current
     _current = metrics
+
+
+def calls(key: Key) -> Callable[[F], F]:
+    """Decorate a function as SPIRE's call counter ``key`` (status from its exception, if any)."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            with _current.call(key):
+                return fn(*args, **kwargs)
+        return cast(F, inner)
+    return wrap
+
+
+def counts(key: Key) -> Callable[[F], F]:
+    """Decorate a function so each call that returns counts once in counter ``key``."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            result = fn(*args, **kwargs)
+            _current.incr_counter(key)
+            return result
+        return cast(F, inner)
+    return wrap

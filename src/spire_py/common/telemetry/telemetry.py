@@ -14,7 +14,7 @@ import asyncio
 import socket
 import time
 from importlib import metadata
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from .. import log
 from . import names
@@ -35,9 +35,19 @@ def _version() -> str:
         return "unknown"
 
 
-def sinks_from_config(cfg: Any, service: str) -> list[Any]:
+class Sink(Protocol):
+    """What the catalog hands the daemon: ``start`` with the registry, ``close`` on stop."""
+
+    name: str
+
+    def start(self, metrics: Metrics) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def sinks_from_config(cfg: Any, service: str) -> list[Sink]:
     """The sinks a ``telemetry`` block (common/config_sections.TelemetryConfig) asks for, not started."""
-    sinks: list[Any] = []
+    sinks: list[Sink] = []
     if cfg is None:
         return sinks
     if cfg.prometheus is not None:
@@ -51,7 +61,7 @@ def sinks_from_config(cfg: Any, service: str) -> list[Any]:
 
 
 class Telemetry:
-    def __init__(self, cfg: Any, service: str, trust_domain: str, sinks: list[Any]) -> None:
+    def __init__(self, cfg: Any, service: str, trust_domain: str, sinks: list[Sink]) -> None:
         self.sinks = sinks
         self._push = [s for s in sinks if hasattr(s, "send")]
         self._inmem = [s for s in sinks if isinstance(s, InMemSink)]

@@ -10,8 +10,9 @@ from google.protobuf import empty_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from ...common import log, rpc
+from ...common import log, rpc, telemetry
 from ...common.spiffeid import SpiffeId, is_agent_id
+from ...common.telemetry.names import NODE_ATTEST
 from ...proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from ..core import ServerCore
 from ..datastore.models import AttestedNode
@@ -144,7 +145,8 @@ class AgentService(agent_grpc.AgentBase):
             return bytes(reply.challenge_response)
 
         try:
-            result = await attestor.attest(bytes(params.data.payload), challenge)
+            with telemetry.current().call(NODE_ATTEST, (("attestor", params.data.type),)):
+                result = await attestor.attest(bytes(params.data.payload), challenge)
         except JoinTokenRefused as exc:  # SPIRE's attestJoinToken messages, passed on unprefixed
             _log.warning("Agent attestation failed",
                          extra=log.fields(attestor=params.data.type, error=rpc.quote(exc, 512)))

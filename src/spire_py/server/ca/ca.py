@@ -16,12 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
+from ...common import telemetry
 from ...common.bundle import Bundle
+from ...common.telemetry.names import CA_SIGN_JWT_SVID, CA_SIGN_X509_CA_SVID, CA_SIGN_X509_SVID
 from ...common.jwtsvid import JWTSVIDError, sign_jwt_svid
 from ...common.keys import EC_P256, KEY_TYPES, PublicKey
 from ...common.spiffeid import SpiffeId, SpiffeIdError, TrustDomain, server_id
 from ...common.x509util import create_ca_certificate, create_x509_svid, go_name, name_values, x509_ca_subject
-from .errors import CAError, CARequestError
+from .errors import CARequestError
 from .manager import CAManager, JournalStore, SubjectFactory
 from .slots import X509CASlot
 
@@ -138,6 +140,7 @@ class ServerCA:
             raise CARequestError(f'invalid {what} ID: "{sid}" is not a member of trust domain "{self.trust_domain}"; path is empty')
         return sid
 
+    @telemetry.counts(CA_SIGN_X509_SVID)
     def sign_x509_svid(
         self,
         public_key: CertificatePublicKeyTypes,
@@ -165,6 +168,7 @@ class ServerCA:
                         ttl: Optional[float] = None) -> list[x509.Certificate]:
         return self.sign_x509_svid(public_key, spiffe_id, ttl if ttl and ttl > 0 else self.agent_svid_ttl)
 
+    @telemetry.counts(CA_SIGN_X509_CA_SVID)
     def sign_downstream_x509_ca(self, public_key: CertificatePublicKeyTypes, ttl: Optional[float] = None) -> list[x509.Certificate]:
         """A CA for a downstream SPIRE server: the parent's subject with OU=DOWNSTREAM-<n>,
         URI SAN spiffe://<td>; returns [downstream CA, upstream chain...]."""
@@ -180,6 +184,7 @@ class ServerCA:
         return [cert] + list(slot.upstream_chain)
 
     # --- JWT -------------------------------------------------------------------------------------
+    @telemetry.counts(CA_SIGN_JWT_SVID)
     def sign_jwt_svid(self, spiffe_id: Union[SpiffeId, str], audience: Union[str, Sequence[str]],
                       ttl: Optional[float] = None) -> str:
         """A JWT-SVID signed with the active JWT key; expiry capped at the key's expiry."""
@@ -196,4 +201,4 @@ class ServerCA:
             raise CARequestError(str(exc)) from None
 
 
-__all__ = ["CAError", "CARequestError", "ServerCA", "ca_subject_factory"]
+__all__ = ["ServerCA", "ca_subject_factory"]

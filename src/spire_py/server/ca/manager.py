@@ -19,10 +19,12 @@ from typing import Any, Callable, Optional, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ...common import log
+from ...common import log, telemetry
 from ...common.bundle import Bundle
 from ...common.keys import PrivateKey, public_key_der, public_keys_equal, signature_hash_for
 from ...common.spiffeid import TrustDomain
+from ...common.telemetry.names import (CA_JWT_KEY_ACTIVATE, CA_JWT_KEY_PREPARE, CA_X509_CA_ACTIVATE,
+                                      CA_X509_CA_PREPARE)
 from ...common.x509util import (
     X509SVIDError, create_ca_certificate, is_ca, new_serial_number, subject_key_id, uri_sans, verify_chain,
 )
@@ -348,6 +350,7 @@ class CAManager:
         return changed
 
     # --- X.509 CA ---------------------------------------------------------------------------------
+    @telemetry.calls(CA_X509_CA_PREPARE)
     def _prepare_x509(self, now: float) -> None:
         slot = self.current_x509 if self.current_x509.is_empty() else self.next_x509
         slot.reset()
@@ -396,6 +399,7 @@ class CAManager:
             raise CAError(f"upstream-signed X509 CA does not chain to the upstream roots: {exc}") from None
         return chain, roots
 
+    @telemetry.counts(CA_X509_CA_ACTIVATE)
     def _activate_x509(self) -> None:
         slot = self.current_x509
         slot.status = ACTIVE
@@ -405,6 +409,7 @@ class CAManager:
             local_authority_id=slot.authority_id))
 
     # --- JWT key ----------------------------------------------------------------------------------
+    @telemetry.calls(CA_JWT_KEY_PREPARE)
     def _prepare_jwt(self, now: float) -> None:
         slot = self.current_jwt if self.current_jwt.is_empty() else self.next_jwt
         slot.reset()
@@ -417,6 +422,7 @@ class CAManager:
         _log.info("JWT key prepared", extra=log.fields(
             slot=slot.id, issued_at=now, expiration=slot.not_after, local_authority_id=slot.kid))
 
+    @telemetry.counts(CA_JWT_KEY_ACTIVATE)
     def _activate_jwt(self) -> None:
         slot = self.current_jwt
         slot.status = ACTIVE
