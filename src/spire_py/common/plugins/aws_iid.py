@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import SpireError
+
 PLUGIN_NAME = "aws_iid"
 SELECTOR_TYPE = "aws_iid"
 DEFAULT_AGENT_PATH_TEMPLATE = "/{{ .PluginName}}/{{ .AccountID }}/{{ .Region }}/{{ .InstanceID }}"
@@ -21,7 +23,7 @@ DEFAULT_AGENT_PATH_TEMPLATE = "/{{ .PluginName}}/{{ .AccountID }}/{{ .Region }}/
 MAX_PAYLOAD_BYTES = 64 * 1024
 
 
-class AWSIIDError(ValueError):
+class AWSIIDError(SpireError, ValueError):
     """A payload or document that cannot be read; the message says which part."""
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..errors import SpireError
+
 SESSION_NAME = "spire-server"
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 20
 
 
-class AWSConfigError(ValueError):
+class AWSConfigError(SpireError, ValueError):
     """Credential keys that do not go together."""
 
 

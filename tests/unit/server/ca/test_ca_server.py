@@ -13,8 +13,8 @@ from spire_py.common.jwtsvid import validate_jwt_svid
 from spire_py.common.keys import generate_key, key_type_of
 from spire_py.common.spiffeid import SpiffeId, TrustDomain
 from spire_py.common.x509util import X509SVIDError, spiffe_id_of, verify_chain, verify_x509_svid
-from spire_py.server.ca.ca import CARequestError, ServerCA
-from spire_py.server.ca.manager import CAError
+from spire_py.server.ca.ca import ServerCA
+from spire_py.server.ca.errors import CAError, CARequestError
 from spire_py.server.plugins.keymanager.memory import MemoryKeyManager
 
 TD = TrustDomain("example.org")

@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ....common.errors import SpireError
+
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
 OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 _DIGESTS: dict[str, Callable[[], hashes.HashAlgorithm]] = {
@@ -41,7 +43,7 @@ _RSA_SIGNATURES = {
 }
 
 
-class SignatureError(ValueError):
+class SignatureError(SpireError, ValueError):
     """The signature does not verify; the message says at which step."""
 
 
