@@ -14,7 +14,7 @@ description:
   - Idempotent. A pair is kept while the key parses and has the requested type and size,
     the certificate is a CA for that key with the requested subject, and it is valid for
     longer than O(renew_before). A pair on disk that does not match is replaced only as
-    O(regenerate) allows (by default the task fails and keeps it: a trust root is never
+    O(regenerate) allows (by default the task fails and keeps it, so a trust root is never
     re-keyed by surprise); O(backup=true) keeps a copy of the pair it replaces.
   - Missing parent directories are created with mode C(0700), owned by O(owner) and O(group).
   - The key is written atomically with mode C(0600), the certificate with C(0644).
