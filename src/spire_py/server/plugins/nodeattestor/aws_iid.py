@@ -35,7 +35,6 @@ from cryptography import x509
 from grpclib.const import Status
 
 from ....common import log
-from ....common.config_schema import Block, merge_blocks
 from ....common.plugin import (
     BOOL, STR, STR_LIST, Ctx, Field, Kind, KeyPath, PluginConfigError, PluginContext, Schema, register,
 )
@@ -57,14 +56,37 @@ MAX_SECONDS_BETWEEN_DEVICE_ATTACHMENTS = 60
 INSTANCE_FILTERS = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
 _PROFILE_RESOURCE = re.compile(r"instance-profile[/:](.+)")
 
-ORGANIZATION_SCHEMA = Schema([
-    Field("management_account_id", STR, default=""),
-    Field("management_account_region", STR, default=""),
-    Field("assume_org_role", STR, default=""),
-    Field("org_account_map_ttl", STR, default=""),
-    Field("account_list_file", STR, default=""),
-])
-EKS_SCHEMA = Schema([Field("eks_cluster_names", STR_LIST)])
+ORGANIZATION_KEYS = ("management_account_id", "management_account_region", "assume_org_role",
+                     "org_account_map_ttl", "account_list_file")
+EKS_KEYS = ("eks_cluster_names",)
+
+
+def _one_block(ctx: Ctx, path: KeyPath, value: Any) -> dict[str, Any]:
+    """A block given as ``key = { ... }`` or ``key { ... }`` (HCL may hand over a list of them)."""
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        merged: dict[str, Any] = {}
+        for v in value:
+            merged.update(v)
+        return merged
+    raise ctx.error(path, "expected a block { ... }")
+
+
+class _Block(Kind):
+    """A nested block with known keys, kept as a dict; absent stays None (so ``{}`` is told apart)."""
+
+    name = "block"
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+
+    def convert(self, ctx: Ctx, path: KeyPath, value: Any) -> Any:
+        block = _one_block(ctx, path, value)
+        for key in block:
+            if key not in self.keys:
+                raise ctx.error(list(path) + [key], f'unknown key "{key}"; known keys: {", ".join(self.keys)}')
+        return block
 
 
 class _PathsByRegion(Kind):
@@ -73,7 +95,7 @@ class _PathsByRegion(Kind):
     name = "map of region to certificate file"
 
     def convert(self, ctx: Ctx, path: KeyPath, value: Any) -> Any:
-        mapping = merge_blocks(ctx, path, value)
+        mapping = _one_block(ctx, path, value)
         for region, file in mapping.items():
             if not isinstance(file, str) or not file:
                 raise ctx.error(list(path) + [region], "expected the path of a PEM certificate file")
@@ -274,8 +296,8 @@ class AWSIIDAttestor(NodeAttestor):
         Field("agent_path_template", STR, default=""),
         Field("assume_role", STR, default=""),
         Field("partition", STR, default=""),
-        Field("verify_organization", Block(ORGANIZATION_SCHEMA), default=None),
-        Field("validate_eks_cluster_membership", Block(EKS_SCHEMA), default=None),
+        Field("verify_organization", _Block(ORGANIZATION_KEYS), default=None),
+        Field("validate_eks_cluster_membership", _Block(EKS_KEYS), default=None),
         Field("aws_ca_certificates", _PathsByRegion()),
     ])
     CONFIG_TYPE = AWSIIDConfig
