@@ -14,7 +14,7 @@ from typing import Optional
 
 from cryptography import x509
 
-from ..common.keys import atomic_write
+from ..common.files import atomic_write
 from ..common.x509util import certs_to_der_chain
 
 SVID_FILE = "agent_svid.der"

@@ -20,7 +20,7 @@ from typing import Any, Callable, Coroutine, Mapping, Optional, Sequence, TextIO
 
 from .duration import format_duration, parse_duration
 from .errors import SpireError
-from .keys import atomic_write
+from .files import atomic_write
 
 
 class UsageError(SpireError):

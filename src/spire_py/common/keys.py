@@ -1,4 +1,4 @@
-"""Private keys as SPIRE names them, their encodings, and atomic private files.
+"""Private keys as SPIRE names them, and their encodings (atomic files: ``common/files.py``).
 
 Key types are SPIRE's configuration names (``ca_key_type``, ``jwt_key_type``,
 agent ``key_type``): ``ec-p256``, ``ec-p384``, ``rsa-2048``, ``rsa-4096``.
@@ -8,8 +8,6 @@ DER, as in SPIRE's bundle and journal.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Union
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -172,54 +170,3 @@ def signature_hash_for(key: PrivateKey | PublicKey) -> hashes.HashAlgorithm:
         if size > 256:
             return hashes.SHA384()
     return hashes.SHA256()
-
-
-def _make_private_dirs(directory: str) -> None:
-    """Create ``directory`` and any missing parent, each with mode 0700 (makedirs applies the
-    mode to the last one only)."""
-    missing: list[str] = []
-    d = directory
-    while not os.path.isdir(d):
-        missing.append(d)
-        parent = os.path.dirname(d)
-        if parent == d:
-            break
-        d = parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            if not os.path.isdir(d):
-                raise
-            continue
-        os.chmod(d, 0o700)
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never a mix.
-
-    Temp file in the same directory, fsync, rename, fsync of the directory.
-    Missing parent directories are created with mode 0700.
-    """
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    _make_private_dirs(directory)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

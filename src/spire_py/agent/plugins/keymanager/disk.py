@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 
-from ....common.keys import atomic_write
+from ....common.files import atomic_write
 from ....common.plugin import EXACT_STR, Field, PluginConfigError, PluginContext, Schema, register
 from .base import AgentKeyManager
 

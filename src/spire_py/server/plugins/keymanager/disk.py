@@ -14,7 +14,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from ....common.keys import KeyTypeError, atomic_write, load_private_key, private_key_to_der
+from ....common.files import atomic_write
+from ....common.keys import KeyTypeError, load_private_key, private_key_to_der
 from ....common.plugin import EXACT_STR, Field, PluginConfigError, PluginContext, Schema, register
 from .memory import KeyManagerError, MemoryKeyManager
 

@@ -12,9 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from spire_py.common.files import atomic_write
 from spire_py.common.keys import (
-    KEY_TYPES, KeyTypeError, atomic_write, generate_key, jwt_alg_for, key_type_of, load_private_key,
-    private_key_to_pem, public_key_der, public_keys_equal,
+    KEY_TYPES, KeyTypeError, generate_key, jwt_alg_for, key_type_of, load_private_key, private_key_to_pem,
+    public_key_der, public_keys_equal,
 )
 from spire_py.common.plugin import PluginConfigError, PluginContext, lookup
 from spire_py.server.plugins.keymanager.disk import DiskKeyManager
