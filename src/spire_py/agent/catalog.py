@@ -14,7 +14,7 @@ import inspect
 from typing import Optional, cast
 
 from ..common import log
-from ..common.daemon import configure_plugin
+from ..common.daemon_config import configure_plugin
 from ..common.plugin import Plugin
 from ..common.errors import SpireError
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)

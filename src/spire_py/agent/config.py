@@ -2,7 +2,7 @@
 
 Keys, defaults and checks follow SPIRE's agent reference and ``spire-agent run``;
 every documented key is accepted; those nothing acts on yet are listed in
-``common.config_unacted`` and warned about when set.
+``common.config.unacted`` and warned about when set.
 Durations are seconds. Relative socket and data paths are made absolute against
 the working directory, as SPIRE resolves them.
 """
@@ -40,7 +40,7 @@ from ..common.config import (
     merge_blocks,
     parse_plugins,
 )
-from ..common.config_sections import (
+from ..common.config.sections import (
     HEALTH_CHECKS_SCHEMA,
     LOG_FORMATS,
     TELEMETRY_SCHEMA,
@@ -51,8 +51,8 @@ from ..common.config_sections import (
     parse_trust_domain,
     telemetry_from,
 )
-from ..common.config_source import read_bounded
-from ..common.config_unacted import warn_unacted
+from ..common.config.source import read_bounded
+from ..common.config.unacted import warn_unacted
 from ..common.spiffeid import SpiffeId, SpiffeIdError
 
 DEFAULT_SOCKET_PATH = "/tmp/spire-agent/public/api.sock"

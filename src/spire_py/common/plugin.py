@@ -12,7 +12,7 @@ most two hooks:
 
 :meth:`Plugin.configure` and :meth:`Plugin.check_config` are the one path around
 them: unknown keys and wrong types are refused with :class:`PluginConfigError`
-naming the key, which ``daemon.configure_plugin`` locates (file, line, key).
+naming the key, which ``daemon_config.configure_plugin`` locates (file, line, key).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Optional, TypeVar
 
-from .config_schema import BOOL, DURATION, INT, STR, STR_LIST, Ctx, Field, Kind, Schema, describe
-from .config_source import ConfigError, KeyPath
+from .config.schema import BOOL, DURATION, INT, STR, STR_LIST, Ctx, Field, Kind, Schema, describe
+from .config.source import ConfigError, KeyPath
 from .errors import SpireError
 
 # What a plugin module needs to declare its config comes from here.

@@ -2,7 +2,7 @@
 
 Keys, defaults and checks follow SPIRE's server reference and ``spire-server run``;
 every documented key is accepted; those nothing acts on yet are listed in
-``common.config_unacted`` and warned about when set.
+``common.config.unacted`` and warned about when set.
 Durations are seconds. Relative paths are made absolute against the working
 directory, as SPIRE resolves them.
 """
@@ -39,8 +39,8 @@ from ..common.config import (
     merge_blocks,
     parse_plugins,
 )
-from ..common.config_federation import FEDERATION_SCHEMA, FederationConfig, federation_from
-from ..common.config_sections import (
+from ..common.config.federation import FEDERATION_SCHEMA, FederationConfig, federation_from
+from ..common.config.sections import (
     HEALTH_CHECKS_SCHEMA,
     KEY_TYPES,
     LOG_FORMATS,
@@ -53,7 +53,7 @@ from ..common.config_sections import (
     parse_trust_domain,
     telemetry_from,
 )
-from ..common.config_unacted import warn_unacted
+from ..common.config.unacted import warn_unacted
 from ..common.duration import format_duration
 
 DEFAULT_SOCKET_PATH = "/tmp/spire-server/private/api.sock"

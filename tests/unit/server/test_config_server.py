@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from spire_py.common.config import ConfigError
-from spire_py.common.config_unacted import MESSAGE as UNACTED_MESSAGE
+from spire_py.common.config.unacted import MESSAGE as UNACTED_MESSAGE
 from spire_py.server.config import ServerConfig, load_server_config
 from tests.unit.helpers.paths import CONF_DATA as DATA, ROOT
 
@@ -41,7 +41,7 @@ def error(tmp_path, server_body, rest=PLUGINS, **kw) -> ConfigError:
 
 def test_full_hcl_file_with_every_key_loads():
     cfg = load_server_config(str(DATA / "server_full.conf"))
-    # Only "not acted on yet" warnings (common/config_unacted.py), one per such key set.
+    # Only "not acted on yet" warnings (common/config/unacted.py), one per such key set.
     assert cfg.warnings and all(w.endswith(UNACTED_MESSAGE) for w in cfg.warnings)
     assert cfg.trust_domain == "example.org"
     assert (cfg.bind_address, cfg.bind_port) == ("10.0.0.1", 8443)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ...common.cli import Context, FlagSet
 from ...common.config import ConfigError
-from ...common.daemon import load_config, start_logging, validate_config
+from ...common.daemon_config import load_config, start_logging, validate_config
 
 if TYPE_CHECKING:  # load() imports it when it runs
     from ..config import AgentConfig

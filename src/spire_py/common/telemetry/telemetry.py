@@ -46,7 +46,7 @@ class Sink(Protocol):
 
 
 def sinks_from_config(cfg: Any, service: str) -> list[Sink]:
-    """The sinks a ``telemetry`` block (common/config_sections.TelemetryConfig) asks for, not started."""
+    """The sinks a ``telemetry`` block (common/config/sections.TelemetryConfig) asks for, not started."""
     sinks: list[Sink] = []
     if cfg is None:
         return sinks

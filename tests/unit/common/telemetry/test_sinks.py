@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from grpclib.const import Status
 
-from spire_py.common.config_sections import PrometheusConfig, SinkConfig, TelemetryConfig
+from spire_py.common.config.sections import PrometheusConfig, SinkConfig, TelemetryConfig
 from spire_py.common.telemetry import NULL, Filter, Metrics, current
 from spire_py.common.telemetry.names import metric_key, rpc_names
 from spire_py.common.telemetry.push import M3Sink, drain, m3_module

@@ -23,7 +23,7 @@ from spire_py.agent.catalog import AgentCatalog
 from spire_py.agent.config import agent_config_from
 from spire_py.agent.plugins.context import AgentPluginContext
 from spire_py.common.config import ConfigError, PluginSpec, load_file
-from spire_py.common.daemon import configure_plugin
+from spire_py.common.daemon_config import configure_plugin
 from spire_py.common.plugin import known_names, known_types, lookup
 from spire_py.server.catalog import ServerCatalog
 from spire_py.server.config import server_config_from

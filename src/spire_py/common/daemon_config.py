@@ -1,5 +1,6 @@
-"""What spire-server and spire-agent share around their run loops: loading the config
-with SPIRE's flag overrides, logging set-up, and plugin configuration with located errors."""
+"""The daemons' configuration at start-up, shared by spire-server and spire-agent: loading
+``-config`` with SPIRE's flag overrides, logging set up from it, the ``validate`` command body,
+and plugin configuration with located errors."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Loading SPIRE config files (HCL or JSON) into checked values, with errors naming file, line and key.
 
-This module is the public face; the pieces live in ``config_source`` (reading,
-env expansion, key lines), ``config_schema`` (typed fields), ``config_plugins``
-(the plugins section), ``config_sections`` (health_checks, telemetry, logging)
-and ``config_federation``. ``server.config`` and ``agent.config`` build on them.
+This package's ``__init__`` is the public face; the pieces are ``source`` (reading, env
+expansion, key lines), ``schema`` (typed fields), ``plugins`` (the plugins section),
+``sections`` (health_checks, telemetry), ``federation`` and ``unacted`` (keys accepted but
+not acted on yet). ``server.config`` and ``agent.config`` build on them.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Optional
 
-from .config_plugins import AGENT_PLUGIN_RULES, SERVER_PLUGIN_RULES, PluginRule, PluginSpec, parse_plugins
-from .config_schema import (
+from .plugins import AGENT_PLUGIN_RULES, SERVER_PLUGIN_RULES, PluginRule, PluginSpec, parse_plugins
+from .schema import (
     BOOL,
     DURATION,
     INT,
@@ -32,16 +32,15 @@ from .config_schema import (
     merge_blocks,
     render_key,
 )
-from .config_sections import HealthChecksConfig, PrometheusConfig, PrometheusTLSConfig, SinkConfig, TelemetryConfig
-from .config_source import ConfigError, SourceInfo, expand_env, line_of, lines_of, load_file, parse_text
-from .plugin import PluginConfigError
+from .sections import HealthChecksConfig, PrometheusConfig, PrometheusTLSConfig, SinkConfig, TelemetryConfig
+from .source import ConfigError, SourceInfo, expand_env, line_of, lines_of, load_file, parse_text
 
 __all__ = [
     "AGENT_PLUGIN_RULES", "BOOL", "DURATION", "INT", "MISSING", "RAW", "SERVER_PLUGIN_RULES", "STR", "STR_LIST",
     "Block", "BlockList", "ConfigError", "Ctx", "Field", "HealthChecksConfig", "Kind", "LabeledBlocks",
     "PluginRule", "PluginSpec", "PrometheusConfig", "PrometheusTLSConfig", "Schema", "SinkConfig", "SourceInfo",
     "TelemetryConfig", "Values", "absolute", "apply_overrides", "block_list", "check_top_level", "expand_env",
-    "line_of", "lines_of", "load_file", "merge_blocks", "parse_plugin_data", "parse_plugins", "parse_text",
+    "line_of", "lines_of", "load_file", "merge_blocks", "parse_plugins", "parse_text",
     "render_key",
 ]
 
@@ -82,12 +81,3 @@ def absolute(path: str) -> str:
     """Relative paths resolve against the working directory, as SPIRE's do."""
     return os.path.abspath(path) if path else path
 
-
-def parse_plugin_data(schema: Schema, data: Optional[Mapping[str, Any]]) -> Values:
-    """For plugins: check ``plugin_data`` against a schema with the same typing rules as
-    the rest of the file. A mistake raises PluginConfigError whose ``key`` is relative to
-    plugin_data ("keys_path", "clusters.prod.allow_list"), which the host locates."""
-    try:
-        return schema.parse(Ctx(), [], dict(data or {}))
-    except ConfigError as exc:
-        raise PluginConfigError(exc.message, exc.key or None) from None

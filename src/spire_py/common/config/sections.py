@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .config_schema import BOOL, INT, STR, STR_LIST, Block, BlockList, Ctx, Field, Schema, Values
-from .config_source import KeyPath
-from .spiffeid import SpiffeId, SpiffeIdError, TrustDomain
+from ..spiffeid import SpiffeId, SpiffeIdError, TrustDomain
+from .schema import BOOL, INT, STR, STR_LIST, Block, BlockList, Ctx, Field, Schema, Values
+from .source import KeyPath
 
 KEY_TYPES = ("rsa-2048", "rsa-4096", "ec-p256", "ec-p384")
 LOG_FORMATS = ("text", "json")

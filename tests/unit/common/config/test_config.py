@@ -22,11 +22,10 @@ from spire_py.common.config import (
     line_of,
     lines_of,
     load_file,
-    parse_plugin_data,
     parse_plugins,
     parse_text,
 )
-from spire_py.common.plugin import PluginConfigError
+from spire_py.common.plugin import PluginConfigError, parse_plugin_data
 from spire_py.server.config import load_server_config
 
 
@@ -519,7 +518,7 @@ def test_plugins_can_check_plugin_data_with_the_same_schema_rules():
     assert parse_plugin_data(schema, {"directory": "/d", "ttl": "1m"}) == {"directory": "/d", "ttl": 60}
     with pytest.raises(PluginConfigError) as exc:
         parse_plugin_data(schema, {"directory": "/d", "dir": "x"})
-    assert exc.value.key == "dir" and 'unknown key "dir"' in str(exc.value)
+    assert exc.value.key == "dir" and 'unknown configuration key "dir"' in str(exc.value)
     with pytest.raises(PluginConfigError) as exc:
         parse_plugin_data(schema, {})
     assert exc.value.key == "directory"

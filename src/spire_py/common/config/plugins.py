@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .config_schema import BOOL, RAW, STR, STR_LIST, Ctx, Field, Schema, block_list, describe, merge_blocks
-from .config_source import ConfigError, known_list, lines_of, parse_text, read_bounded
+from .schema import BOOL, RAW, STR, STR_LIST, Ctx, Field, Schema, block_list, describe, merge_blocks
+from .source import ConfigError, known_list, lines_of, parse_text, read_bounded
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A file written for SPIRE must load here, so these keys are parsed and checked like
 any other. Set to anything but their default, each earns one warning from
 ``validate`` and ``run``, so nobody believes that, say, profiling is on.
-tests/unit/common/test_config_unacted.py holds this list to the code: a key leaves it
+tests/unit/common/config/test_unacted.py holds this list to the code: a key leaves it
 when something reads it, and a key nothing reads must be on it.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .config_schema import Ctx, Values
+from .schema import Ctx, Values
 
 MESSAGE = "not acted on by spire_py yet: the setting is accepted but has no effect"
 

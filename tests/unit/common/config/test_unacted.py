@@ -1,4 +1,4 @@
-"""common/config_unacted.py is held to the code: a listed key is read by nothing, and
+"""common/config/unacted.py is held to the code: a listed key is read by nothing, and
 every other documented key is read by something.
 
 "Read" means an attribute of the loaded config (``cfg.X``, ``self.config.X``,
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from spire_py.agent.config import AGENT_SCHEMA, load_agent_config
-from spire_py.common.config_schema import Block, BlockList, LabeledBlocks
-from spire_py.common.config_sections import HEALTH_CHECKS_SCHEMA, TELEMETRY_SCHEMA
-from spire_py.common.config_unacted import MESSAGE, UNACTED
+from spire_py.common.config.schema import Block, BlockList, LabeledBlocks
+from spire_py.common.config.sections import HEALTH_CHECKS_SCHEMA, TELEMETRY_SCHEMA
+from spire_py.common.config.unacted import MESSAGE, UNACTED
 from spire_py.server.config import SERVER_SCHEMA, load_server_config
 from tests.unit.helpers.paths import CONF_DATA as DATA, ROOT
 
@@ -117,7 +117,7 @@ def test_every_listed_key_is_a_real_key(side):
 def test_nothing_reads_a_listed_key(side):
     for item in UNACTED[side]:
         assert item.attr not in FROM_CONFIG, (
-            f"{item.key} is read by {sorted(FROM_CONFIG[item.attr])}: take it off common/config_unacted.py")
+            f"{item.key} is read by {sorted(FROM_CONFIG[item.attr])}: take it off common/config/unacted.py")
 
 
 @pytest.mark.parametrize("side", ["server", "agent"])
@@ -134,7 +134,7 @@ def test_every_key_not_listed_is_read(side):
         read = attr in FROM_CONFIG if depth == 0 else attr.replace("_", "").lower() in ANYWHERE_FOLDED
         if not read:
             unread.append(key)
-    assert unread == [], f"nothing acts on {unread}: act on them or list them in common/config_unacted.py"
+    assert unread == [], f"nothing acts on {unread}: act on them or list them in common/config/unacted.py"
 
 
 def test_the_sample_full_configs_warn_once_per_unacted_key_set():

@@ -15,7 +15,7 @@ import pytest
 
 from spire_py.agent.cli.main import main as agent_main
 from spire_py.common.config import ConfigError, parse_text
-from spire_py.common.config_source import MAX_DEPTH
+from spire_py.common.config.source import MAX_DEPTH
 from spire_py.server.cli.main import main as server_main
 from spire_py.server.config import load_server_config, server_config_from
 

@@ -16,8 +16,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
-from .config_source import ConfigError, KeyPath, SourceInfo, known_list, line_of, lines_of
-from .duration import DurationError, parse_duration
+from ..duration import DurationError, parse_duration
+from .source import ConfigError, KeyPath, SourceInfo, known_list, line_of, lines_of
 
 MISSING: Any = object()
 

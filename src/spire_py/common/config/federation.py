@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .config_schema import (
+from ..spiffeid import SpiffeId, SpiffeIdError
+from .schema import (
     BOOL,
     DURATION,
     INT,
@@ -20,9 +21,8 @@ from .config_schema import (
     block_list,
     merge_blocks,
 )
-from .config_source import KeyPath
-from .config_sections import check_port, parse_trust_domain
-from .spiffeid import SpiffeId, SpiffeIdError
+from .sections import check_port, parse_trust_domain
+from .source import KeyPath
 
 DEFAULT_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 DEFAULT_REFRESH_HINT = 300

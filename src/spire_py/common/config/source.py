@@ -19,7 +19,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import hcl  # pyhcl
 
-from .errors import SpireError
+from ..errors import SpireError
 
 KeyPath = Sequence[Union[str, int]]
 
