@@ -15,6 +15,8 @@ BUILTIN_PLUGINS = (
     ".nodeattestor.x509pop",          # NodeAttestor "x509pop"
     ".nodeattestor.sshpop",           # NodeAttestor "sshpop"
     ".nodeattestor.aws_iid",          # NodeAttestor "aws_iid"
+    ".nodeattestor.gcp_iit",          # NodeAttestor "gcp_iit"
+    ".nodeattestor.azure_msi",        # NodeAttestor "azure_msi"
     ".workloadattestor.unix",         # WorkloadAttestor "unix"
 )
 
