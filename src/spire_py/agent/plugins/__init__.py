@@ -18,6 +18,8 @@ BUILTIN_PLUGINS = (
     ".nodeattestor.gcp_iit",          # NodeAttestor "gcp_iit"
     ".nodeattestor.azure_msi",        # NodeAttestor "azure_msi"
     ".workloadattestor.unix",         # WorkloadAttestor "unix"
+    ".workloadattestor.docker",       # WorkloadAttestor "docker"
+    ".workloadattestor.systemd",      # WorkloadAttestor "systemd"
 )
 
 for _module in BUILTIN_PLUGINS:

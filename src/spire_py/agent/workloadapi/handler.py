@@ -28,7 +28,7 @@ from ...common.x509util import certs_to_der_chain
 from ...proto.workload import workload_pb2 as pb
 from ...proto.workload.workload_grpc import SpiffeWorkloadAPIBase
 from ..cache import WorkloadCache
-from ..plugins.workloadattestor.base import WorkloadAttestor
+from ..plugins.workloadattestor.base import WorkloadAttestationError, WorkloadAttestor
 from .caller import Caller, CallerGone, CallerRegistry
 from .jwks import jwks_json
 
@@ -81,6 +81,18 @@ class _Call:
         _log.log(level, msg, extra=log.fields(**base))
 
 
+# How long one workload attestor may take: past it, the others' selectors are used without its
+# own (an entry can only match fewer selectors, never more) and its failure is logged with the pid.
+ATTESTOR_TIMEOUT = 10.0
+
+
+async def _bounded(attestor: WorkloadAttestor, pid: int, uid: int, gid: int, timeout: float) -> list[Selector]:
+    try:
+        return await asyncio.wait_for(attestor.attest(pid, uid, gid), timeout)
+    except TimeoutError:
+        raise WorkloadAttestationError(f"timed out after {timeout:g}s") from None
+
+
 async def _timed(calls: telemetry.CallCounter, attest: Any) -> Any:
     started = time.monotonic()
     try:
@@ -105,6 +117,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         self.attestors = list(attestors)
         self.allow_unauthenticated_verifiers = allow_unauthenticated_verifiers
         self.allowed_foreign_jwt_claims = frozenset(allowed_foreign_jwt_claims) | _ALWAYS_ALLOWED_CLAIMS
+        self.attestor_timeout = ATTESTOR_TIMEOUT
         # Filled by the server on accept (see server.py); without it callers are looked up per call.
         self.callers = CallerRegistry()
         # SPIRE's workload attestation metrics, found once (None with telemetry off).
@@ -174,11 +187,9 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         call.caller = caller
         try:
             started = time.monotonic()
-            if self._attestation is None:
-                attests = [a.attest(caller.pid, caller.uid, caller.gid) for a in self.attestors]
-            else:
-                attests = [_timed(calls, a.attest(caller.pid, caller.uid, caller.gid))
-                           for calls, a in zip(self._attestor_calls, self.attestors)]
+            attests = [_bounded(a, caller.pid, caller.uid, caller.gid, self.attestor_timeout) for a in self.attestors]
+            if self._attestation is not None:
+                attests = [_timed(calls, a) for calls, a in zip(self._attestor_calls, attests)]
             results = await asyncio.gather(*attests, return_exceptions=True)
             selectors: set[Selector] = set()
             errors: list[str] = []
