@@ -28,6 +28,7 @@ from typing import Any, Optional, Protocol
 
 import requests
 
+from ....common.errors import SpireError
 from ....common.plugins import azure_msi as msi
 
 AUTHORITY = "https://login.microsoftonline.com"
@@ -44,7 +45,7 @@ API_COMPUTE = "2024-07-01"
 API_NETWORK = "2024-05-01"
 
 
-class AzureAPIError(Exception):
+class AzureAPIError(SpireError):
     """Azure could not be asked, or answered with something unusable."""
 
 

@@ -26,6 +26,8 @@ from typing import Any, Optional
 
 import requests
 
+from ....common.errors import SpireError
+
 CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 CERTS_URL_ENV = "SPIRE_PY_GCP_IIT_CERTS_URL"
 COMPUTE_ENDPOINT = "https://compute.googleapis.com"
@@ -35,7 +37,7 @@ TIMEOUT = 10.0
 MAX_RESPONSE = 1024 * 1024
 
 
-class GoogleAPIError(Exception):
+class GoogleAPIError(SpireError):
     """Google could not be asked, or answered with something unusable."""
 
 
