@@ -232,7 +232,8 @@ class AgentHandle:
 
 def agent_conf(d: Path, server: ServerHandle, sock: str, bundle: Path, extra_agent: str = "",
                node_attestor: str = 'NodeAttestor "join_token" { plugin_data {} }',
-               keymanager: Optional[str] = None, server_address: Optional[str] = None) -> str:
+               keymanager: Optional[str] = None, server_address: Optional[str] = None,
+               extra_plugins: str = "") -> str:
     km = keymanager or f'KeyManager "disk" {{ plugin_data {{ directory = "{d}/data" }} }}'
     return f"""
 agent {{
@@ -255,6 +256,7 @@ plugins {{
     WorkloadAttestor "unix" {{
         plugin_data {{}}
     }}
+    {extra_plugins}
 }}
 """
 
@@ -266,13 +268,14 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentHandle]]:
 
     def factory(server: ServerHandle, token: Optional[str] = None, extra_agent: str = "",
                 node_attestor: Optional[str] = None, wait: bool = True, keymanager: Optional[str] = None,
-                server_address: Optional[str] = None, prefix: tuple[str, ...] = ()) -> AgentHandle:
+                server_address: Optional[str] = None, prefix: tuple[str, ...] = (),
+                extra_plugins: str = "") -> AgentHandle:
         d = short_dir(tmp_path, "agent")
         sock = str(d / "public" / "api.sock")
         conf = d / "agent.conf"
         kw = {"node_attestor": node_attestor} if node_attestor else {}
         conf.write_text(agent_conf(d, server, sock, server.bundle_path(), extra_agent, keymanager=keymanager,
-                                   server_address=server_address, **kw))
+                                   server_address=server_address, extra_plugins=extra_plugins, **kw))
         args = [AGENT, "run", "-config", str(conf)] + (["-joinToken", token] if token else [])
         proc = Proc([*prefix, *args], d / "agent.log").start()
         h = AgentHandle(d, conf, sock, proc, args, prefix=list(prefix))
