@@ -47,6 +47,9 @@ def site(make_server, tmp_path):
     x509pop_dir = tmp_path / "ca" / "x509pop"
     sshpop_dir = tmp_path / "ca" / "sshpop"
     # The CAs are made first (as the server play would on the CA host) so the test server trusts them.
+    # The modules create their directories before writing (module_utils.files.atomic_write needs them).
+    x509pop_dir.mkdir(parents=True)
+    sshpop_dir.mkdir(parents=True)
     ca_pair.ensure_ca(ca_pair.CAPairRequest(str(x509pop_dir / "ca.key"), str(x509pop_dir / "ca.crt"),
                                             {"common_name": "SPIRE x509pop provisioning CA"}))
     sshpop.ensure_ca_key(sshpop.HostCertRequest(str(sshpop_dir / "ca_key"), None, None, None))
