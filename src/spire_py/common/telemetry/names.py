@@ -1,7 +1,7 @@
 """SPIRE's metric keys (pkg/common/telemetry/names.go and doc/telemetry/telemetry.md) and how
 an RPC's full method becomes its ``rpc.<service>.<method>`` key.
 
-docs/metrics.md lists what each daemon emits; tests/unit/test_telemetry_docs.py holds it to
+docs/metrics.md lists what each daemon emits; tests/unit/common/telemetry/test_docs.py holds it to
 the keys below.
 """
 
