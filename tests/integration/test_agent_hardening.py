@@ -78,23 +78,23 @@ def test_disabled_workload_api_attests_and_syncs_without_listening(spire_server,
     agent_id = f"spiffe://{TD}/spire/agent/join_token/{token}"
     spire_server.cli("entry", "create", "-parentID", agent_id, "-spiffeID", f"spiffe://{TD}/w",
                      "-selector", f"unix:uid:{os.getuid()}")
-    h = custom_agent(tmp_path, spire_server, token, extra_agent="disable_workload_api = true")
+    h = custom_agent(tmp_path, spire_server, token, extra_agent="disable_workload_api = true\n disable_sds_api = true")
     try:
         wait_for(lambda: "Minted X509-SVID" in h.proc.logs() or not h.proc.alive(), 60, "an SVID signed")
         assert h.proc.alive(), h.proc.logs()[-3000:]
         logs = h.proc.logs()
         assert "Skipping agent APIs because public endpoint is disabled" in logs
-        assert "Starting agent APIs" not in logs and "SDS" not in logs
+        assert "Starting agent APIs" not in logs
         assert [a["id"]["path"] for a in attested_agents(spire_server)] == [f"/spire/agent/join_token/{token}"]
         assert not os.path.exists(h.socket)
     finally:
         h.proc.stop()
 
 
-def test_workload_api_start_is_logged_without_claiming_sds(spire_server, start_agent):
+def test_agent_apis_start_is_logged_with_workload_and_sds(spire_server, start_agent):
     agent = start_agent(spire_server, spire_server.token())
     [line] = [ln for ln in agent.proc.logs().splitlines() if "Starting agent APIs" in ln]
-    assert 'apis="Workload API"' in line and "SDS" not in line
+    assert 'apis="Workload API,SDS API"' in line
 
 
 # --- SIGUSR1 -----------------------------------------------------------------------------------

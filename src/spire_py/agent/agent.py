@@ -77,6 +77,7 @@ class SpireAgent:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._workload_server: Any = None
+        self._apis = ""
         self._health: Optional[health_http.HealthListener] = None
         self.error: Optional[str] = None
         self.sync_interval = float(getattr(config, "sync_interval", None) or DEFAULT_SYNC_INTERVAL)
@@ -314,17 +315,24 @@ class SpireAgent:
             raise
         except Exception as exc:
             _log.warning("Initial synchronization failed; retrying", extra=log.fields(error=str(exc)))
-        if getattr(self.config, "disable_workload_api", False):
-            # There is no SDS API here either, so nothing is left to serve on socket_path.
-            _log.info("Skipping agent APIs because public endpoint is disabled", extra=log.fields(apis="Workload API"))
+        disable_workload = bool(getattr(self.config, "disable_workload_api", False))
+        disable_sds = bool(getattr(self.config, "disable_sds_api", False))
+        apis = [name for name, off in (("Workload API", disable_workload), ("SDS API", disable_sds)) if not off]
+        if not apis:
+            _log.info("Skipping agent APIs because public endpoint is disabled",
+                      extra=log.fields(apis="Workload API,SDS API"))
         else:
             service = WorkloadAPIService(
                 self.cache, self.workload_attestors,
                 allow_unauthenticated_verifiers=bool(getattr(self.config, "allow_unauthenticated_verifiers", False)),
                 allowed_foreign_jwt_claims=tuple(getattr(self.config, "allowed_foreign_jwt_claims", ()) or ()),
             )
-            self._workload_server = await serve_workload_api(self.config.socket_path, service,
-                                                             extra_services=[self._health_service()])
+            extra: list[Any] = [self._health_service()]
+            if not disable_sds:
+                extra.append(self._sds_service(service))
+            self._workload_server = await serve_workload_api(self.config.socket_path, service, extra_services=extra,
+                                                             serve_workload_api=not disable_workload)
+            self._apis = ",".join(apis)
         hc = self.config.health_checks
         if hc.listener_enabled:
             self._health = health_http.HealthListener(hc.bind_address, hc.bind_port, hc.live_path, hc.ready_path,
@@ -337,9 +345,17 @@ class SpireAgent:
         self.ready = True
         sdnotify.ready("serving")
         if self._workload_server is not None:
-            # SPIRE's words; there is no SDS API here, so the Workload API is the only one.
             _log.info("Starting agent APIs", extra=log.fields(address=self.config.socket_path, network="unix",
-                                                             apis="Workload API"))
+                                                             apis=self._apis))
+
+    def _sds_service(self, workload: Any) -> Any:
+        from .workloadapi.sds import SDSNames, SecretDiscoveryService
+
+        sds = getattr(self.config, "sds", None)
+        names = SDSNames() if sds is None else SDSNames(
+            sds.default_svid_name, sds.default_bundle_name, sds.default_all_bundles_name,
+            sds.disable_spiffe_cert_validation)
+        return SecretDiscoveryService(workload, names)
 
     def _health_service(self) -> Any:
         from ..common.health_service import HealthService

@@ -29,8 +29,10 @@ class WorkloadAPIServer(GuardedServer):
     service about each connection as it is accepted, so the caller's /proc entry is pinned
     before any request is read (pid-reuse guard)."""
 
-    def __init__(self, service: WorkloadAPIService, extra_services: Iterable[Any] = ()) -> None:
-        super().__init__([service, *extra_services])
+    def __init__(self, service: WorkloadAPIService, extra_services: Iterable[Any] = (),
+                 serve_workload_api: bool = True) -> None:
+        # With disable_workload_api the service still attests SDS callers, unserved.
+        super().__init__([service, *extra_services] if serve_workload_api else list(extra_services))
         self.service = service
         self.transports: set[Any] = set()
 
@@ -82,12 +84,13 @@ def _remove_stale(path: str) -> None:
 
 
 async def serve_workload_api(
-    socket_path: str, service: WorkloadAPIService, extra_services: Iterable[Any] = ()
+    socket_path: str, service: WorkloadAPIService, extra_services: Iterable[Any] = (),
+    serve_workload_api: bool = True,
 ) -> WorkloadAPIServer:
     """Listen on ``socket_path`` (parent created 0755, stale socket removed, socket 0777)."""
     _prepare_dir(socket_path)
     _remove_stale(socket_path)
-    server = WorkloadAPIServer(service, extra_services)
+    server = WorkloadAPIServer(service, extra_services, serve_workload_api)
     await server.start(path=socket_path)
     try:
         os.chmod(socket_path, SOCKET_MODE)

@@ -65,7 +65,6 @@ AGENT: tuple[Unacted, ...] = (
         ("admin_socket_path", ""),
         ("authorized_delegates", []),
         ("availability_target", None),
-        ("disable_sds_api", False),
         ("log_selectors", []),
         ("log_source_location", False),
         *_PROFILING,
@@ -77,9 +76,6 @@ AGENT: tuple[Unacted, ...] = (
         ("experimental.broker", None),
         ("experimental.feature_flags", []),
     ),
-    *(Unacted(f"agent.sds.{key}", "sds", default) for key, default in (
-        ("default_svid_name", "default"), ("default_bundle_name", "ROOTCA"),
-        ("default_all_bundles_name", "ALL"), ("disable_spiffe_cert_validation", False))),
     *(Unacted(f"agent.experimental.ratelimit.{method}", "workload_api_ratelimit", 0) for method in (
         "fetch_x509_svid", "fetch_jwt_svid", "fetch_x509_bundles", "fetch_jwt_bundles", "stream_secrets",
         "fetch_secrets")),
