@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
+from pathlib import Path
 
+import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_spiffe_validator_config_pb2 as spiffe_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -17,9 +21,10 @@ from grpclib.exceptions import GRPCError
 
 from spire_py.agent.workloadapi.sds import SECRET_TYPE_URL
 from spire_py.agent.workloadapi.sds_grpc import SecretDiscoveryServiceStub
-from spire_py.common.x509util import verify_chain
+from spire_py.common.x509util import spiffe_id_of, verify_chain
 
 from tests.integration.helpers.harness import TD
+from tests.unit.helpers.workload_world import CA
 
 NOBODY = 65534
 ME = f"spiffe://{TD}/me"
@@ -63,7 +68,34 @@ async def eventually(fetch, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
-async def test_envoy_streams_secrets_acks_nacks_and_gets_the_rotation(spire_server, start_agent):
+async def tls_handshake(tmp: Path, cert: secret_pb2.Secret, roots: list[x509.Certificate]) -> str:
+    """A loopback TLS handshake: the server presents the delivered chain and key, the client
+    trusts only the delivered bundle; returns the SPIFFE ID the client saw."""
+    chain, key = tmp / "chain.pem", tmp / "key.pem"
+    chain.write_bytes(cert.tls_certificate.certificate_chain.inline_bytes)
+    key.write_bytes(cert.tls_certificate.private_key.inline_bytes)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(chain, key)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False  # SVIDs name a SPIFFE ID, not a host
+    client_ctx.load_verify_locations(cadata="".join(
+        r.public_bytes(serialization.Encoding.PEM).decode() for r in roots))
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+        peer = x509.load_der_x509_certificate(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+        writer.close()
+        return str(spiffe_id_of(peer))
+    finally:
+        server.close()
+
+
+async def test_envoy_streams_secrets_acks_nacks_and_gets_the_rotation(spire_server, start_agent, tmp_path):
     token = spire_server.token()
     agent_id = f"spiffe://{TD}/spire/agent/join_token/{token}"
     spire_server.cli("entry", "create", "-parentID", agent_id, "-spiffeID", f"spiffe://{TD}/nobody",
@@ -108,6 +140,9 @@ async def test_envoy_streams_secrets_acks_nacks_and_gets_the_rotation(spire_serv
             assert [c.serial_number for c in chain] == [c.serial_number for c in chain_of(by_id[ME])]
             bundle = trust_domains(got["ROOTCA"])[TD]
             verify_chain(chain[0], chain[1:], bundle)  # the peer validates with the delivered context
+            assert await tls_handshake(tmp_path, got["default"], bundle) == ME
+            with pytest.raises(ssl.SSLCertVerificationError):  # a client trusting another CA refuses it
+                await tls_handshake(tmp_path, got["default"], [CA("another root").cert])
 
             # ACK, then the rotation is pushed without asking.
             await stream.send_message(request(*names, version_info=first.version_info, response_nonce=first.nonce))
