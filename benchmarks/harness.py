@@ -180,7 +180,17 @@ plugins {{
         plugin_data {{}}
     }}
 }}
-"""
+{telemetry}"""
+
+# `python -m benchmarks.run --telemetry prometheus`: both daemons serve /metrics on a free port,
+# so the cost of metrics shows against the same run's figures without them.
+TELEMETRY_ENV = "SPIRE_PY_BENCH_TELEMETRY"
+
+
+def telemetry_block() -> str:
+    if os.environ.get(TELEMETRY_ENV) != "prometheus":
+        return ""
+    return f'telemetry {{\n    Prometheus {{\n        host = "127.0.0.1"\n        port = {free_port()}\n    }}\n}}\n'
 
 
 class ServerProcess:
@@ -195,7 +205,7 @@ class ServerProcess:
         db_type, db_conn = database or ("sqlite3", f"{self.dir}/data/datastore.sqlite3")
         conf = self.dir / "server.conf"
         conf.write_text(SERVER_CONF.format(port=self.port, sock=self.sock, td=TD, dir=self.dir,
-                                           log_level=log_level, db_type=db_type,
+                                           log_level=log_level, db_type=db_type, telemetry=telemetry_block(),
                                            db_conn=db_conn.replace("\\", "\\\\").replace('"', '\\"')))
         self.proc = Proc([*daemon("server"), "run", "-config", str(conf)], self.dir / "server.log")
 
@@ -254,7 +264,7 @@ plugins {{
         plugin_data {{}}
     }}
 }}
-"""
+{telemetry}"""
 
 
 class AgentProcess:
@@ -268,7 +278,7 @@ class AgentProcess:
         bundle.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in roots))
         conf = self.dir / "agent.conf"
         conf.write_text(AGENT_CONF.format(dir=self.dir, port=server.port, sock=self.sock, bundle=bundle, td=TD,
-                                          log_level=log_level))
+                                          log_level=log_level, telemetry=telemetry_block()))
         self.proc = Proc([*daemon("agent"), "run", "-config", str(conf), "-joinToken", token],
                          self.dir / "agent.log")
 

@@ -96,7 +96,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--profile", metavar="DIR", default="", help="sample server/agent with py-spy into DIR")
     ap.add_argument("--src", metavar="DIR", default="",
                     help="run spire-server/spire-agent from another checkout's src/ (before/after comparisons)")
+    ap.add_argument("--telemetry", choices=("none", "prometheus"), default="none",
+                    help="run the daemons with a Prometheus telemetry sink (the cost of metrics)")
     args = ap.parse_args(argv)
+    if args.telemetry != "none":
+        os.environ["SPIRE_PY_BENCH_TELEMETRY"] = args.telemetry
     if args.src:
         os.environ["SPIRE_PY_BENCH_SRC"] = str(Path(args.src).resolve())
 
