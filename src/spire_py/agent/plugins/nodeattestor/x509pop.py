@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ....common.plugin import EXACT_STR, Field, PluginConfigError, PluginContext, Schema, register
 from ....common.plugins import x509pop as pop
+from ....common.x509util import split_der_chain
 from .base import AgentAttestationError, AgentNodeAttestor
 
 _KEYS = ("private_key_path", "certificate_path", "intermediates_path", "spiffe_endpoint_socket")
@@ -79,26 +80,6 @@ def load_key_pair(cert_path: str, key_path: str) -> tuple[list[x509.Certificate]
     return certs, key
 
 
-def split_der_certificates(data: bytes) -> list[bytes]:
-    """Split concatenated DER certificates (the Workload API's x509_svid field)."""
-    out, pos = [], 0
-    while pos < len(data):
-        if data[pos] != 0x30 or pos + 2 > len(data):
-            raise ValueError("malformed DER certificate chain")
-        length, hdr = data[pos + 1], 2
-        if length & 0x80:
-            n = length & 0x7F
-            if n == 0 or n > 4 or pos + 2 + n > len(data):
-                raise ValueError("malformed DER certificate chain")
-            length, hdr = int.from_bytes(data[pos + 2:pos + 2 + n], "big"), 2 + n
-        end = pos + hdr + length
-        if end > len(data):
-            raise ValueError("truncated DER certificate chain")
-        out.append(data[pos:end])
-        pos = end
-    return out
-
-
 async def fetch_x509_svid(socket: str) -> tuple[list[bytes], Any]:
     """The first X509-SVID of a SPIFFE Workload API: (DER chain, private key)."""
     from grpclib.client import Channel
@@ -126,7 +107,7 @@ async def fetch_x509_svid(socket: str) -> tuple[list[bytes], Any]:
         raise AgentAttestationError("unable to fetch SVID from workload API: no X509-SVID returned")
     svid = resp.svids[0]
     try:
-        chain = split_der_certificates(bytes(svid.x509_svid))
+        chain = split_der_chain(bytes(svid.x509_svid))
         key = serialization.load_der_private_key(bytes(svid.x509_svid_key), password=None)
     except (ValueError, TypeError) as exc:
         raise AgentAttestationError(f"unable to fetch SVID from workload API: {exc}") from None

@@ -19,7 +19,7 @@ from grpclib.server import Server
 
 from spire_py.agent.plugins.nodeattestor.base import AgentAttestationError
 from spire_py.agent.plugins.nodeattestor.x509pop import X509PopAttestor as AgentX509Pop
-from spire_py.agent.plugins.nodeattestor.x509pop import split_der_certificates
+from spire_py.common.x509util import split_der_chain
 from spire_py.common.plugin import PluginContext
 from spire_py.common.plugins import x509pop as pop
 from spire_py.proto.workload import workload_grpc, workload_pb2
@@ -146,6 +146,6 @@ async def agent_never(data: bytes) -> bytes:
 
 def test_split_der_certificates_handles_long_form_lengths(ca: Any) -> None:
     ders = [ca[0].public_bytes(serialization.Encoding.DER)] * 3
-    assert split_der_certificates(b"".join(ders)) == ders
+    assert split_der_chain(b"".join(ders)) == ders
     with pytest.raises(ValueError):
-        split_der_certificates(ders[0][:-1])
+        split_der_chain(ders[0][:-1])
