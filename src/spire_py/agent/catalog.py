@@ -10,13 +10,11 @@ out by typed getters, closed on stop.
 
 from __future__ import annotations
 
-import inspect
 from typing import Optional, cast
 
-from ..common import log
+from ..common.catalog import CatalogError, close_in_reverse
 from ..common.daemon_config import configure_plugin
 from ..common.plugin import Plugin
-from ..common.errors import SpireError
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .config import AgentConfig
 from ..common.telemetry.telemetry import Sink as TelemetrySink, sinks_from_config
@@ -25,11 +23,7 @@ from .plugins.keymanager.base import AgentKeyManager
 from .plugins.nodeattestor.base import AgentNodeAttestor
 from .plugins.workloadattestor.base import WorkloadAttestor
 
-_log = log.get("catalog")
 
-
-class CatalogError(SpireError, RuntimeError):
-    """A getter asked for a plugin that was not loaded (load() not called)."""
 
 
 class AgentCatalog:
@@ -74,14 +68,7 @@ class AgentCatalog:
 
     async def close(self) -> None:
         """Close every loaded plugin, the last loaded first."""
-        while self._loaded:
-            plugin = self._loaded.pop()
-            try:
-                result = plugin.close()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:  # one plugin failing to close must not keep the others open
-                _log.warning("Failed to close plugin", extra=log.fields(plugin=type(plugin).__name__, error=str(exc)))
+        await close_in_reverse(self._loaded)
 
     # --- typed getters ----------------------------------------------------------------
     def node_attestor(self) -> AgentNodeAttestor:

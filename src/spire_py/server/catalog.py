@@ -10,13 +10,11 @@ order that lets later plugins use earlier ones, handed out by typed getters, clo
 
 from __future__ import annotations
 
-import inspect
 from typing import Optional, cast
 
-from ..common import log
+from ..common.catalog import CatalogError, close_in_reverse
 from ..common.daemon_config import configure_plugin
 from ..common.plugin import Plugin
-from ..common.errors import SpireError
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .config import ServerConfig
 from ..common.telemetry.telemetry import Sink as TelemetrySink, sinks_from_config
@@ -26,15 +24,11 @@ from .plugins.keymanager.base import KeyManager
 from .plugins.nodeattestor.base import NodeAttestor
 from .plugins.upstreamauthority.base import UpstreamAuthority
 
-_log = log.get("catalog")
 
 # DataStore first: attestors read bundles and take join tokens through it. Other types follow
 # in file order.
 LOAD_ORDER = ("DataStore", "KeyManager", "UpstreamAuthority", "NodeAttestor")
 
-
-class CatalogError(SpireError, RuntimeError):
-    """A getter asked for a plugin that was not loaded (load() not called, or not configured)."""
 
 
 class ServerCatalog:
@@ -86,14 +80,7 @@ class ServerCatalog:
 
     async def close(self) -> None:
         """Close every loaded plugin, the last loaded first (the datastore last)."""
-        while self._loaded:
-            plugin = self._loaded.pop()
-            try:
-                result = plugin.close()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:  # one plugin failing to close must not keep the others open
-                _log.warning("Failed to close plugin", extra=log.fields(plugin=type(plugin).__name__, error=str(exc)))
+        await close_in_reverse(self._loaded)
 
     # --- typed getters ----------------------------------------------------------------
     def data_store(self) -> DataStore:
