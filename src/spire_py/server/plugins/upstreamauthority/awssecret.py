@@ -25,9 +25,9 @@ from ....common.plugin import STR, Field, Plugin, PluginConfigError, PluginConte
 from ....common.plugins import aws_session
 from ....common.spiffeid import TrustDomain
 from ....common.x509util import (
-    X509SVIDError, create_ca_certificate, is_ca, is_self_signed, key_usage, load_pem_certificates, verify_chain,
+    X509SVIDError, is_ca, is_self_signed, key_usage, load_pem_certificates, verify_chain,
 )
-from .disk import DEFAULT_UPSTREAM_CA_TTL, UpstreamAuthorityError, _csr_subject_and_key, _UpstreamCA
+from .disk import UpstreamAuthorityError, _UpstreamCA, mint_with
 
 _log = log.get("upstreamauthority.awssecret")
 
@@ -150,15 +150,8 @@ class AWSSecretUpstreamAuthority(Plugin):
     ) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
         """As disk's: [new CA, then cert_file_arn's certificates when not self-signed], roots. NotAfter is
         now + ttl (1 h when 0), capped at the upstream CA's."""
-        td = self.trust_domain if trust_domain is None else (
-            trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain))
-        t = time.time() if now is None else now
-        ca = self._ca
-        subject, public_key = _csr_subject_and_key(csr_or_public_key, td)
-        cert = create_ca_certificate(public_key, ca.key, subject=subject,
-                                     ttl=ttl if ttl and ttl > 0 else DEFAULT_UPSTREAM_CA_TTL, now=t,
-                                     issuer=ca.cert, uris=[td.id_string()])
-        return [cert] + list(ca.chain), list(ca.roots)
+        return mint_with(self._ca, self.trust_domain, csr_or_public_key, trust_domain, ttl,
+                         time.time() if now is None else now)
 
     def publish_jwt_key(self, *_args: Any, **_kwargs: Any) -> None:
         raise NotImplementedError("publishing upstream is unsupported")

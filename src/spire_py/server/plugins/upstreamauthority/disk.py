@@ -131,6 +131,26 @@ def _csr_subject_and_key(csr_or_public_key: Any, td: TrustDomain) -> tuple[x509.
     return csr.subject, csr.public_key()  # type: ignore[return-value]
 
 
+def mint_with(
+    ca: _UpstreamCA,
+    own_td: TrustDomain,
+    csr_or_public_key: Any,
+    trust_domain: Union[TrustDomain, str, None],
+    ttl: float,
+    now: float,
+) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """Sign an intermediate CA with a locally held upstream CA (disk, awssecret): [new CA, then the
+    upstream's chain when not self-signed], upstream roots. NotAfter is now + ttl (1 h when 0),
+    capped at the upstream CA's."""
+    td = own_td if trust_domain is None else (
+        trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain))
+    subject, public_key = _csr_subject_and_key(csr_or_public_key, td)
+    cert = create_ca_certificate(public_key, ca.key, subject=subject,
+                                 ttl=ttl if ttl and ttl > 0 else DEFAULT_UPSTREAM_CA_TTL, now=now,
+                                 issuer=ca.cert, uris=[td.id_string()])
+    return [cert] + list(ca.chain), list(ca.roots)
+
+
 @dataclass
 class DiskUpstreamAuthorityConfig:
     cert_file_path: str
@@ -188,15 +208,8 @@ class DiskUpstreamAuthority(Plugin):
         Returns (x509_ca_chain: [new CA, upstream CA and intermediates when not self-signed],
         upstream_x509_roots). NotAfter is now + ttl (1 h when 0), capped at the upstream CA's.
         """
-        td = self.trust_domain if trust_domain is None else (
-            trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain))
         t = time.time() if now is None else now
-        ca = self._reload(t)
-        subject, public_key = _csr_subject_and_key(csr_or_public_key, td)
-        cert = create_ca_certificate(public_key, ca.key, subject=subject,
-                                     ttl=ttl if ttl and ttl > 0 else DEFAULT_UPSTREAM_CA_TTL, now=t,
-                                     issuer=ca.cert, uris=[td.id_string()])
-        return [cert] + list(ca.chain), list(ca.roots)
+        return mint_with(self._reload(t), self.trust_domain, csr_or_public_key, trust_domain, ttl, t)
 
     def publish_jwt_key(self, *_args: Any, **_kwargs: Any) -> None:
         raise NotImplementedError("publishing upstream is unsupported")
