@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpireError
+from .payload import json_object
 
 PLUGIN_NAME = "aws_iid"
 SELECTOR_TYPE = "aws_iid"
@@ -60,27 +61,15 @@ def _string(obj: dict[str, Any], key: str, what: str) -> str:
 
 
 def unmarshal_attestation_data(payload: bytes) -> AttestationData:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise AWSIIDError(f"failed to unmarshal the attestation data: larger than {MAX_PAYLOAD_BYTES} bytes")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise AWSIIDError(f"failed to unmarshal the attestation data: {exc}") from None
-    if not isinstance(obj, dict):
-        raise AWSIIDError("failed to unmarshal the attestation data: not a JSON object")
     what = "the attestation data"
+    obj = json_object(payload, f"failed to unmarshal {what}", AWSIIDError, MAX_PAYLOAD_BYTES)
     return AttestationData(_string(obj, "document", what), _string(obj, "signature", what),
                            _string(obj, "rsa2048", what))
 
 
 def parse_document(document: str) -> InstanceIdentityDocument:
-    try:
-        obj = json.loads(document)
-    except ValueError as exc:
-        raise AWSIIDError(f"failed to unmarshal the IID: {exc}") from None
-    if not isinstance(obj, dict):
-        raise AWSIIDError("failed to unmarshal the IID: not a JSON object")
     what = "the IID"
+    obj = json_object(document, f"failed to unmarshal {what}", AWSIIDError)
     return InstanceIdentityDocument(
         account_id=_string(obj, "accountId", what),
         region=_string(obj, "region", what),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import SpireError
+from .payload import json_object
 
 PLUGIN_NAME = "azure_msi"
 SELECTOR_TYPE = "azure_msi"
@@ -57,14 +58,7 @@ def marshal_attestation_data(token: str) -> bytes:
 
 
 def unmarshal_attestation_data(payload: bytes) -> str:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise AzureMSIError(f"failed to unmarshal data payload: larger than {MAX_PAYLOAD_BYTES} bytes")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise AzureMSIError(f"failed to unmarshal data payload: {exc}") from None
-    if not isinstance(obj, dict):
-        raise AzureMSIError("failed to unmarshal data payload: not a JSON object")
+    obj = json_object(payload, "failed to unmarshal data payload", AzureMSIError, MAX_PAYLOAD_BYTES)
     token = obj.get("token") or ""
     if not isinstance(token, str):
         raise AzureMSIError("failed to unmarshal data payload: token must be a string")
