@@ -20,21 +20,10 @@ from google.protobuf.message import Message
 from grpclib.exceptions import GRPCError
 
 from .cli import CommandError, Context
-
-# google.golang.org/grpc/codes String() spellings, by code number.
-GO_CODES = [
-    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
-    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
-    "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
-    "Unauthenticated",
-]
+from .grpc_codes import go_code
 
 # encoding/json's HTMLEscape, plus the two line separators it always escapes.
 _GO_JSON_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
-
-
-def go_code(code: int) -> str:
-    return GO_CODES[code] if 0 <= code < len(GO_CODES) else f"Code({code})"
 
 
 def rpc_error_text(exc: GRPCError) -> str:

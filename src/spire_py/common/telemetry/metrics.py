@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, cast
 
 from grpclib.const import Status
 
+from ..grpc_codes import go_code
+
 Key = tuple[str, ...]
 Labels = tuple[tuple[str, str], ...]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,18 +32,6 @@ ELAPSED_TIME = "elapsed_time"
 # Sample values kept per series between two pushes (M3's reporter keeps 1000 timers per
 # metric per batch too); count and sum still see every value.
 MAX_PUSHED_SAMPLES = 1000
-
-# gRPC codes as Go spells them (codes.Code.String()): SPIRE's ``status`` label values.
-STATUS_NAMES: dict[Status, str] = {
-    Status.OK: "OK", Status.CANCELLED: "Canceled", Status.UNKNOWN: "Unknown",
-    Status.INVALID_ARGUMENT: "InvalidArgument", Status.DEADLINE_EXCEEDED: "DeadlineExceeded",
-    Status.NOT_FOUND: "NotFound", Status.ALREADY_EXISTS: "AlreadyExists",
-    Status.PERMISSION_DENIED: "PermissionDenied", Status.RESOURCE_EXHAUSTED: "ResourceExhausted",
-    Status.FAILED_PRECONDITION: "FailedPrecondition", Status.ABORTED: "Aborted",
-    Status.OUT_OF_RANGE: "OutOfRange", Status.UNIMPLEMENTED: "Unimplemented", Status.INTERNAL: "Internal",
-    Status.UNAVAILABLE: "Unavailable", Status.DATA_LOSS: "DataLoss", Status.UNAUTHENTICATED: "Unauthenticated",
-}
-
 
 class Series:
     """One metric with one label set: what a sink reads. ``incr``/``set``/``add`` are the hot path."""
@@ -125,7 +115,7 @@ class CallCounter:
         pair[1].add((time.monotonic() - started) * 1000.0)
 
     def _pair(self, status: Any) -> tuple[Any, Any]:
-        name = STATUS_NAMES.get(status, "Unknown") if isinstance(status, Status) else str(status)
+        name = go_code(status.value) if isinstance(status, Status) else str(status)
         labels = self._labels + (("status", name),)
         pair = (self._metrics.counter(self._key, labels), self._metrics.sample(self._key + (ELAPSED_TIME,), labels))
         self._by_status[status] = pair

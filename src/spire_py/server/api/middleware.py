@@ -12,6 +12,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log, rpc
+from ...common.grpc_codes import go_code
 from ...common.ratelimit import PerAddressLimiter
 from . import policy
 from .auth import authorize, identify
@@ -113,7 +114,7 @@ class Middleware:
         if status == Status.OK:
             fields["status"] = "success"
         else:
-            fields.update(status="error", status_code=_go_code(status), status_message=message)
+            fields.update(status="error", status_code=go_code(status.value), status_message=message)
         _audit.info("API accessed", extra=log.fields(**fields))
 
 
@@ -122,8 +123,3 @@ def _binary_of(pid: int) -> str:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return ""
-
-
-def _go_code(status: Status) -> str:
-    """PERMISSION_DENIED -> PermissionDenied, the way SPIRE's logs name gRPC codes."""
-    return "".join(part.capitalize() for part in status.name.split("_"))
