@@ -124,8 +124,9 @@ class SpireServer:
             AgentService(core), EntryService(core), BundleService(core), SVIDService(core),
             DebugService(core, self.started, lambda: self._svid_chain), HealthService(lambda: self.ready),
         ]
-        await self._listen_admin(services)
-        await self._listen_tcp(services)
+        middleware = Middleware(core)  # one set of rate limiters and policy for both listeners
+        await self._listen_admin(middleware.server(services))
+        await self._listen_tcp(middleware.server(services))
         hc = cfg.health_checks
         if hc.listener_enabled:
             self._health = health_http.HealthListener(
@@ -138,25 +139,22 @@ class SpireServer:
         _log.info("Starting Server APIs", extra=log.fields(
             address=f"{cfg.bind_address}:{cfg.bind_port}", socket_path=cfg.socket_path))
 
-    async def _listen_admin(self, services: list[Any]) -> None:
+    async def _listen_admin(self, server: GrpcServer) -> None:
         path = self.config.socket_path
         d = os.path.dirname(path) or "."
         os.makedirs(d, mode=0o770, exist_ok=True)
         if os.path.exists(path):
             os.unlink(path)
         old = os.umask(0o077)
-        assert self.core is not None
         try:
-            server = Middleware(self.core).server(services)
             await server.start(path=path)
         finally:
             os.umask(old)
         os.chmod(path, 0o770)
         self._servers.append(server)
 
-    async def _listen_tcp(self, services: list[Any]) -> None:
-        assert self._tls is not None and self.core is not None
-        server = Middleware(self.core).server(services)
+    async def _listen_tcp(self, server: GrpcServer) -> None:
+        assert self._tls is not None
         await server.start(self.config.bind_address, self.config.bind_port, ssl=self._tls.listener, reuse_address=True)
         self._servers.append(server)
 
