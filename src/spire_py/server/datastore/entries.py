@@ -48,8 +48,8 @@ def _entry_filters(
         where.append(E.c.spiffe_id == by_spiffe_id)
     if by_hint:
         where.append(E.c.hint == by_hint)
-    if by_downstream is not None:
-        where.append(E.c.downstream == bool(by_downstream))
+    if by_downstream:  # as SPIRE's sqlstore: false is no filter, downstream entries are listed too
+        where.append(E.c.downstream.is_(True))
     if by_selectors is not None:
         sels, match = normalize_match_arg(by_selectors, "selectors")
         where.append(selector_match_clause(E.c.id, s.selectors, "registered_entry_id", sels, match))

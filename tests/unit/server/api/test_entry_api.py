@@ -173,3 +173,18 @@ async def test_an_anonymous_tls_caller_is_refused_the_admin_methods(server: Hand
     with pytest.raises(GRPCError) as exc:
         await server.tls_stub(entry_grpc.EntryStub).CountEntries(entry_pb2.CountEntriesRequest())
     assert exc.value.status == Status.PERMISSION_DENIED
+
+
+async def test_by_downstream_false_lists_and_counts_downstream_entries_too(server: Handle) -> None:
+    # As SPIRE's sqlstore: only by_downstream=true filters; `entry show` sends false by default.
+    from google.protobuf import wrappers_pb2
+
+    await create(server, entry("/plain"), entry("/nested", downstream=True))
+    stub = api(server)
+    for flag, want in ((False, {"/plain", "/nested"}), (True, {"/nested"})):
+        flt = entry_pb2.ListEntriesRequest.Filter(by_downstream=wrappers_pb2.BoolValue(value=flag))
+        listed = await stub.ListEntries(entry_pb2.ListEntriesRequest(filter=flt))
+        assert {e.spiffe_id.path for e in listed.entries} == want
+        counted = await stub.CountEntries(entry_pb2.CountEntriesRequest(
+            filter=entry_pb2.CountEntriesRequest.Filter(by_downstream=wrappers_pb2.BoolValue(value=flag))))
+        assert counted.count == len(want)

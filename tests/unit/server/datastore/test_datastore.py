@@ -203,7 +203,7 @@ def test_entry_filters_combine(store: SQLDataStore) -> None:
     assert ids(by_spiffe_id=TD + "/b") == [b.id]
     assert ids(by_hint="h") == [a.id]
     assert ids(by_downstream=True) == [b.id]
-    assert ids(by_downstream=False) == [a.id, c.id]
+    assert ids(by_downstream=False) == [a.id, b.id, c.id]  # SPIRE: false does not filter
     assert ids(by_federates_with=([FED], "exact")) == [a.id]
     assert ids(by_federates_with=([FED], "superset")) == [a.id, b.id]
     assert ids(by_federates_with=([FED], "subset")) == [a.id]
