@@ -13,7 +13,7 @@ from .errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from .models import AttestedNode, Bundle, JoinToken, JWTKey
+from .models import AttestedNode, Bundle, FederationRelationship, JoinToken, JWTKey
 from .plugin import SQLDataStorePlugin
 from .store import SQLDataStore
 
@@ -23,6 +23,7 @@ __all__ = [
     "Bundle",
     "ConflictError",
     "DataStoreError",
+    "FederationRelationship",
     "InvalidArgumentError",
     "JWTKey",
     "JoinToken",

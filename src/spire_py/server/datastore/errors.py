@@ -15,13 +15,20 @@ from ...common.errors import SpireError
 class DataStoreError(SpireError):
     """A datastore operation failed; the message says what and on which input."""
 
+    # The gRPC status code (numeric, as on the wire) the API layer answers with.
+    grpc_code = 13  # Internal
+
 
 class NotFoundError(DataStoreError):
     """The record the operation needs does not exist."""
 
+    grpc_code = 5  # NotFound
+
 
 class AlreadyExistsError(DataStoreError):
     """A record with the same identity exists; ``existing`` carries it when known."""
+
+    grpc_code = 6  # AlreadyExists
 
     def __init__(self, message: str, existing: Any = None) -> None:
         super().__init__(message)
@@ -31,9 +38,13 @@ class AlreadyExistsError(DataStoreError):
 class InvalidArgumentError(DataStoreError):
     """The request is malformed (missing field, bad token, value too long...)."""
 
+    grpc_code = 3  # InvalidArgument
+
 
 class ConflictError(DataStoreError):
     """The current state forbids the operation (SPIRE's FailedPrecondition)."""
+
+    grpc_code = 9  # FailedPrecondition
 
 
 class RetryableError(DataStoreError):

@@ -50,6 +50,15 @@ class Bundle:
     sequence_number: int = 0
 
 
+@dataclass
+class FederationRelationship:
+    trust_domain: str  # "example.org", no scheme (as SPIRE stores it)
+    bundle_endpoint_url: str
+    bundle_endpoint_profile: str  # "https_spiffe" or "https_web"
+    endpoint_spiffe_id: str = ""  # https_spiffe only
+    trust_domain_bundle: Bundle | None = None
+
+
 # Field names accepted in update masks.
 NODE_MASK_FIELDS = frozenset(
     {
@@ -63,3 +72,4 @@ NODE_MASK_FIELDS = frozenset(
 BUNDLE_MASK_FIELDS = frozenset(
     {"x509_authorities", "jwt_authorities", "refresh_hint", "sequence_number"}
 )
+FEDERATION_MASK_FIELDS = frozenset({"bundle_endpoint_url", "bundle_endpoint_profile", "trust_domain_bundle"})

@@ -42,6 +42,8 @@ SERIAL_LEN = 255
 ATTESTATION_TYPE_LEN = 255
 TOKEN_LEN = 255
 CA_JOURNAL_ID_LEN = 255
+URL_LEN = 2048
+PROFILE_LEN = 64
 # MySQL: BLOB(16777215) is a MEDIUMBLOB; bytea/BLOB elsewhere.
 BLOB_LEN = 16777215
 # Spelled as MySQL reflects it, so comparing the metadata with a migrated database finds no drift.
@@ -217,4 +219,21 @@ ca_journals = Table(
     Column("data", BLOB, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     **_TABLE,
+)
+
+# Federation relationships (SPIRE's federated_trust_domains; migration 0003). The
+# relationship's bundle lives in ``bundles`` under the same trust domain.
+federated_trust_domains = Table(
+    "federated_trust_domains",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("trust_domain", String(TRUST_DOMAIN_LEN), nullable=False),
+    Column("bundle_endpoint_url", String(URL_LEN), nullable=False),
+    Column("bundle_endpoint_profile", String(PROFILE_LEN), nullable=False),
+    Column("endpoint_spiffe_id", String(SPIFFE_ID_LEN), nullable=False),
+    Column("implicit", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("trust_domain", name="uix_federated_trust_domains_trust_domain"),
+    **_AUTOINC,
 )

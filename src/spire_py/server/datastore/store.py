@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .bundles import BundleStore
 from .ca_journals import CAJournalStore
 from .dialects import DATABASE_TYPES, PoolSettings, TLSFiles, create_store_engine
 from .entries import EntryStore
 from .entries_batch import EntryBatchStore
 from .errors import DataStoreError, InvalidArgumentError, RetryableError
+from .federation import FederationStore
 from .join_tokens import JoinTokenStore
 from .migrate import check_current, upgrade
 from .nodes import NodeStore
@@ -54,7 +54,7 @@ def retry_aborted(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class SQLDataStore(BundleStore, EntryStore, EntryBatchStore, NodeStore, JoinTokenStore, CAJournalStore):
+class SQLDataStore(FederationStore, EntryStore, EntryBatchStore, NodeStore, JoinTokenStore, CAJournalStore):
     """The "sql" DataStore.
 
     ``database_type`` is sqlite3, postgres or mysql; ``connection_string`` is

@@ -53,8 +53,8 @@ def revision_of(path: str) -> str | None:
     return rev
 
 
-def test_head_is_0002() -> None:
-    assert head_revision() == "0002"
+def test_head_is_0003() -> None:
+    assert head_revision() == "0003"
 
 
 def test_migration_creates_version_table_and_is_idempotent(fresh_backend: str, tmp_path: os.PathLike[str]) -> None:
