@@ -171,6 +171,10 @@ class SpireServer:
             refresh_hint=record.get("refresh_hint", 0),
         )
         current = await self.core.db(self.core.datastore.fetch_bundle, bundle.trust_domain_id)
+        if current is None and bundle.jwt_authorities:
+            # As SPIRE: the X.509 CA creates the bundle, the JWT key's append bumps its sequence to 1.
+            await self.core.db(self.core.datastore.append_bundle, Bundle(
+                trust_domain_id=bundle.trust_domain_id, x509_authorities=list(bundle.x509_authorities)))
         merged = await self.core.db(self.core.datastore.append_bundle, bundle)
         if current is None or (merged.x509_authorities, merged.jwt_authorities) != (current.x509_authorities, current.jwt_authorities):
             self.core.bundle_changed.set()

@@ -148,3 +148,12 @@ async def test_federated_bundles_create_get_list_update_set_delete(server: Handl
     with pytest.raises(GRPCError) as exc:
         await api(server).GetFederatedBundle(bundle_pb2.GetFederatedBundleRequest(trust_domain=FED))
     assert (exc.value.status, exc.value.message) == (Status.NOT_FOUND, "bundle not found")
+
+
+async def test_the_bundle_sequence_is_bumped_by_each_authority_appended(server: Handle) -> None:
+    # As SPIRE: the X.509 CA creates the bundle, the JWT key's append makes it 1, each later append bumps it.
+    first = await api(server).GetBundle(bundle_pb2.GetBundleRequest())
+    assert first.sequence_number == 1
+    await api(server).AppendBundle(bundle_pb2.AppendBundleRequest(jwt_authorities=[jwt_key("extra")]))
+    again = await api(server).GetBundle(bundle_pb2.GetBundleRequest())
+    assert again.sequence_number == 2
