@@ -95,7 +95,12 @@ class AgentService(agent_grpc.AgentBase):
         req = await stream.recv_message()
         caller = caller_of(stream)
         sid = _agent_id_arg(self.core, req.id)
-        await self.core.db(self.core.datastore.delete_attested_node, sid)
+        try:
+            await self.core.db(self.core.datastore.delete_attested_node, sid)
+        except GRPCError as exc:
+            if exc.status != Status.NOT_FOUND:
+                raise
+            raise GRPCError(Status.NOT_FOUND, "agent not found") from None  # SPIRE hides the inner error
         _log.info("Agent deleted", extra=log.fields(agent_id=sid, caller=caller.describe()))
         await stream.send_message(empty_pb2.Empty())
 

@@ -137,6 +137,9 @@ async def test_attest_renew_and_the_admin_methods(server: Handle) -> None:
     with pytest.raises(GRPCError) as exc:
         await api(server).BanAgent(agent_pb2.BanAgentRequest(id=agent_sid))
     assert (exc.value.status, exc.value.message) == (Status.NOT_FOUND, "agent not found")
+    with pytest.raises(GRPCError) as exc:  # `agent evict` of an unknown agent, as SPIRE
+        await api(server).DeleteAgent(agent_pb2.DeleteAgentRequest(id=agent_sid))
+    assert (exc.value.status, exc.value.message) == (Status.NOT_FOUND, "agent not found")
 
 
 async def test_create_join_token_checks_ttl_and_alias(server: Handle) -> None:
