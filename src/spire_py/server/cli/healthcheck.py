@@ -19,10 +19,12 @@ async def healthcheck(ctx: Context) -> int:
     try:
         async with AdminClient(ctx.flags["socketPath"]) as c:
             resp = await c.stub(health_grpc.HealthStub).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    except CommandError as exc:
-        raise CommandError(f"server is unhealthy: unable to determine health: {exc}") from None
     except Exception as exc:
-        raise CommandError(f"server is unhealthy: {rpc_error(exc)}") from None
+        # As SPIRE: the cause goes to stderr only with -verbose; the error line stays fixed.
+        if ctx.flags["verbose"]:
+            cause = str(exc) if isinstance(exc, CommandError) else rpc_error(exc)
+            ctx.stderr.write(f"Failed to check health: {cause}\n")
+        raise CommandError("server is unhealthy: unable to determine health") from None
     if resp.status != health_pb2.HealthCheckResponse.SERVING:
         raise CommandError(f'server is unhealthy: server returned status "{health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}"')
     ctx.out("Server is healthy.")
