@@ -70,6 +70,11 @@ def test_scrapes_show_rpc_and_issuance_counters_that_moved(start_agent, make_ser
     assert total(body, "spire_server_server_ca_sign_x509_svid_total") >= 3  # server, agent, workload SVIDs
     assert total(body, "spire_server_ca_manager_x509_ca_prepare_total", status="OK") >= 1
     assert total(body, "spire_server_rpc_agent_v1_agent_attest_agent_elapsed_time_count", status="OK") == 1
+    # The datastore behind it: the token taken once, the entry created, a repeated token refused.
+    assert total(body, "spire_server_datastore_join_token_fetch_total", status="OK") == 1, body
+    assert total(body, "spire_server_datastore_registration_entry_create_total", status="OK") >= 1
+    assert total(body, "spire_server_datastore_node_create_total", status="OK") == 1
+    assert total(body, "spire_server_datastore_node_fetch_elapsed_time_count", status="OK") >= 1
     # Every sample carries the host label (EnableHostnameLabel defaults to true).
     assert f'host="{socket.gethostname()}"' in body
 

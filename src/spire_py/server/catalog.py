@@ -19,6 +19,7 @@ from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in
 from .config import ServerConfig
 from ..common.telemetry.telemetry import Sink as TelemetrySink, sinks_from_config
 from .datastore.api import DataStore
+from .datastore.telemetry import instrument
 from .plugins.context import ServerPluginContext
 from .plugins.keymanager.base import KeyManager
 from .plugins.nodeattestor.base import NodeAttestor
@@ -64,7 +65,8 @@ class ServerCatalog:
             plugin = configure_plugin("server", spec, self._context(), self.config)
             self._loaded.append(plugin)
             if spec.type == "DataStore":
-                self._datastore = cast(DataStore, plugin)  # the registry maps each type to its base class
+                # the registry maps each type to its base class; every call is counted (telemetry)
+                self._datastore = instrument(cast(DataStore, plugin))
             elif spec.type == "KeyManager":
                 self._key_manager = cast(KeyManager, plugin)
             elif spec.type == "UpstreamAuthority":

@@ -10,13 +10,6 @@ from ..datastore import errors as ds_errors
 
 OK = status_pb2.Status(code=0, message="OK")
 
-# The rest (DataStoreError and anything unexpected) is INTERNAL.
-_DS_STATUS = (
-    (ds_errors.NotFoundError, Status.NOT_FOUND),
-    (ds_errors.AlreadyExistsError, Status.ALREADY_EXISTS),
-    (ds_errors.InvalidArgumentError, Status.INVALID_ARGUMENT),
-    (ds_errors.ConflictError, Status.FAILED_PRECONDITION),  # e.g. deleting a bundle entries federate with
-)
 
 
 def status(code: Status, message: str = "") -> status_pb2.Status:
@@ -25,10 +18,12 @@ def status(code: Status, message: str = "") -> status_pb2.Status:
 
 def datastore_error_status(exc: Exception) -> tuple[Status, str]:
     """The status and message a failed datastore call answers with."""
-    for kind, code in _DS_STATUS:
-        if isinstance(exc, kind):
-            return code, str(exc)
-    return Status.INTERNAL, f"datastore error: {exc}"
+    # Each datastore error names its code (errors.py); the rest (DataStoreError itself and
+    # anything unexpected) is INTERNAL.
+    code = exc.grpc_code if isinstance(exc, ds_errors.DataStoreError) else Status.INTERNAL.value
+    if code == Status.INTERNAL.value:
+        return Status.INTERNAL, f"datastore error: {exc}"
+    return Status(code), str(exc)
 
 
 def error_status(exc: Exception) -> tuple[Status, str]:
