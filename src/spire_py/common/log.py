@@ -13,7 +13,16 @@ import sys
 import time
 from typing import Any, Optional
 
-LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+# logrus has two levels Python lacks: trace below DEBUG, panic above CRITICAL (logrus's fatal).
+TRACE = 5
+PANIC = logging.CRITICAL + 10
+logging.addLevelName(TRACE, "TRACE")
+logging.addLevelName(PANIC, "PANIC")
+
+LEVELS = {"TRACE": TRACE, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
+          "WARNING": logging.WARNING, "ERROR": logging.ERROR, "FATAL": logging.CRITICAL, "PANIC": PANIC}
+# Python's level names as logrus spells them.
+_LOGRUS_NAMES = {"WARNING": "warning", "CRITICAL": "fatal"}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -23,7 +32,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z"
-        level = {"WARNING": "warning"}.get(record.levelname, record.levelname.lower())
+        level = _LOGRUS_NAMES.get(record.levelname, record.levelname.lower())
         parts = [f"time={ts}", f"level={level}", f"msg={json.dumps(record.getMessage())}"]
         for k, v in sorted(_fields(record).items()):
             parts.append(f"{k}={json.dumps(v) if isinstance(v, str) and (' ' in v or not v) else v}")
@@ -38,7 +47,7 @@ class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         obj: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
-            "level": {"WARNING": "warning"}.get(record.levelname, record.levelname.lower()),
+            "level": _LOGRUS_NAMES.get(record.levelname, record.levelname.lower()),
             "msg": record.getMessage(),
             "subsystem_name": record.name.rsplit(".", 1)[-1],
         }

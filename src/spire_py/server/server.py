@@ -14,6 +14,7 @@ from grpclib.server import Server as GrpcServer
 
 from ..common import health as health_http
 from ..common import log, sdnotify, telemetry, tls
+from ..common.bundle import Bundle as SpiffeBundle
 from ..common.health_service import HealthService
 from ..common.keys import generate_key
 from ..common.spiffeid import TrustDomain, server_id
@@ -24,14 +25,18 @@ from .api.agent import AgentService
 from .api.bundle import BundleService
 from .api.entry import EntryService
 from .api.health import DebugService
+from .api.logger import LoggerService
 from .api.middleware import Middleware
 from .api.svid import SVIDService
+from .api.trustdomain import TrustDomainService
 from .ca.ca import ServerCA
 from .ca.journal import DatastoreJournal
 from .cache import EntryCache
 from .catalog import ServerCatalog
 from .core import ServerCore
 from .datastore.models import Bundle, JWTKey
+from .federation.endpoint import BundleEndpoint
+from .federation.manager import FederationManager
 from .pruning import NodePruner
 
 _log = log.get("server")
@@ -70,6 +75,8 @@ class SpireServer:
         self._tasks: list[asyncio.Task[None]] = []
         self.catalog = ServerCatalog(config)
         self.telemetry: Optional[Telemetry] = None
+        self.federation: Optional[FederationManager] = None
+        self.bundle_endpoint: Optional[BundleEndpoint] = None
 
     # --- plugins -------------------------------------------------------------------
     def check_plugins(self) -> None:
@@ -118,15 +125,22 @@ class SpireServer:
         await core.sign(ca.start)
         await self._publish_bundle()
         await core.refresh_cache()
+        self._start_federation(core)
         self._rotate_server_svid()
 
         services = [
             AgentService(core), EntryService(core), BundleService(core), SVIDService(core),
             DebugService(core, self.started, lambda: self._svid_chain), HealthService(lambda: self.ready),
+            TrustDomainService(core, self.federation),  # type: ignore[arg-type]
+            LoggerService(),
         ]
         middleware = Middleware(core)  # one set of rate limiters and policy for both listeners
         await self._listen_admin(middleware.server(services))
         await self._listen_tcp(middleware.server(services))
+        if self.bundle_endpoint is not None:
+            await self.bundle_endpoint.start()
+        assert self.federation is not None
+        self._tasks.append(asyncio.create_task(self.federation.run(), name="federation"))
         hc = cfg.health_checks
         if hc.listener_enabled:
             self._health = health_http.HealthListener(
@@ -157,6 +171,20 @@ class SpireServer:
         assert self._tls is not None
         await server.start(self.config.bind_address, self.config.bind_port, ssl=self._tls.listener, reuse_address=True)
         self._servers.append(server)
+
+    # --- federation ----------------------------------------------------------------------
+    def _start_federation(self, core: ServerCore) -> None:
+        fed = self.config.federation
+        self.federation = FederationManager(core.datastore, core.db, fed.federates_with, core.bundle_changed.set)
+        if fed.bundle_endpoint is not None:
+            self.bundle_endpoint = BundleEndpoint(fed.bundle_endpoint, self._own_bundle)
+
+    async def _own_bundle(self) -> SpiffeBundle:
+        assert self.core is not None
+        b = await self.core.db(self.core.datastore.fetch_bundle, self.trust_domain.id_string())
+        if b is None:
+            raise LookupError("bundle not found")
+        return SpiffeBundle.from_record(b)
 
     # --- bundle and server SVID ------------------------------------------------------
     async def _publish_bundle(self) -> None:
@@ -204,6 +232,8 @@ class SpireServer:
         chain = self.core.ca.sign_x509_svid(key.public_key(), server_id(self.trust_domain), None)
         ctx = tls.server_context(chain, key, self._roots)
         self._svid_chain = chain
+        if self.bundle_endpoint is not None:
+            self.bundle_endpoint.set_svid(chain, key)
         if self._tls is None:
             self._tls = tls.RotatingServerContext(ctx)
         else:
@@ -302,6 +332,8 @@ class SpireServer:
             await s.wait_closed()
         if self._health:
             await self._health.close()
+        if self.bundle_endpoint is not None:
+            await self.bundle_endpoint.close()
         if self.telemetry is not None:
             await self.telemetry.close()
         await self.catalog.close()

@@ -12,10 +12,11 @@ from .source import KeyPath
 KEY_TYPES = ("rsa-2048", "rsa-4096", "ec-p256", "ec-p384")
 LOG_FORMATS = ("text", "json")
 
-# logrus accepts more level names than SPIRE documents; map them onto the four we log with.
+# logrus accepts more level names than SPIRE documents; all seven are kept (the Logger APIs
+# report the launch level by its logrus name).
 _LOG_LEVELS = {
-    "trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARN", "warning": "WARN",
-    "error": "ERROR", "fatal": "ERROR", "panic": "ERROR",
+    "trace": "TRACE", "debug": "DEBUG", "info": "INFO", "warn": "WARN", "warning": "WARN",
+    "error": "ERROR", "fatal": "FATAL", "panic": "PANIC",
 }
 
 

@@ -22,6 +22,7 @@ _ADMIN = frozenset({ADMIN, LOCAL})
 _AGENT_API = "/spire.api.server.agent.v1.Agent/"
 _BUNDLE_API = "/spire.api.server.bundle.v1.Bundle/"
 _ENTRY_API = "/spire.api.server.entry.v1.Entry/"
+_LOGGER_API = "/spire.api.server.logger.v1.Logger/"
 _SVID_API = "/spire.api.server.svid.v1.SVID/"
 _TD_API = "/spire.api.server.trustdomain.v1.TrustDomain/"
 
@@ -50,6 +51,10 @@ POLICY: "MappingProxyType[str, frozenset[str]]" = MappingProxyType({
     _BUNDLE_API + "BatchDeleteFederatedBundle": _ADMIN,
     # Debug
     "/spire.api.server.debug.v1.Debug/GetInfo": frozenset({LOCAL}),
+    # Logger: the admin socket only
+    _LOGGER_API + "GetLogger": frozenset({LOCAL}),
+    _LOGGER_API + "SetLogLevel": frozenset({LOCAL}),
+    _LOGGER_API + "ResetLogLevel": frozenset({LOCAL}),
     # Entry
     _ENTRY_API + "CountEntries": _ADMIN,
     _ENTRY_API + "ListEntries": _ADMIN,

@@ -6,7 +6,7 @@ A new command is a function in its group's module and one row here.
 from __future__ import annotations
 
 from ...common.cli import Command
-from . import agent, bundle, entry, healthcheck, mint, run, token
+from . import agent, bundle, entry, healthcheck, logger, mint, run, token
 from .client import socket_flags
 
 COMMANDS: dict[str, Command] = {
@@ -34,4 +34,7 @@ COMMANDS: dict[str, Command] = {
                            agent.purge_flags, agent.purge),
     "x509 mint": Command("Mints an X509-SVID", mint.x509_flags, mint.x509_mint),
     "jwt mint": Command("Mints a JWT-SVID", mint.jwt_flags, mint.jwt_mint),
+    "logger get": Command("Gets the logger details", logger.flags, logger.get),
+    "logger set": Command("Sets the logger details", logger.set_flags, logger.set_),
+    "logger reset": Command("Reset the logger details to launch level", logger.flags, logger.reset),
 }
