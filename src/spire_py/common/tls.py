@@ -37,7 +37,7 @@ def _pem_chain(chain: Iterable[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
 
 
-def _load_cert_chain(ctx: ssl.SSLContext, chain: list[x509.Certificate], key: PrivateKeyTypes) -> None:
+def load_cert_chain(ctx: ssl.SSLContext, chain: list[x509.Certificate], key: PrivateKeyTypes) -> None:
     # ssl wants files; write them to a private temp dir that lives only for the call.
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -70,7 +70,7 @@ def server_context(
     """
     ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), roots)
     ctx.verify_mode = ssl.CERT_OPTIONAL if roots else ssl.CERT_NONE
-    _load_cert_chain(ctx, chain, key)
+    load_cert_chain(ctx, chain, key)
     return ctx
 
 
@@ -94,7 +94,7 @@ def client_context(
         ctx.verify_mode = ssl.CERT_REQUIRED
         _base(ctx, roots)
     if chain and key is not None:
-        _load_cert_chain(ctx, chain, key)
+        load_cert_chain(ctx, chain, key)
     return ctx
 
 

@@ -1,0 +1,3 @@
+"""SPIFFE federation: the bundle endpoint this server serves (``endpoint``), the client
+that fetches other trust domains' bundles (``client``) and the manager that keeps them
+refreshed in the datastore (``manager``)."""
