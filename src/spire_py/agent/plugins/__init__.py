@@ -17,6 +17,7 @@ BUILTIN_PLUGINS = (
     ".nodeattestor.aws_iid",          # NodeAttestor "aws_iid"
     ".nodeattestor.gcp_iit",          # NodeAttestor "gcp_iit"
     ".nodeattestor.azure_msi",        # NodeAttestor "azure_msi"
+    ".nodeattestor.k8s_psat",         # NodeAttestor "k8s_psat"
     ".workloadattestor.unix",         # WorkloadAttestor "unix"
     ".workloadattestor.docker",       # WorkloadAttestor "docker"
     ".workloadattestor.systemd",      # WorkloadAttestor "systemd"

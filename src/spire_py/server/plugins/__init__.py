@@ -18,6 +18,7 @@ BUILTIN_PLUGINS = (
     ".nodeattestor.aws_iid",          # NodeAttestor "aws_iid"
     ".nodeattestor.gcp_iit",          # NodeAttestor "gcp_iit"
     ".nodeattestor.azure_msi",        # NodeAttestor "azure_msi"
+    ".nodeattestor.k8s_psat",         # NodeAttestor "k8s_psat"
     ".upstreamauthority.disk",        # UpstreamAuthority "disk"
     ".upstreamauthority.awssecret",   # UpstreamAuthority "awssecret"
     ".upstreamauthority.aws_pca",     # UpstreamAuthority "aws_pca"
