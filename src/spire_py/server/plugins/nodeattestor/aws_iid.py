@@ -15,10 +15,16 @@ Agent ID: ``agent_path_template`` (default ``/aws_iid/<account>/<region>/<instan
 ``sg:name:``, ``iamrole:<role ARN>`` (IAM GetInstanceProfile, unless
 ``disable_instance_profile_selectors``).
 
+``verify_organization`` (the account must be an ACTIVE member of an AWS Organization, from
+Organizations ListAccounts through ``assume_org_role`` or from ``account_list_file``) and
+``validate_eks_cluster_membership`` (the instance must be in an Auto Scaling group of a
+node group of one of ``eks_cluster_names``) are checked after the signature, as SPIRE's
+(``aws_iid_membership.py``).
+
 Beyond SPIRE: the reservation's owner must be the document's account (a document cannot
-borrow an instance ID seen through another account's credentials). Not implemented,
-and refused when configured rather than ignored: ``verify_organization``,
-``validate_eks_cluster_membership``; documents carrying only the RSA-1024 signature.
+borrow an instance ID seen through another account's credentials). Refused rather than
+trusted: documents carrying only the legacy RSA-1024 signature (every agent since SPIRE
+1.0 sends the RSA-2048 one).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import asyncio
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
@@ -45,6 +51,7 @@ from ....common.registration import Selector
 from ....common.spiffeid import TrustDomain
 from ...datastore.api import DataStore
 from ..context import datastore_of
+from . import aws_iid_membership as membership
 from .aws_iid_certs import REGION_CERTIFICATES
 from .aws_iid_signature import SignatureError, verify_rsa2048
 from .base import AttestationError, AttestResult, Challenge, NodeAttestor
@@ -132,6 +139,8 @@ class AWSIIDSettings:
     assume_role: str
     partition: str
     extra_certificates: dict[str, list[x509.Certificate]]
+    organization: Optional[membership.OrgSettings] = None
+    eks_clusters: list[str] = field(default_factory=list)
 
 
 def _load_pem(path: str) -> list[x509.Certificate]:
@@ -160,27 +169,18 @@ def resolve(config: AWSIIDConfig, getenv: Any = os.environ.get) -> AWSIIDSetting
         raise PluginConfigError(f'invalid partition "{partition}", must be one of: [{" ".join(PARTITIONS)}]',
                                 "partition")
 
-    org = config.verify_organization
-    if org is not None:
-        if org.get("account_list_file"):
-            if org.get("management_account_id") or org.get("assume_org_role"):
-                raise PluginConfigError(
-                    '"account_list_file" is mutually exclusive with "management_account_id" and "assume_org_role" '
-                    'in the block: "verify_organization"', "verify_organization")
-        elif not org.get("management_account_id") or not org.get("assume_org_role"):
-            raise PluginConfigError(
-                'please ensure that "management_account_id" & "assume_org_role" are present inside block or remove '
-                'the block: "verify_organization" for feature node attestation using account id verification',
-                "verify_organization")
-        raise PluginConfigError("verify_organization is not supported by spire_py yet; remove the block "
-                                "(attestation would otherwise skip the organization check)", "verify_organization")
+    org = membership.org_settings(config.verify_organization) if config.verify_organization is not None else None
     eks = config.validate_eks_cluster_membership
+    eks_clusters: list[str] = []
     if eks is not None:
-        if not eks.get("eks_cluster_names"):
+        names = eks.get("eks_cluster_names")
+        if not names:
             raise PluginConfigError('please ensure that "eks_cluster_names" is present inside block or remove the '
                                     'block: "validate_eks_cluster_membership"', "validate_eks_cluster_membership")
-        raise PluginConfigError("validate_eks_cluster_membership is not supported by spire_py yet; remove the block",
-                                "validate_eks_cluster_membership")
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise PluginConfigError('"eks_cluster_names" must be a list of cluster names',
+                                    "validate_eks_cluster_membership")
+        eks_clusters = list(names)
 
     extra: dict[str, list[x509.Certificate]] = {}
     for region, path in config.aws_ca_certificates.items():
@@ -204,6 +204,8 @@ def resolve(config: AWSIIDConfig, getenv: Any = os.environ.get) -> AWSIIDSetting
         assume_role=config.assume_role,
         partition=partition,
         extra_certificates=extra,
+        organization=org,
+        eks_clusters=eks_clusters,
     )
 
 
@@ -265,23 +267,32 @@ def instance_selectors(instance: dict[str, Any]) -> set[str]:
 
 
 class _Clients:
-    """EC2 and IAM clients per account@region, as SPIRE's clientsCache (assume_role is per account)."""
+    """AWS clients per account@region and service, as SPIRE's clientsCache (assume_role is per
+    account): EC2 and IAM for every attestation, EKS and Auto Scaling for the EKS check."""
 
     def __init__(self, settings: AWSIIDSettings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[Any, Any]] = {}
+        self._sessions: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
 
-    def get(self, account: str, region: str) -> tuple[Any, Any]:
+    def client(self, account: str, region: str, service: str) -> Any:
         key = f"{account}@{region}"
         with self._lock:
-            if key not in self._cache:
-                s = self.settings
-                role = f"arn:{s.partition}:iam::{account}:role/{s.assume_role}" if s.assume_role else ""
-                session = aws_session.new_session(region, s.access_key_id, s.secret_access_key, assume_role_arn=role)
-                self._cache[key] = (aws_session.client(session, "ec2", region),
-                                    aws_session.client(session, "iam", region))
-            return self._cache[key]
+            if (key, service) not in self._clients:
+                if key not in self._sessions:
+                    s = self.settings
+                    role = f"arn:{s.partition}:iam::{account}:role/{s.assume_role}" if s.assume_role else ""
+                    self._sessions[key] = aws_session.new_session(region, s.access_key_id, s.secret_access_key,
+                                                                  assume_role_arn=role)
+                self._clients[(key, service)] = aws_session.client(self._sessions[key], service, region)
+            return self._clients[(key, service)]
+
+    def get(self, account: str, region: str) -> tuple[Any, Any]:
+        return self.client(account, region, "ec2"), self.client(account, region, "iam")
+
+    def eks(self, account: str, region: str) -> tuple[Any, Any]:
+        return self.client(account, region, "eks"), self.client(account, region, "autoscaling")
 
 
 @register("server")
@@ -308,6 +319,10 @@ class AWSIIDAttestor(NodeAttestor):
         self.settings = settings
         self.datastore = datastore
         self.clients = _Clients(settings)
+        self.organization = (membership.OrganizationValidator(settings.organization, settings.access_key_id,
+                                                              settings.secret_access_key, settings.partition)
+                             if settings.organization else None)
+        self.eks = membership.EKSValidator(settings.eks_clusters, self.clients.eks) if settings.eks_clusters else None
 
     @classmethod
     def validate(cls, config: AWSIIDConfig, ctx: PluginContext) -> None:
@@ -373,8 +388,30 @@ class AWSIIDAttestor(NodeAttestor):
                                    Status.INTERNAL) from None
         return {f'iamrole:{r["Arn"]}' for r in out.get("InstanceProfile", {}).get("Roles", []) if r.get("Arn")}
 
+    def _check_membership(self, doc: iid.InstanceIdentityDocument) -> None:
+        if self.organization is not None:
+            try:
+                member = self.organization.is_member(doc.account_id)
+            except membership.MembershipError as exc:
+                raise AttestationError(f"failed aws ec2 attestation, issue while verifying if nodes account id: "
+                                       f"{doc.account_id} belong to org: {exc}", Status.INTERNAL) from None
+            if not member:
+                raise AttestationError(f"failed aws ec2 attestation, nodes account id: {doc.account_id} is not part "
+                                       "of configured organization or doesn't have ACTIVE status", Status.INTERNAL)
+        if self.eks is not None:
+            try:
+                member = self.eks.is_member(doc.account_id, doc.region, doc.instance_id)
+            except membership.MembershipError as exc:
+                raise AttestationError(f"failed aws eks attestation, issue while verifying if nodes id: "
+                                       f"{doc.instance_id} belong to cluster: {exc}", Status.INTERNAL) from None
+            if not member:
+                raise AttestationError(f"failed aws eks attestation, nodes id: {doc.instance_id} is not part of "
+                                       "configured EKS cluster", Status.INTERNAL)
+
     async def attest(self, payload: bytes, challenge: Challenge) -> AttestResult:
         doc = self.verify(payload)
+        if self.organization is not None or self.eks is not None:
+            await asyncio.to_thread(self._check_membership, doc)
         instance, iam = await asyncio.to_thread(self._describe, doc)
         s = self.settings
         if not s.skip_block_device and doc.account_id not in s.local_accounts:
