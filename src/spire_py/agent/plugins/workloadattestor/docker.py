@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ....common import log
+from ....common.config.schema import RAW
 from ....common.plugin import BOOL, STR, STR_LIST, Field, PluginConfigError, PluginContext, Schema, register
 from ....common.registration import Selector
 from .base import WorkloadAttestationError, WorkloadAttestor
@@ -50,6 +51,21 @@ class DockerConfig:
     verbose_container_locator_logs: bool = False
     podman_socket_path: str = DEFAULT_PODMAN_SOCKET
     podman_socket_path_template: str = DEFAULT_PODMAN_TEMPLATE
+    experimental: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_experimental(value: Any) -> Optional[str]:
+    """SPIRE's ``experimental { sigstore { ... } }`` verifies image signatures with cosign and
+    Rekor; spire_py has no such verifier, so the block is refused rather than ignored (an
+    operator relying on it would otherwise believe images are verified)."""
+    if not isinstance(value, dict):
+        return "expected a block { ... }"
+    for key in value:
+        if key == "sigstore":
+            return ("sigstore image signature verification is not supported by spire_py; remove "
+                    "experimental.sigstore (images would otherwise not be verified)")
+        return f'unknown configuration key "{key}"; known keys: sigstore'
+    return None
 
 
 def _check_host(value: str) -> Optional[str]:
@@ -125,6 +141,7 @@ class DockerWorkloadAttestor(WorkloadAttestor):
         Field("verbose_container_locator_logs", BOOL, default=False),
         Field("podman_socket_path", STR, default=DEFAULT_PODMAN_SOCKET, check=_check_host),
         Field("podman_socket_path_template", STR, default=DEFAULT_PODMAN_TEMPLATE),
+        Field("experimental", RAW, default={}, check=_check_experimental),
     ])
     CONFIG_TYPE = DockerConfig
 

@@ -135,6 +135,12 @@ def test_defaults_are_spires():
     ({"podman_socket_path_template": "unix:///run/podman.sock"}, "podman_socket_path_template", "exactly one %d"),
     ({"use_new_container_locator": "yes please"}, "use_new_container_locator", "expected true or false"),
     ({"cgroup_prefix": "/docker"}, "cgroup_prefix", "unknown configuration key"),
+    # SPIRE's sigstore sample: refused, not ignored (no image would be verified)
+    ({"experimental": {"sigstore": {"allowed_identities": {"https://token.actions.githubusercontent.com":
+                                                            ["https://github.com/myorg/.*"]},
+                                    "skipped_images": ["registry/image@sha256:examplehash"]}}},
+     "experimental", "sigstore image signature verification is not supported"),
+    ({"experimental": {"cosign": {}}}, "experimental", 'unknown configuration key "cosign"'),
 ])
 def test_config_refusals_name_the_key(data, key, why):
     with pytest.raises(PluginConfigError, match=why) as err:
