@@ -21,6 +21,7 @@ BUILTIN_PLUGINS = (
     ".workloadattestor.unix",         # WorkloadAttestor "unix"
     ".workloadattestor.docker",       # WorkloadAttestor "docker"
     ".workloadattestor.systemd",      # WorkloadAttestor "systemd"
+    ".workloadattestor.k8s",          # WorkloadAttestor "k8s"
 )
 
 for _module in BUILTIN_PLUGINS:
