@@ -120,10 +120,15 @@ def _one_profile(ctx: Ctx, path: KeyPath, raw: Any) -> tuple[str, dict[str, Any]
     return name, merge_blocks(ctx, list(path) + [name], body)
 
 
+ACME_REFUSED = ("ACME is not supported by spire_py: spire-server run refuses this bundle endpoint; "
+                "use profile \"https_web\" { serving_cert_file { ... } }")
+
+
 def _acme(ctx: Ctx, path: KeyPath, v: Values) -> ACMEConfig:
     for key in ("domain_name", "email"):
         if not v[key]:
             raise ctx.error(list(path) + [key], "must be configured")
+    ctx.warn(path, ACME_REFUSED)
     return ACMEConfig(v["directory_url"] or DEFAULT_ACME_DIRECTORY, v["domain_name"], v["email"], v["tos_accepted"])
 
 

@@ -42,7 +42,6 @@ SERVER: tuple[Unacted, ...] = (
         ("max_attested_node_info_staleness", 0),
         *_PROFILING,
         ("proxy_protocol_trusted_cidrs", []),
-        ("federation", None),
         ("experimental.agent_spiffe_id_as_selector", False),
         ("experimental.cache_reload_interval", 5),
         ("experimental.full_cache_reload_interval", 24 * 3600),
@@ -53,6 +52,8 @@ SERVER: tuple[Unacted, ...] = (
         ("experimental.wit_issuer", ""),
         ("experimental.feature_flags", []),
     ),
+    # ACME certificates for the bundle endpoint are not built; run refuses them (server/federation/endpoint.py)
+    Unacted("server.federation.bundle_endpoint.acme", "acme"),
     # the deprecated spelling of event_timeout
     Unacted("server.experimental.sql_transaction_timeout", "event_timeout"),
     # The Prometheus endpoint serves plain HTTP; SPIRE's optional TLS for it is not built.

@@ -63,8 +63,9 @@ class BundleEndpoint:
     """Serves ``get_bundle()``'s bundle; ``set_svid`` swaps the https_spiffe certificate."""
 
     def __init__(self, config: BundleEndpointConfig, get_bundle: BundleGetter) -> None:
-        if config.acme is not None:
-            raise EndpointError("ACME is not supported by spire_py; use serving_cert_file in the https_web profile")
+        if config.profile == "https_web" and config.serving_cert_file is None:  # i.e. ACME
+            raise EndpointError("ACME is not supported by spire_py; configure the bundle endpoint with "
+                                "profile \"https_web\" { serving_cert_file { ... } } or \"https_spiffe\"")
         self.config = config
         self._get_bundle = get_bundle
         self._current: Optional[ssl.SSLContext] = None

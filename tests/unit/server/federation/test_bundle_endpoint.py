@@ -115,3 +115,12 @@ async def test_invalid_oversize_or_failed_responses_are_refused(tmp_path: Path, 
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_an_acme_bundle_endpoint_is_refused() -> None:
+    from spire_py.common.config.federation import ACMEConfig, BundleEndpointConfig
+    from spire_py.server.federation.endpoint import BundleEndpoint, EndpointError
+
+    cfg = BundleEndpointConfig(profile="https_web", acme=ACMEConfig(domain_name="b.test", email="a@b.test"))
+    with pytest.raises(EndpointError, match="ACME is not supported by spire_py"):
+        BundleEndpoint(cfg, lambda: None)  # type: ignore[arg-type,return-value]
