@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Optional, cast
 
 from ..common.catalog import CatalogError, close_in_reverse
-from ..common.daemon_config import configure_plugin
+from ..common.daemon_config import check_plugins, configure_plugin
 from ..common.plugin import Plugin
 from . import plugins as _builtin_plugins  # noqa: F401  (registers the built-in plugins)
 from .config import AgentConfig
@@ -45,9 +45,7 @@ class AgentCatalog:
     def check(self) -> None:
         """Check every plugin's configuration without creating anything (``validate``);
         ConfigError naming file, line and key."""
-        ctx = self._context()
-        for spec in self.config.plugins:
-            configure_plugin("agent", spec, ctx, self.config, check_only=True)
+        check_plugins("agent", self.config.plugins, self._context(), self.config)
 
     def load(self) -> None:
         """Configure every plugin in file order; blocking (keys and credentials are read)."""

@@ -56,13 +56,43 @@ def print_warnings(cfg: DaemonConfig) -> None:
         print(f"Warning: {warning}", file=sys.stderr)
 
 
+class PluginConfigErrors(ConfigError):
+    """Every plugin configuration error ``validate`` found, in file order (SPIRE's catalog notes
+    each plugin's errors and carries on with the next)."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return "; ".join(str(e) for e in self.errors)
+
+
+def check_plugins(side: str, specs: Iterable[PluginSpec], ctx: PluginContext, config: Optional[DaemonConfig]) -> None:
+    """Check every plugin (``validate``); all their errors together as PluginConfigErrors."""
+    errors: list[ConfigError] = []
+    for spec in specs:
+        try:
+            configure_plugin(side, spec, ctx, config, check_only=True)
+        except ConfigError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise PluginConfigErrors(errors)
+
+
 def validate_config(side: str, load: Callable[[], C], check_plugins: Callable[[C], None]) -> int:
     """``spire-<side> validate``: the file, its warnings and every plugin's configuration,
-    checked without starting anything."""
+    checked without starting anything; one line per error found."""
     try:
         cfg = load()
         print_warnings(cfg)
         check_plugins(cfg)
+    except PluginConfigErrors as exc:
+        for err in exc.errors:
+            print(f"SPIRE {side} configuration file is invalid: {err}", file=sys.stderr)
+        return 1
     except (CommandError, ConfigError) as exc:
         print(f"SPIRE {side} configuration file is invalid: {exc}", file=sys.stderr)
         return 1
@@ -79,6 +109,8 @@ def configure_plugin(side: str, spec: PluginSpec, ctx: PluginContext, config: Op
 def configure_plugin(side: str, spec: PluginSpec, ctx: PluginContext, config: Optional[DaemonConfig],
                      check_only: bool = False) -> Optional[Plugin]:
     """Look up and configure (or only check) one plugin; errors name file, line and key."""
+    if spec.data_error is not None:
+        raise spec.data_error
     try:
         cls = lookup(side, spec.type, spec.name)
         if check_only:

@@ -224,3 +224,58 @@ plugins {{
     assert getattr(unix, "discover_workload_path") is True
     assert catalog.svid_stores() == catalog.telemetry_sinks() == []
     await catalog.close()
+
+
+# --- validate reports every plugin's error -------------------------------------------------
+
+# SPIRE's own sample (test/integration/suites/spire-server-cli/conf/server/server_bad.conf): a
+# missing plugin_data_file and a disk UpstreamAuthority without its files; both are reported.
+SERVER_BAD_CONF = """\
+server {
+    bind_address = "0.0.0.0"
+    bind_port = "8081"
+    trust_domain = "domain.test"
+    data_dir = "DATA"
+    log_level = "DEBUG"
+    ca_ttl = "1h"
+    default_x509_svid_ttl = "10m"
+}
+
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "sqlite3"
+            connection_string = "DATA/datastore.sqlite3"
+        }
+    }
+    KeyManager "memory" {
+        plugin_data = {}
+    }
+
+  NodeAttestor "x509pop" {
+    # should trigger error due to file not found
+    plugin_data_file = "conf/server/x509pop.conf"
+  }
+
+  UpstreamAuthority "disk" {
+      plugin_data {
+        # should trigger validation error due to missing fields
+      }
+  }
+}
+"""
+
+
+def test_validate_reports_every_plugin_error_of_spire_s_bad_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "server_bad.conf"
+    path.write_text(SERVER_BAD_CONF.replace("DATA", str(tmp_path / "data")))
+    assert server_main(["validate", "-config", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    prefix = f"SPIRE server configuration file is invalid: {path}:"
+    assert len(lines) == 2 and all(line.startswith(prefix) for line in lines)
+    assert lines[0].endswith("plugins.NodeAttestor.x509pop.plugin_data_file: failed to read plugin configuration: "
+                             "open conf/server/x509pop.conf: no such file or directory")
+    assert lines[1].endswith("'cert_file_path' and 'key_file_path' must be set and not empty")
+    assert not (tmp_path / "data").exists()

@@ -33,6 +33,9 @@ class PluginSpec:
     line: Optional[int] = None
     checksum: str = ""
     data_file: Optional[str] = None  # set when data came from plugin_data_file
+    # An unreadable plugin_data_file: reported when the plugin is checked or configured, so
+    # validate names it next to the other plugins' errors (as SPIRE's catalog notes).
+    data_error: Optional[ConfigError] = None
 
     @property
     def key(self) -> str:
@@ -96,11 +99,18 @@ def _plugin_data(ctx: Ctx, path: list[Any], value: Any) -> dict[str, Any]:
     raise ctx.error(path, f"expected a block plugin_data {{ ... }}, got {describe(value)}")
 
 
+class DataFileUnreadable(ConfigError):
+    """plugin_data_file could not be read: deferred to the plugin's check (PluginSpec.data_error)."""
+
+
 def _load_data_file(ctx: Ctx, path: list[Any], file_path: str) -> dict[str, Any]:
     try:
         text = read_bounded(file_path).decode("utf-8")
     except OSError as exc:
-        raise ctx.error(path, f'cannot read plugin_data_file "{file_path}": {exc.strerror or exc}') from None
+        why = exc.strerror or str(exc)
+        # Go's os error: "open <path>: no such file or directory".
+        err = ctx.error(path, f"failed to read plugin configuration: open {file_path}: {why[:1].lower() + why[1:]}")
+        raise DataFileUnreadable(err.message, path=err.path, line=err.line, key=err.key) from None
     except UnicodeDecodeError:
         raise ctx.error(path, f'plugin_data_file "{file_path}" is not valid UTF-8') from None
     if not text.strip():
@@ -142,15 +152,20 @@ def parse_plugins(ctx: Ctx, raw: Any, rules: dict[str, PluginRule]) -> list[Plug
             raise ctx.error(path + ["plugin_cmd"], "external plugins are not supported; only built-in plugins can be used")
         data = _plugin_data(ctx, path + ["plugin_data"], values["plugin_data"])
         data_file = values["plugin_data_file"]
+        data_error: Optional[ConfigError] = None
         if data_file is not None:
             if "plugin_data" in values.present:
                 raise ctx.error(path + ["plugin_data_file"], "only one of [plugin_data, plugin_data_file] can be used")
-            data = _load_data_file(ctx, path + ["plugin_data_file"], data_file)
+            try:
+                data = _load_data_file(ctx, path + ["plugin_data_file"], data_file)
+            except DataFileUnreadable as exc:
+                data_error = exc
             data_file = os.path.abspath(data_file)
         if not values["enabled"]:
             continue
         line = ctx.line(path)
-        specs.append((line or 0, order, PluginSpec(ptype, name, copy.deepcopy(data), line, values["plugin_checksum"], data_file)))
+        specs.append((line or 0, order, PluginSpec(ptype, name, copy.deepcopy(data), line, values["plugin_checksum"],
+                                                   data_file, data_error)))
 
     specs.sort(key=lambda t: (t[0], t[1]))
     result = [s for _, _, s in specs]

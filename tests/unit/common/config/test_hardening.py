@@ -16,6 +16,7 @@ import pytest
 from spire_py.agent.cli.main import main as agent_main
 from spire_py.common.config import ConfigError, parse_text
 from spire_py.common.config.source import MAX_DEPTH
+from spire_py.server.catalog import ServerCatalog
 from spire_py.server.cli.main import main as server_main
 from spire_py.server.config import load_server_config, server_config_from
 
@@ -297,7 +298,8 @@ def test_an_endless_config_file_is_refused_after_a_bounded_read(capsys, side):
 def test_an_endless_plugin_data_file_is_refused_naming_the_key(tmp_path):
     plugins = SERVER_PLUGINS.replace('NodeAttestor "join_token" { plugin_data {} }',
                                      'NodeAttestor "join_token" { plugin_data_file = "/dev/zero" }')
+    cfg = load_server_config(server_conf(tmp_path, plugins=plugins))  # reported when plugins are checked
     with pytest.raises(ConfigError) as exc:
-        load_server_config(server_conf(tmp_path, plugins=plugins))
-    assert str(exc.value).endswith('plugins.NodeAttestor.join_token.plugin_data_file: '
-                                   'cannot read plugin_data_file "/dev/zero": file larger than 16 MiB')
+        ServerCatalog(cfg).check()
+    assert str(exc.value).endswith('plugins.NodeAttestor.join_token.plugin_data_file: failed to read plugin '
+                                   'configuration: open /dev/zero: file larger than 16 MiB')
