@@ -271,3 +271,65 @@ def test_agent_leaves_a_server_that_hangs(engine: str, make_database: Any, make_
         assert agent.proc.alive()
     finally:
         hung.send_signal(_signal.SIGCONT)
+
+
+def _agent_via(server: Any, token: str, root: x509.Certificate) -> Any:
+    """A join-token agent attested through ``server``, as spire-agent does; its mTLS client to it."""
+    import asyncio
+
+    from spire_py.agent.attestor import attest
+    from spire_py.agent.client import ServerClient
+    from spire_py.agent.plugins.nodeattestor.join_token import JoinTokenAttestor
+    from spire_py.common.keys import generate_key
+    from spire_py.common.spiffeid import TrustDomain
+
+    async def go() -> Any:
+        key = generate_key("ec-p256")
+        boot = ServerClient(server.bind_address, server.port, TrustDomain(TD), [root])
+        try:
+            chain, _ = await attest(boot, JoinTokenAttestor(token), key, TrustDomain(TD))
+        finally:
+            boot.close()
+        return chain, key
+
+    chain, key = asyncio.run(go())
+    return lambda: ServerClient(server.bind_address, server.port, TrustDomain(TD), [root], chain, key)
+
+
+def _sync_status(make_client: Any) -> str:
+    """OK, or the gRPC status of the agent's GetAuthorizedEntries (a new connection each time)."""
+    import asyncio
+
+    from grpclib.exceptions import GRPCError
+
+    from spire_py.proto.spire.api.server.entry.v1 import entry_pb2
+
+    async def go() -> str:
+        client = make_client()
+        try:
+            await client.entry.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest())
+            return "OK"
+        except GRPCError as exc:
+            return f"{exc.status.name}: {exc.message}"
+        finally:
+            client.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.timeout(120)
+def test_a_ban_or_eviction_on_one_server_is_honoured_by_the_other(ha: dict[str, Any]) -> None:
+    """Each server remembers agents' nodes; the other server's ban and eviction arrive through the
+    node events (read at most every second), and on the server that wrote them at once."""
+    a, b = ha["servers"]
+    banned_token, evicted_token = a.token(), a.token()
+    banned = _agent_via(b, banned_token, ha["root"])
+    evicted = _agent_via(b, evicted_token, ha["root"])
+    for client in (banned, evicted):
+        assert _sync_status(client) == "OK" and _sync_status(client) == "OK"  # B now remembers them
+    a.cli("agent", "ban", "-spiffeID", f"spiffe://{TD}/spire/agent/join_token/{banned_token}")
+    a.cli("agent", "evict", "-spiffeID", f"spiffe://{TD}/spire/agent/join_token/{evicted_token}")
+    wait_for(lambda: _sync_status(banned) != "OK", 15, "server B refusing the agent banned on A")
+    assert _sync_status(banned) == "PERMISSION_DENIED: agent is banned"
+    wait_for(lambda: _sync_status(evicted) != "OK", 15, "server B refusing the agent evicted on A")
+    assert _sync_status(evicted) == "PERMISSION_DENIED: agent is not attested"

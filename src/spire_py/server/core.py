@@ -6,7 +6,7 @@ import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, cast
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -20,6 +20,7 @@ from .cache import EntryCache
 from .config import ServerConfig
 from .datastore import errors as ds_errors
 from .datastore.api import DataStore
+from .datastore.cached import CachedDataStore
 from .plugins.nodeattestor.base import NodeAttestor
 
 T = TypeVar("T")
@@ -39,6 +40,18 @@ class ServerCore:
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="spire-db"))
     # Set when bundle or entries change, so agents' streams and caches can react.
     bundle_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The datastore as the APIs see it: agents' nodes and the bundle served from memory.
+    cached: CachedDataStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.datastore, CachedDataStore):
+            self.cached = self.datastore
+        else:
+            self.cached = CachedDataStore(self.datastore)
+            self.datastore = cast(DataStore, self.cached)
+        self._refresh_lock = asyncio.Lock()
+        self._refreshes_started = 0
+        self._refreshed_upto = 0
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking datastore (or signing) call off the event loop, mapping its errors."""
@@ -59,4 +72,14 @@ class ServerCore:
             raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
 
     async def refresh_cache(self) -> None:
-        await self.db(self.cache.refresh)
+        """Apply the entry events written so far. Callers arriving together share one read:
+        each waits for a refresh that started after it was called (so a writer sees its own
+        write), and a refresh started after several callers serves them all."""
+        wanted = self._refreshes_started + 1
+        async with self._refresh_lock:
+            if self._refreshed_upto >= wanted:
+                return
+            self._refreshes_started += 1
+            started = self._refreshes_started
+            await self.db(self.cache.refresh)
+            self._refreshed_upto = started

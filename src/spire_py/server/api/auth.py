@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Collection, Optional
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Collection, NamedTuple, Optional
 
 from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log, rpc, tls
+from ...common.registration import Selector
 from ...common.spiffeid import SpiffeId, is_agent_id
+from ..datastore.models import AttestedNode
 from .policy import ADMIN, AGENT, ANY, DOWNSTREAM, LOCAL
 
 if TYPE_CHECKING:
@@ -42,6 +46,8 @@ class Caller:
     is_agent: bool = False
     is_admin: bool = False
     is_downstream: bool = False
+    # An agent's node selectors, read with its attested node when it was authorized.
+    agent_selectors: list[Selector] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.local:
@@ -60,21 +66,19 @@ async def identify(stream: Any, core: "ServerCore", allowed: Collection[str] = (
     if sock is not None and sock.family == socket.AF_UNIX:
         pid, uid, gid = tls.peer_ucred(transport)
         return Caller(local=True, uid=uid, gid=gid, pid=pid)
-    peer = transport.get_extra_info("peername")
-    address = str(peer[0]) if isinstance(peer, tuple) and peer else None
-    leaf = tls.peer_leaf(transport)
-    if leaf is None:
+    peername = transport.get_extra_info("peername")
+    address = str(peername[0]) if isinstance(peername, tuple) and peername else None
+    peer = _peer_of(transport)
+    if peer is None:
         return Caller(address=address)
-    try:
-        sid = tls.spiffe_id_of(leaf)
-    except tls.PeerAuthError as exc:
-        raise GRPCError(Status.UNAUTHENTICATED, f"invalid caller certificate: {rpc.quote(exc)}") from None
-    caller = Caller(spiffe_id=sid, cert=leaf, address=address)
+    sid = peer.spiffe_id
+    caller = Caller(spiffe_id=sid, cert=peer.cert, address=address)
     if sid.trust_domain != core.trust_domain or ANY in allowed:
         return caller
     if is_agent_id(sid):
         if AGENT in allowed:
-            caller.is_agent = await _check_agent(core, sid, leaf)
+            node = await _check_agent(core, sid, peer)
+            caller.is_agent, caller.agent_selectors = True, node.selectors
     elif ADMIN in allowed or DOWNSTREAM in allowed:
         flags = await asyncio.to_thread(core.cache.flags_for, str(sid))
         caller.is_admin = flags.admin or str(sid) in core.admin_ids
@@ -82,13 +86,51 @@ async def identify(stream: Any, core: "ServerCore", allowed: Collection[str] = (
     return caller
 
 
-async def _check_agent(core: "ServerCore", sid: SpiffeId, leaf: x509.Certificate) -> bool:
-    node = await core.db(core.datastore.fetch_attested_node, str(sid))
+class _Peer(NamedTuple):
+    """A verified client certificate as the middleware needs it, parsed once per certificate."""
+
+    spiffe_id: SpiffeId
+    cert: x509.Certificate
+    serial: str
+    not_after: float
+
+
+# Client certificates seen lately, by DER: a connection's calls (every agent's sync every 5 s)
+# reuse the parse. Bounded; the oldest is dropped first.
+MAX_PEERS = 16384
+_peers: "OrderedDict[bytes, _Peer]" = OrderedDict()
+
+
+def _peer_of(transport: Any) -> Optional[_Peer]:
+    sslobj = transport.get_extra_info("ssl_object")
+    der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+    if not der:
+        return None
+    peer = _peers.get(der)
+    if peer is None:
+        leaf = x509.load_der_x509_certificate(der)
+        try:
+            sid = tls.spiffe_id_of(leaf)
+        except tls.PeerAuthError as exc:
+            raise GRPCError(Status.UNAUTHENTICATED, f"invalid caller certificate: {rpc.quote(exc)}") from None
+        peer = _Peer(sid, leaf, str(leaf.serial_number), leaf.not_valid_after_utc.timestamp())
+        _peers[der] = peer
+        while len(_peers) > MAX_PEERS:
+            _peers.popitem(last=False)
+    return peer
+
+
+async def _check_agent(core: "ServerCore", sid: SpiffeId, peer: _Peer) -> AttestedNode:
+    """The agent's attested node, if it may call: attested, not banned, current SVID."""
+    if time.time() >= peer.not_after:  # checked at the handshake; a connection can outlive it
+        raise GRPCError(Status.PERMISSION_DENIED, f'agent "{rpc.quote(sid)}" SVID is expired')
+    agent_id = str(sid)
+    node = core.cached.cached_agent(agent_id) or await core.db(core.cached.agent_node, agent_id)
     if node is None:
         raise GRPCError(Status.PERMISSION_DENIED, "agent is not attested")
     if node.banned:
         raise GRPCError(Status.PERMISSION_DENIED, "agent is banned")
-    serial = str(leaf.serial_number)
+    serial = peer.serial
     if serial not in (node.cert_serial_number, node.new_cert_serial_number):
         raise GRPCError(Status.PERMISSION_DENIED, "agent SVID does not match expected serial number")
     if serial == node.new_cert_serial_number:
@@ -97,7 +139,7 @@ async def _check_agent(core: "ServerCore", sid: SpiffeId, leaf: x509.Certificate
         node.new_cert_serial_number, node.new_cert_not_after = "", 0
         await core.db(core.datastore.update_attested_node, node, {
             "cert_serial_number", "cert_not_after", "new_cert_serial_number", "new_cert_not_after"})
-    return True
+    return node
 
 
 def authorize(caller: Caller, allowed: Collection[str]) -> None:

@@ -176,7 +176,7 @@ class EntryService(entry_grpc.EntryBase):
     async def _authorized(self, stream: Any) -> tuple[str, Authorized]:
         caller = caller_of(stream)
         agent = str(caller.spiffe_id)
-        selectors = await self.core.db(self.core.datastore.get_node_selectors, agent) if caller.is_agent else []
+        selectors = caller.agent_selectors if caller.is_agent else []  # read with its node by the middleware
         await self.core.refresh_cache()
         return agent, self.core.cache.authorized(agent, selectors)
 

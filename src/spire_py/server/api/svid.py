@@ -86,7 +86,7 @@ class SVIDService(svid_grpc.SVIDBase):
 
     async def _authorized_entries(self, caller: Any) -> dict[str, Any]:
         agent = str(caller.spiffe_id)
-        selectors = await self.core.db(self.core.datastore.get_node_selectors, agent) if caller.is_agent else []
+        selectors = caller.agent_selectors if caller.is_agent else []  # read with its node by the middleware
         await self.core.refresh_cache()
         return self.core.cache.authorized(agent, selectors).by_id
 

@@ -295,6 +295,22 @@ class NodeStore(TransactionalStore):
         with self._read(tolerate_stale) as conn:
             return [(int(r.id), r.spiffe_id) for r in conn.execute(q)]
 
+    def fetch_node_events(self, event_ids: Sequence[int]) -> list[tuple[int, str]]:
+        """The events among ``event_ids`` that exist now, in id order (see ``fetch_entry_events``)."""
+        ev = s.attested_node_entries_events
+        out: list[tuple[int, str]] = []
+        with self._read() as conn:
+            for part in chunks(sorted(set(event_ids))):
+                q = select(ev.c.id, ev.c.spiffe_id).where(ev.c.id.in_(part)).order_by(ev.c.id)
+                out.extend((int(r.id), r.spiffe_id) for r in conn.execute(q))
+        return out
+
+    def last_node_event_id(self) -> int:
+        """The highest node event id now visible (0 when there is none)."""
+        ev = s.attested_node_entries_events
+        with self._read() as conn:
+            return int(conn.execute(select(func.max(ev.c.id))).scalar() or 0)
+
     def prune_node_events(self, older_than_seconds: int) -> int:
         ev = s.attested_node_entries_events
         with self._write() as conn:
