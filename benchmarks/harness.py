@@ -263,8 +263,26 @@ plugins {{
     WorkloadAttestor "unix" {{
         plugin_data {{}}
     }}
-}}
+{more_attestors}}}
 {telemetry}"""
+
+
+# `python -m benchmarks.run --attestors unix,docker,systemd`: the agent runs those workload
+# attestors together (as SPIRE does, concurrently); docker talks to $DOCKER_HOST when set.
+def attestors() -> list[str]:
+    return [a for a in os.environ.get("SPIRE_PY_BENCH_ATTESTORS", "unix").split(",") if a]
+
+
+def more_attestors_block() -> str:
+    blocks = []
+    for name in attestors():
+        if name == "unix":
+            continue
+        data = ""
+        if name == "docker" and os.environ.get("DOCKER_HOST"):
+            data = f'docker_socket_path = "{os.environ["DOCKER_HOST"]}"'
+        blocks.append(f'    WorkloadAttestor "{name}" {{\n        plugin_data {{ {data} }}\n    }}\n')
+    return "".join(blocks)
 
 
 class AgentProcess:
@@ -278,7 +296,8 @@ class AgentProcess:
         bundle.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in roots))
         conf = self.dir / "agent.conf"
         conf.write_text(AGENT_CONF.format(dir=self.dir, port=server.port, sock=self.sock, bundle=bundle, td=TD,
-                                          log_level=log_level, telemetry=telemetry_block()))
+                                          log_level=log_level, telemetry=telemetry_block(),
+                                          more_attestors=more_attestors_block()))
         self.proc = Proc([*daemon("agent"), "run", "-config", str(conf), "-joinToken", token],
                          self.dir / "agent.log")
 

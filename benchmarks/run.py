@@ -98,7 +98,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="run spire-server/spire-agent from another checkout's src/ (before/after comparisons)")
     ap.add_argument("--telemetry", choices=("none", "prometheus"), default="none",
                     help="run the daemons with a Prometheus telemetry sink (the cost of metrics)")
+    ap.add_argument("--attestors", default="unix",
+                    help="the agent's workload attestors, e.g. unix,docker,systemd (Workload API cost of each)")
     args = ap.parse_args(argv)
+    unknown_attestors = set(args.attestors.split(",")) - {"unix", "docker", "systemd"}
+    if unknown_attestors or "unix" not in args.attestors.split(","):
+        print("--attestors: a comma-separated list of unix (required), docker, systemd", file=sys.stderr)
+        return 2
+    os.environ["SPIRE_PY_BENCH_ATTESTORS"] = args.attestors
     if args.telemetry != "none":
         os.environ["SPIRE_PY_BENCH_TELEMETRY"] = args.telemetry
     if args.src:

@@ -23,7 +23,7 @@ from google.protobuf import wrappers_pb2
 from spire_py.proto.workload import workload_pb2
 
 from .echo import METHOD
-from .harness import (sampling, ROOT, AgentProcess, Row, ServerProcess, bundle_roots, create_entries, entry_pb, join_token,
+from .harness import (sampling, ROOT, AgentProcess, attestors, Row, ServerProcess, bundle_roots, create_entries, entry_pb, join_token,
                       percentile, short_dir, wait_for)
 
 TARGET = 2.0
@@ -125,10 +125,13 @@ def _echo_client(sock: str, size: int) -> tuple[Any, Callable[[Any], Any]]:
 
 def _rows(method: str, clients: int, got: list[float], base: list[float], size: int, targeted: bool) -> list[Row]:
     rows = []
+    # Attestors beyond unix (--attestors) are named in the case, so both runs can sit side by side.
+    with_attestors = "" if attestors() == ["unix"] else f" [{'+'.join(attestors())}]"
     for p in (50, 99):
         value, baseline = percentile(got, p), percentile(base, p)
         target = targeted and p == 99
-        rows.append(Row("Workload API", f"{method} p{p}, {clients} client{'s' if clients > 1 else ''}", value, "ms",
+        rows.append(Row("Workload API", f"{method} p{p}, {clients} client{'s' if clients > 1 else ''}{with_attestors}",
+                        value, "ms",
                         baseline, f"grpc unary echo {size} B over UDS", False,
                         f"<= {TARGET}x" if target else "", (value / baseline <= TARGET) if target else None,
                         {"calls": len(got), "payload_bytes": size}))
