@@ -6,7 +6,7 @@ A new command is a function in its group's module and one row here.
 from __future__ import annotations
 
 from ...common.cli import Command
-from . import agent, bundle, entry, healthcheck, logger, mint, run, token
+from . import agent, bundle, debug, entry, healthcheck, logger, mint, run, token
 from .client import socket_flags
 
 COMMANDS: dict[str, Command] = {
@@ -32,6 +32,7 @@ COMMANDS: dict[str, Command] = {
     "agent ban": Command("Ban an attested agent given its SPIFFE ID", agent.id_flags("ban"), agent.ban),
     "agent purge": Command("Purge expired agents that were attested using a non-TOFU security model based on a given time",
                            agent.purge_flags, agent.purge),
+    "debug getinfo": Command("Prints debug information about the server", socket_flags, debug.getinfo),
     "x509 mint": Command("Mints an X509-SVID", mint.x509_flags, mint.x509_mint),
     "jwt mint": Command("Mints a JWT-SVID", mint.jwt_flags, mint.jwt_mint),
     "logger get": Command("Gets the logger details", logger.flags, logger.get),
