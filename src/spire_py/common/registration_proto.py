@@ -44,7 +44,8 @@ def entry_to_proto(e: Entry, mask: Optional[entry_pb2.EntryMask] = None) -> entr
     if want("jwt_svid_ttl"):
         pb.jwt_svid_ttl = e.jwt_svid_ttl
     if want("federates_with"):
-        pb.federates_with.extend(e.federates_with)
+        # Stored as trust domain IDs; SPIRE's API (and so its CLI) speaks trust domain names.
+        pb.federates_with.extend(f.removeprefix("spiffe://") for f in e.federates_with)
     if want("admin"):
         pb.admin = e.admin
     if want("downstream"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -20,7 +21,12 @@ FULL = Entry(
 
 
 def test_entry_round_trips_through_the_wire() -> None:
-    assert entry_from_proto(entry_pb2.Entry.FromString(entry_to_proto(FULL).SerializeToString())) == FULL
+    got = entry_from_proto(entry_pb2.Entry.FromString(entry_to_proto(FULL).SerializeToString()))
+    assert got == dataclasses.replace(FULL, federates_with=["fed.org"])
+
+
+def test_federated_trust_domains_go_on_the_wire_as_names_as_in_spire() -> None:
+    assert list(entry_to_proto(FULL).federates_with) == ["fed.org"]
 
 
 def test_entry_mask_sends_only_the_masked_fields_and_the_id() -> None:
