@@ -34,7 +34,7 @@ from .plugins.keymanager.base import AgentKeyManager
 from .plugins.nodeattestor.base import AgentNodeAttestor
 from .plugins.workloadattestor.base import WorkloadAttestor
 from .storage import AgentState, AgentStorage
-from .sync import fetch_entries, mint_svids
+from .sync import fetch_entries, fetch_federated_bundles, mint_svids
 from .trust_bundle import load_bootstrap_roots
 
 _log = log.get("agent")
@@ -205,6 +205,8 @@ class SpireAgent:
             entries = await fetch_entries(client, self.cache.entries)
         if entries != self.cache.entries:
             self.cache.entries = entries
+            changed = True
+        if await fetch_federated_bundles(client, self.cache, entries):
             changed = True
         self.cache.jwt_svids.prune()
         with metrics.call(SYNC_SVIDS):

@@ -9,12 +9,15 @@ from typing import Any, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from ..common import log
 from ..common.keys import generate_key
 from ..common.registration import Entry
 from ..common.registration_proto import entry_from_proto
 from ..common.spiffeid import unchecked_id_string
+from ..common.bundle import Bundle as SpiffeBundle
+from ..proto.spire.api.server.bundle.v1 import bundle_pb2
 from ..proto.spire.api.server.entry.v1 import entry_pb2
 from ..proto.spire.api.server.svid.v1 import svid_pb2
 from .attestor import chain_from_proto, make_csr
@@ -73,6 +76,41 @@ async def fetch_entries(client: ServerClient, known: dict[str, Entry]) -> dict[s
                 more = resp.more
         await stream.end()
         return result
+
+
+def _same_bundle(a: SpiffeBundle, b: SpiffeBundle) -> bool:
+    return (a.sequence_number, a.x509_authorities, a.jwt_authorities.keys()) == (
+        b.sequence_number, b.x509_authorities, b.jwt_authorities.keys())
+
+
+async def fetch_federated_bundles(client: ServerClient, cache: WorkloadCache, entries: dict[str, Entry]) -> bool:
+    """The bundles of every trust domain our entries federate with (SPIRE's agent asks
+    GetFederatedBundle for each); bundles no entry names any more are dropped. True on change."""
+    own = cache.trust_domain.id_string()
+    wanted = sorted({td for e in entries.values() for td in e.federates_with if td != own})
+    changed = False
+    for td_id in [td for td in cache.bundles if td != own and td not in wanted]:
+        del cache.bundles[td_id]
+        changed = True
+    for td_id in wanted:
+        name = td_id.removeprefix("spiffe://")
+        try:
+            pb = await client.bundle.GetFederatedBundle(bundle_pb2.GetFederatedBundleRequest(trust_domain=name),
+                                                        timeout=RPC_TIMEOUT)
+        except GRPCError as exc:
+            if exc.status != Status.NOT_FOUND:
+                raise
+            _log.warning("Federated bundle not found", extra=log.fields(trust_domain_id=name))
+            if cache.bundles.pop(td_id, None) is not None:
+                changed = True
+            continue
+        bundle = SpiffeBundle.from_proto(td_id, pb)
+        old = cache.bundles.get(td_id)
+        if old is None or not _same_bundle(old, bundle):
+            cache.bundles[td_id] = bundle
+            changed = True
+            _log.debug("Federated bundle updated", extra=log.fields(trust_domain_id=name))
+    return changed
 
 
 def _due(svid: CachedSVID, now: float) -> bool:
