@@ -12,7 +12,7 @@ VPY=${VPY:-$ROOT/.venv/bin/python}
 VBIN=$(dirname "$VPY")
 
 # 1. Tools: ansible-core 2.19 (the newest for Python 3.11) and ansible-lint, in the project venv.
-if ! "$VPY" -c 'import ansible, ansiblelint, ansible_test' 2>/dev/null; then
+if ! "$VPY" -c 'import ansible, ansiblelint, ansible_test, kubernetes_validate' 2>/dev/null; then
   "$VPY" -m pip install -q -r tests/collection/requirements.txt
 fi
 # systemd-analyze scores the unit files (tests/collection/test_units.py).
