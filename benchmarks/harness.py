@@ -164,6 +164,7 @@ server {{
     # default) would measure the limit instead, every client here being 127.0.0.1.
     ratelimit {{
         signing = false
+        attestation = {attestation_limit}
     }}
 }}
 plugins {{
@@ -198,7 +199,7 @@ class ServerProcess:
     database is given as (database_type, connection_string)."""
 
     def __init__(self, name: str = "server", database: Optional[tuple[str, str]] = None,
-                 log_level: str = "INFO") -> None:
+                 log_level: str = "INFO", attestation_limit: bool = True) -> None:
         self.dir = short_dir(name)
         self.sock = str(self.dir / "api.sock")
         self.port = free_port()
@@ -206,6 +207,7 @@ class ServerProcess:
         conf = self.dir / "server.conf"
         conf.write_text(SERVER_CONF.format(port=self.port, sock=self.sock, td=TD, dir=self.dir,
                                            log_level=log_level, db_type=db_type, telemetry=telemetry_block(),
+                                           attestation_limit=str(attestation_limit).lower(),
                                            db_conn=db_conn.replace("\\", "\\\\").replace('"', '\\"')))
         self.proc = Proc([*daemon("server"), "run", "-config", str(conf)], self.dir / "server.log")
 

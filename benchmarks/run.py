@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import entry_create, entry_sync, svid_issuance, workload_api
+from . import entry_create, entry_sync, fleet_scale, svid_issuance, workload_api
 from .harness import ROOT, Profiler, Row, machine, top_frames
 
 FULL = {
@@ -34,6 +34,12 @@ FULL = {
     "sync_agents": 10_000,
     "sync_repeats": 11,
     "create_entries": 20_000,
+    # Agents per step (the ramp stops early once p99 passes 5 s), the agents' sync interval
+    # (spire-agent's default), measured rounds per step and probe processes.
+    "fleet_ramp": [100, 250, 500, 1000, 2000, 5000],
+    "fleet_interval_ms": 5000,
+    "fleet_rounds": 3,
+    "fleet_workers": 2,
 }
 QUICK = {
     "issuance_svids": 100,
@@ -44,12 +50,17 @@ QUICK = {
     "sync_agents": 200,
     "sync_repeats": 3,
     "create_entries": 1_000,
+    "fleet_ramp": [5],
+    "fleet_interval_ms": 1000,
+    "fleet_rounds": 1,
+    "fleet_workers": 1,
 }
 BENCHMARKS: dict[str, Callable[..., Any]] = {
     "svid": svid_issuance.run,
     "workload": workload_api.run,
     "sync": entry_sync.run,
     "create": entry_create.run,
+    "fleet": fleet_scale.run,
 }
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 
