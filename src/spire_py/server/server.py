@@ -29,6 +29,7 @@ from .api.logger import LoggerService
 from .api.middleware import Middleware
 from .api.svid import SVIDService
 from .api.trustdomain import TrustDomainService
+from .bundle_publishing import BundlePublishing
 from .ca.ca import ServerCA
 from .ca.journal import DatastoreJournal
 from .cache import EntryCache
@@ -124,6 +125,10 @@ class SpireServer:
         self.core = core
         await core.sign(ca.start)
         await self._publish_bundle()
+        bundles = BundlePublishing(core, catalog.notifiers() + catalog.bundle_publishers())
+        if bundles.active:
+            await bundles.start()  # notifiers hear "bundle loaded" (fatal on failure, as SPIRE)
+            self._tasks.append(asyncio.create_task(bundles.run(self._stop), name="bundle-publishing"))
         await core.refresh_cache()
         self._start_federation(core)
         self._rotate_server_svid()

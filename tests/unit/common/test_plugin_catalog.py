@@ -161,7 +161,7 @@ def test_schema_and_dataclass_must_agree() -> None:
 
     with pytest.raises(TypeError, match="CONFIG keys"):
         register("server")(Broken)
-    with pytest.raises(PluginConfigError, match='unknown plugin type "Notifier"'):
+    with pytest.raises(PluginConfigError, match='unknown Notifier plugin "broken"'):  # k8sbundle is one
         lookup("server", "Notifier", "broken")
 
 
