@@ -199,7 +199,7 @@ def _sqlite_engine(target: SQLiteTarget, pool: PoolSettings, echo: bool) -> Engi
     # pick its one-connection-per-thread pool meant for :memory:; a file
     # database wants an ordinary pool.
     kwargs: dict[str, Any] = {"creator": connect, "echo": echo, "poolclass": QueuePool}
-    kwargs.update(_pool_kwargs(pool))
+    kwargs.update(_pool_kwargs(pool, SQLITE_POOL_SIZE))
     engine = create_engine("sqlite+pysqlite://", **kwargs)
 
     @event.listens_for(engine, "begin")
@@ -215,7 +215,13 @@ def _sqlite_engine(target: SQLiteTarget, pool: PoolSettings, echo: bool) -> Engi
     return engine
 
 
-def _pool_kwargs(pool: PoolSettings) -> dict[str, Any]:
+# sqlite3 connections kept open when max_idle_conns is not set: as many as the server's
+# datastore threads (8) and a few more, so a busy server does not open and close the
+# connections above SQLAlchemy's default of 5 on every burst (each open runs its PRAGMAs).
+SQLITE_POOL_SIZE = 12
+
+
+def _pool_kwargs(pool: PoolSettings, default_size: int = 5) -> dict[str, Any]:
     """Go's database/sql knobs mapped onto SQLAlchemy's QueuePool.
 
     max_idle_conns -> connections kept (at least 1: QueuePool reads 0 as "no
@@ -223,7 +229,7 @@ def _pool_kwargs(pool: PoolSettings) -> dict[str, Any]:
     conn_max_lifetime -> pool_recycle.
     """
     kwargs: dict[str, Any] = {}
-    size = 5  # SQLAlchemy's default
+    size = default_size  # SQLAlchemy's default unless the dialect wants more
     if pool.max_idle_conns is not None:
         size = max(pool.max_idle_conns, 1)
     if pool.max_open_conns:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +161,19 @@ def test_pool_settings_follow_go_database_sql() -> None:
         "pool_size": 2, "max_overflow": 18, "pool_recycle": 30}
     assert _pool_kwargs(PoolSettings(max_open_conns=0, max_idle_conns=0)) == {"pool_size": 1, "max_overflow": -1}
     assert _pool_kwargs(PoolSettings(max_open_conns=3)) == {"pool_size": 3, "max_overflow": 0}
+
+
+def test_a_sqlite3_store_keeps_enough_connections_for_the_servers_threads(tmp_path: Path) -> None:
+    """Not SQLAlchemy's 5: the server's 8 datastore threads would open and close the rest on every burst."""
+    from spire_py.server.datastore.dialects import SQLITE_POOL_SIZE
+
+    store = SQLDataStore("sqlite3", str(tmp_path / "ds.sqlite3"))
+    try:
+        assert store.engine.pool.size() == SQLITE_POOL_SIZE >= 8  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    tuned = SQLDataStore("sqlite3", str(tmp_path / "ds2.sqlite3"), max_idle_conns=2)
+    try:
+        assert tuned.engine.pool.size() == 2  # type: ignore[attr-defined]
+    finally:
+        tuned.close()
