@@ -6,7 +6,7 @@ A new command is a function in its group's module and one row here.
 from __future__ import annotations
 
 from ...common.cli import Command
-from . import agent, bundle, debug, entry, healthcheck, logger, mint, run, token
+from . import agent, bundle, debug, entry, federation, healthcheck, logger, mint, run, token
 from .client import socket_flags
 
 COMMANDS: dict[str, Command] = {
@@ -33,6 +33,15 @@ COMMANDS: dict[str, Command] = {
     "agent purge": Command("Purge expired agents that were attested using a non-TOFU security model based on a given time",
                            agent.purge_flags, agent.purge),
     "debug getinfo": Command("Prints debug information about the server", socket_flags, debug.getinfo),
+    "federation create": Command("Creates a dynamic federation relationship with a foreign trust domain",
+                                 federation.create_flags, federation.create),
+    "federation update": Command("Updates a dynamic federation relationship with a foreign trust domain",
+                                 federation.update_flags, federation.update),
+    "federation delete": Command("Deletes a dynamic federation relationship", federation.id_flags, federation.delete),
+    "federation list": Command("Lists all dynamic federation relationships", socket_flags, federation.list_),
+    "federation show": Command("Shows a dynamic federation relationship", federation.show_flags, federation.show),
+    "federation refresh": Command("Refreshes the bundle from the specified federated trust domain",
+                                  federation.id_flags, federation.refresh),
     "x509 mint": Command("Mints an X509-SVID", mint.x509_flags, mint.x509_mint),
     "jwt mint": Command("Mints a JWT-SVID", mint.jwt_flags, mint.jwt_mint),
     "logger get": Command("Gets the logger details", logger.flags, logger.get),
