@@ -146,7 +146,9 @@ class SVIDService(svid_grpc.SVIDBase):
         req = await stream.recv_message()
         caller = caller_of(stream)
         csr = parse_csr(req.csr)
-        chain = await self.core.sign(self.core.ca.sign_downstream_x509_ca, csr.public_key())
+        if req.preferred_ttl < 0:
+            raise GRPCError(Status.INVALID_ARGUMENT, "preferred TTL cannot be negative")
+        chain = await self.core.sign(self.core.ca.sign_downstream_x509_ca, csr.public_key(), req.preferred_ttl or None)
         bundle = await self.core.db(self.core.datastore.fetch_bundle, self.core.trust_domain.id_string())
         _log.info("Signed downstream X.509 CA", extra=log.fields(caller=caller.describe()))
         await stream.send_message(svid_pb2.NewDownstreamX509CAResponse(

@@ -300,6 +300,9 @@ class CAManager:
             except Exception as exc:
                 _log.error("Unable to rotate JWT key", extra=log.fields(error=str(exc)))
                 errors.append(exc)
+            if self._merge_upstream_bundle():
+                self._bundle_dirty = changed = True
+                self._save()
             if self.published.prune(now):
                 self._bundle_dirty = changed = True
                 self._save()
@@ -348,6 +351,42 @@ class CAManager:
             self._activate_jwt()
             changed = True
         return changed
+
+    # --- the upstream's own bundle (SPIRE's SubscribeToLocalBundle) -------------------------------
+    def _merge_upstream_bundle(self) -> bool:
+        """Add the upstream roots and JWT keys the UpstreamAuthority has seen since; True when any."""
+        seen = getattr(self.upstream, "upstream_bundle", None)
+        latest = seen() if callable(seen) else None
+        if not latest:
+            return False
+        roots, jwt_keys = latest
+        added = False
+        for root in roots:
+            added = self.published.add_x509_authority(root) or added
+        for kid, key, expires_at in jwt_keys:
+            if kid not in self.published.jwt_authorities:
+                self.published.add_jwt_authority(kid, key, expires_at)
+                added = True
+        if added:
+            _log.info("Upstream bundle updated", extra=log.fields(
+                x509_authorities=len(roots), jwt_authorities=len(jwt_keys)))
+        return added
+
+    def _publish_jwt_upstream(self, slot: JWTKeySlot) -> None:
+        """Publish a new JWT key to an UpstreamAuthority that takes it (the spire one); its answer, the
+        upstream's JWT keys, joins our bundle. Upstreams that do not publish are skipped, as SPIRE's
+        Unimplemented."""
+        publish = getattr(self.upstream, "publish_jwt_key", None)
+        if publish is None or slot.key is None:
+            return
+        try:
+            upstream_keys = publish(slot.kid, slot.key.public_key(), int(slot.not_after))
+        except NotImplementedError:
+            return
+        for kid, key, expires_at in upstream_keys or ():
+            if kid not in self.published.jwt_authorities:
+                self.published.add_jwt_authority(kid, key, expires_at)
+        _log.info("JWT key published upstream", extra=log.fields(local_authority_id=slot.kid))
 
     # --- X.509 CA ---------------------------------------------------------------------------------
     @telemetry.calls(CA_X509_CA_PREPARE)
@@ -417,6 +456,7 @@ class CAManager:
         slot.key, slot.kid, slot.not_after = key, new_key_id(), now + self.ca_ttl
         slot.issued_at, slot.status = now, PREPARED
         self.published.add_jwt_authority(slot.kid, key.public_key(), int(slot.not_after))
+        self._publish_jwt_upstream(slot)
         self._bundle_dirty = True
         self._save()
         _log.info("JWT key prepared", extra=log.fields(

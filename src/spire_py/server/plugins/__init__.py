@@ -22,6 +22,7 @@ BUILTIN_PLUGINS = (
     ".upstreamauthority.disk",        # UpstreamAuthority "disk"
     ".upstreamauthority.awssecret",   # UpstreamAuthority "awssecret"
     ".upstreamauthority.aws_pca",     # UpstreamAuthority "aws_pca"
+    ".upstreamauthority.spire",       # UpstreamAuthority "spire"
     ".bundlepublisher.k8s_configmap", # BundlePublisher "k8s_configmap"
     ".notifier.k8sbundle",            # Notifier "k8sbundle"
 )
