@@ -47,4 +47,4 @@ def test_server_logger_on_a_dead_socket(spire_server: ServerHandle) -> None:
     r = run([SERVER, "logger", "get", "-socketPath", gone], check=False)
     assert r.returncode == 1
     assert r.stderr == ("Error: error fetching logger: rpc error: code = Unavailable desc = connection error: "
-                        f'desc = "transport: error while dialing: dial unix {gone}: connect: no such file or directory"\n')
+                        f'desc = "transport: Error while dialing: dial unix {gone}: connect: no such file or directory"\n')

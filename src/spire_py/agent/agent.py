@@ -77,6 +77,10 @@ class SpireAgent:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._workload_server: Any = None
+        self._workload_service: Any = None
+        self._admin_server: Any = None
+        self.started = time.time()
+        self.last_sync_success = 0.0
         self._apis = ""
         self._health: Optional[health_http.HealthListener] = None
         self.error: Optional[str] = None
@@ -214,6 +218,7 @@ class SpireAgent:
                 changed = True
         if changed:
             await self.cache.publish()
+        self.last_sync_success = time.time()
         metrics.set_gauge(CACHE_RECORDS, len(entries))
         metrics.set_gauge(CACHE_SVIDS, len(self.cache.svids))
 
@@ -320,21 +325,24 @@ class SpireAgent:
         disable_workload = bool(getattr(self.config, "disable_workload_api", False))
         disable_sds = bool(getattr(self.config, "disable_sds_api", False))
         apis = [name for name, off in (("Workload API", disable_workload), ("SDS API", disable_sds)) if not off]
+        # The admin socket's Delegated Identity API attests and matches through it too.
+        service = self._workload_service = WorkloadAPIService(
+            self.cache, self.workload_attestors,
+            allow_unauthenticated_verifiers=bool(getattr(self.config, "allow_unauthenticated_verifiers", False)),
+            allowed_foreign_jwt_claims=tuple(getattr(self.config, "allowed_foreign_jwt_claims", ()) or ()),
+        )
         if not apis:
             _log.info("Skipping agent APIs because public endpoint is disabled",
                       extra=log.fields(apis="Workload API,SDS API"))
         else:
-            service = WorkloadAPIService(
-                self.cache, self.workload_attestors,
-                allow_unauthenticated_verifiers=bool(getattr(self.config, "allow_unauthenticated_verifiers", False)),
-                allowed_foreign_jwt_claims=tuple(getattr(self.config, "allowed_foreign_jwt_claims", ()) or ()),
-            )
             extra: list[Any] = [self._health_service()]
             if not disable_sds:
                 extra.append(self._sds_service(service))
             self._workload_server = await serve_workload_api(self.config.socket_path, service, extra_services=extra,
                                                              serve_workload_api=not disable_workload)
             self._apis = ",".join(apis)
+        if getattr(self.config, "admin_socket_path", ""):
+            self._admin_server = await self._serve_admin(service)
         hc = self.config.health_checks
         if hc.listener_enabled:
             self._health = health_http.HealthListener(hc.bind_address, hc.bind_port, hc.live_path, hc.ready_path,
@@ -349,6 +357,23 @@ class SpireAgent:
         if self._workload_server is not None:
             _log.info("Starting agent APIs", extra=log.fields(address=self.config.socket_path, network="unix",
                                                              apis=self._apis))
+
+    async def _serve_admin(self, workload: Any) -> Any:
+        from .adminapi.debug import AgentInfo, DebugService
+        from .adminapi.delegatedidentity import DelegatedIdentityService
+        from .adminapi.logger import LoggerService
+        from .adminapi.server import serve_admin_api
+        from .workloadapi.caller import CallerRegistry
+
+        def info() -> AgentInfo:
+            return AgentInfo(svid=list(self.state.svid) if self.state else [], roots=list(self.roots),
+                             cached_x509_svids=len(self.cache.svids), cached_jwt_svids=len(self.cache.jwt_svids),
+                             last_sync_success=self.last_sync_success)
+
+        callers = CallerRegistry()
+        services = [DebugService(info, self.started), LoggerService(),
+                    DelegatedIdentityService(workload, callers, getattr(self.config, "authorized_delegates", ()) or ())]
+        return await serve_admin_api(self.config.admin_socket_path, services, callers)
 
     def _sds_service(self, workload: Any) -> Any:
         from .workloadapi.sds import SDSNames, SecretDiscoveryService
@@ -392,6 +417,10 @@ class SpireAgent:
             t.cancel()
         if self._workload_server is not None:
             await close_workload_api(self._workload_server, self.config.socket_path)
+        if self._admin_server is not None:
+            if self._workload_service is not None:
+                await self._workload_service.shutdown()  # ends Delegated Identity streams too
+            await close_workload_api(self._admin_server, self.config.admin_socket_path)
         if self._health:
             await self._health.close()
         if self.client is not None:

@@ -35,7 +35,7 @@ def dial_error_text(exc: BaseException, socket_path: str) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "rpc error: code = DeadlineExceeded desc = context deadline exceeded"
     if isinstance(exc, OSError) and exc.strerror:
-        return ("rpc error: code = Unavailable desc = connection error: desc = \"transport: error while dialing: "
+        return ("rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: "
                 f'dial unix {socket_path}: connect: {exc.strerror.lower()}"')
     return f"rpc error: code = Unavailable desc = {exc}"
 

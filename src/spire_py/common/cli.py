@@ -28,11 +28,13 @@ class UsageError(SpireError):
 
 
 class CommandError(SpireError):
-    """A failed command; printed as one line, exit status 1 (or ``code``)."""
+    """A failed command; printed as one line, exit status 1 (or ``code``), after ``prefix``
+    (SPIRE's adapters print ``Error: ``; its Workload API commands print the bare message)."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = 1, prefix: str = "Error: ") -> None:
         super().__init__(message)
         self.code = code
+        self.prefix = prefix
 
 
 @dataclass
@@ -243,7 +245,8 @@ class App:
             if asyncio.iscoroutine(result):
                 result = asyncio.run(result)
         except (CommandError, UsageError) as exc:
-            print(f"Error: {exc}" if not str(exc).startswith("Error") else str(exc), file=sys.stderr)
+            lead = exc.prefix if isinstance(exc, CommandError) else "Error: "
+            print(f"{lead}{exc}" if not str(exc).startswith("Error") else str(exc), file=sys.stderr)
             return getattr(exc, "code", 1)
         except KeyboardInterrupt:
             return 130

@@ -8,17 +8,19 @@ SPIRE's pretty format or, with ``-output json``, as SPIRE's protojson shapes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable, Coroutine
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import json_format
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from ...common.admin_cli import dial_error_text
 from ...common.cli import CommandError, Context, FlagSet, write_file
 from ...common.cliprinter import go_time, print_proto_json, rpc_error_text
 from ...common.duration import format_duration_ns
@@ -34,6 +36,22 @@ WATCH_RETRY = 1.0
 
 
 # --- plumbing -------------------------------------------------------------------------------
+RunFn = Callable[[Context], Coroutine[Any, Any, int]]
+
+
+def bare_errors(fn: RunFn) -> RunFn:
+    """SPIRE's Workload API commands print their error alone, without ``Error: ``."""
+
+    @functools.wraps(fn)
+    async def run(ctx: Context) -> int:
+        try:
+            return await fn(ctx)
+        except CommandError as exc:
+            raise CommandError(str(exc), exc.code, prefix="") from None
+
+    return run
+
+
 def socket_flag(fs: FlagSet) -> None:
     fs.string("socketPath", DEFAULT_SOCKET, "Path to the SPIRE Agent API Unix domain socket")
 
@@ -55,18 +73,7 @@ def _want_json(ctx: Context) -> bool:
 
 def rpc_error(exc: BaseException, socket_path: str = "") -> CommandError:
     """A failed call, worded as grpc-go words it in SPIRE's output."""
-    if isinstance(exc, GRPCError):
-        return CommandError(rpc_error_text(exc))
-    if isinstance(exc, asyncio.TimeoutError):
-        return CommandError("rpc error: code = DeadlineExceeded desc = context deadline exceeded")
-    if isinstance(exc, OSError) and exc.strerror:
-        return CommandError(
-            "rpc error: code = Unavailable desc = connection error: desc = \"transport: error while dialing: "
-            f'dial unix {socket_path}: connect: {exc.strerror.lower()}"'
-        )
-    if isinstance(exc, StreamTerminatedError):
-        return CommandError(f"rpc error: code = Unavailable desc = {exc}")
-    return CommandError(str(exc))
+    return CommandError(dial_error_text(exc, socket_path))
 
 
 async def _call(ctx: Context, fn: Any) -> Any:
@@ -199,6 +206,7 @@ def x509_flags(fs: FlagSet) -> None:
     fs.string("write", "", "Write SVID data to the specified path (optional; only available for pretty output format)")
 
 
+@bare_errors
 async def fetch_x509(ctx: Context) -> int:
     as_json = _want_json(ctx)
     start = time.monotonic_ns()
@@ -223,6 +231,7 @@ def jwt_flags(fs: FlagSet) -> None:
     fs.string("format", "", "deprecated; use -output")
 
 
+@bare_errors
 async def fetch_jwt(ctx: Context) -> int:
     as_json = _want_json(ctx)
     # Go's CommaStringsFlag: the last -audience wins, split on commas.
@@ -255,6 +264,7 @@ def validate_flags(fs: FlagSet) -> None:
     fs.string("svid", "", "JWT SVID")
 
 
+@bare_errors
 async def validate_jwt(ctx: Context) -> int:
     as_json = _want_json(ctx)
     if not ctx.flags["audience"]:
@@ -298,6 +308,7 @@ def _watch_svids(resp: pb.X509SVIDResponse) -> list[X509SVID]:
     return svids
 
 
+@bare_errors
 async def watch(ctx: Context) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -175,9 +175,11 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
             call.log(logging.ERROR, "Security header missing from request")
             raise _status(Status.INVALID_ARGUMENT, "security header missing from request")
 
-    async def _attest(self, stream: Any, call: _Call) -> list[Selector]:
+    async def _attest(self, stream: Any, call: _Call, callers: Optional[CallerRegistry] = None) -> list[Selector]:
+        """The caller on ``stream``'s connection, attested (``callers``: the registry of the
+        socket it came in on; the Workload API's by default)."""
         transport = stream.peer._transport
-        caller = self.callers.lookup(transport)
+        caller = (callers or self.callers).lookup(transport)
         owned = caller is None
         if caller is None:
             try:
@@ -187,36 +189,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 raise _status(Status.INTERNAL, "could not read caller credentials") from None
         call.caller = caller
         try:
-            started = time.monotonic()
-            attests = [_bounded(a, caller.pid, caller.uid, caller.gid, self.attestor_timeout) for a in self.attestors]
-            if self._attestation is not None:
-                attests = [_timed(calls, a) for calls, a in zip(self._attestor_calls, attests)]
-            results: list[Any]
-            if len(attests) == 1:  # the common case (unix alone) runs inline, without a task
-                try:
-                    results = [await attests[0]]
-                except Exception as exc:
-                    results = [exc]
-            else:
-                results = await asyncio.gather(*attests, return_exceptions=True)
-            selectors: set[Selector] = set()
-            errors: list[str] = []
-            for attestor, res in zip(self.attestors, results):
-                if isinstance(res, asyncio.CancelledError):
-                    raise res
-                if isinstance(res, BaseException):
-                    errors.append(f'workload attestor "{attestor.NAME}" failed: {res}')
-                else:
-                    selectors.update(res)
-            failed = bool(self.attestors) and len(errors) == len(self.attestors)
-            if self._attestation is not None:
-                self._attestation.done(started, Status.UNAVAILABLE if failed else Status.OK)
-                self._discovered.add(len(selectors))
-            if failed:
-                call.log(logging.ERROR, "Workload attestation failed", error="; ".join(errors))
-                raise _status(Status.UNAVAILABLE, "workload attestation failed")
-            if errors and not call.quiet:
-                _log.error("Failed to collect all selectors", extra=log.fields(pid=caller.pid, error="; ".join(errors)))
+            selectors = await self.attest_process(call, caller.pid, caller.uid, caller.gid)
             try:
                 caller.is_alive()
             except CallerGone as exc:
@@ -224,10 +197,45 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 raise _status(
                     Status.UNAUTHENTICATED, f"could not verify existence of the original caller: {exc}"
                 ) from None
-            return sorted(selectors)
+            return selectors
         finally:
             if owned:
                 caller.close()
+
+    async def attest_process(self, call: _Call, pid: int, uid: int, gid: int) -> list[Selector]:
+        """Every workload attestor on ``pid``, concurrently and each bounded; the union of their
+        selectors. UNAVAILABLE "workload attestation failed" when all of them fail."""
+        started = time.monotonic()
+        attests = [_bounded(a, pid, uid, gid, self.attestor_timeout) for a in self.attestors]
+        if self._attestation is not None:
+            attests = [_timed(calls, a) for calls, a in zip(self._attestor_calls, attests)]
+        results: list[Any]
+        if len(attests) == 1:  # the common case (unix alone) runs inline, without a task
+            try:
+                results = [await attests[0]]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(*attests, return_exceptions=True)
+        selectors: set[Selector] = set()
+        errors: list[str] = []
+        for attestor, res in zip(self.attestors, results):
+            if isinstance(res, asyncio.CancelledError):
+                raise res
+            if isinstance(res, BaseException):
+                errors.append(f'workload attestor "{attestor.NAME}" failed: {res}')
+            else:
+                selectors.update(res)
+        failed = bool(self.attestors) and len(errors) == len(self.attestors)
+        if self._attestation is not None:
+            self._attestation.done(started, Status.UNAVAILABLE if failed else Status.OK)
+            self._discovered.add(len(selectors))
+        if failed:
+            call.log(logging.ERROR, "Workload attestation failed", error="; ".join(errors))
+            raise _status(Status.UNAVAILABLE, "workload attestation failed")
+        if errors and not call.quiet:
+            _log.error("Failed to collect all selectors", extra=log.fields(pid=pid, error="; ".join(errors)))
+        return sorted(selectors)
 
     def _no_identity(self, call: _Call, selectors: Sequence[Selector]) -> GRPCError:
         # Selectors stay out of the log by default, as in SPIRE (labels may be sensitive).

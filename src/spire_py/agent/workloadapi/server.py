@@ -15,6 +15,7 @@ from grpclib.server import Server
 
 from ...common import log
 from ...common.rpc import GuardedServer
+from .caller import CallerRegistry
 from .handler import WorkloadAPIService
 
 _log = log.get("workload_api")
@@ -24,21 +25,19 @@ DIR_MODE = 0o755
 CLOSE_TIMEOUT = 5.0
 
 
-class WorkloadAPIServer(GuardedServer):
-    """A bounded gRPC server (common.rpc: message sizes, status strings, backlog) that tells the
-    service about each connection as it is accepted, so the caller's /proc entry is pinned
-    before any request is read (pid-reuse guard)."""
+class TrackedServer(GuardedServer):
+    """A bounded gRPC server (common.rpc: message sizes, status strings, backlog) that tells
+    ``callers`` about each connection as it is accepted, so the caller's /proc entry is pinned
+    before any request is read (pid-reuse guard). The Workload API and the admin API use it."""
 
-    def __init__(self, service: WorkloadAPIService, extra_services: Iterable[Any] = (),
-                 serve_workload_api: bool = True) -> None:
-        # With disable_workload_api the service still attests SDS callers, unserved.
-        super().__init__([service, *extra_services] if serve_workload_api else list(extra_services))
-        self.service = service
+    def __init__(self, handlers: Iterable[Any], callers: CallerRegistry) -> None:
+        super().__init__(handlers)
+        self.callers = callers
         self.transports: set[Any] = set()
 
     def _protocol_factory(self) -> Any:
         protocol = super()._protocol_factory()
-        registry = self.service.callers
+        registry = self.callers
         made, lost = protocol.connection_made, protocol.connection_lost
         conn: dict[str, Any] = {}
 
@@ -61,8 +60,24 @@ class WorkloadAPIServer(GuardedServer):
         protocol.connection_lost = connection_lost  # type: ignore[method-assign]
         return protocol
 
+    def drop_connections(self) -> None:
+        """grpclib keeps accepted connections open after close(); clients must see the agent go."""
+        for transport in list(self.transports):
+            transport.close()
 
-def _prepare_dir(path: str) -> None:
+
+class WorkloadAPIServer(TrackedServer):
+    """The Workload API (and SDS, health) on the public socket; callers go to the service's registry."""
+
+    def __init__(self, service: WorkloadAPIService, extra_services: Iterable[Any] = (),
+                 serve_workload_api: bool = True) -> None:
+        # With disable_workload_api the service still attests SDS callers, unserved.
+        super().__init__([service, *extra_services] if serve_workload_api else list(extra_services),
+                         service.callers)
+        self.service = service
+
+
+def prepare_dir(path: str) -> None:
     missing = []
     d = os.path.dirname(os.path.abspath(path))
     while d and not os.path.isdir(d):
@@ -73,7 +88,7 @@ def _prepare_dir(path: str) -> None:
         os.chmod(d, DIR_MODE)  # mkdir's mode is filtered by the umask
 
 
-def _remove_stale(path: str) -> None:
+def remove_stale(path: str) -> None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -88,8 +103,8 @@ async def serve_workload_api(
     serve_workload_api: bool = True,
 ) -> WorkloadAPIServer:
     """Listen on ``socket_path`` (parent created 0755, stale socket removed, socket 0777)."""
-    _prepare_dir(socket_path)
-    _remove_stale(socket_path)
+    prepare_dir(socket_path)
+    remove_stale(socket_path)
     server = WorkloadAPIServer(service, extra_services, serve_workload_api)
     await server.start(path=socket_path)
     try:
@@ -106,16 +121,14 @@ async def close_workload_api(server: Server, socket_path: Optional[str] = None) 
     if isinstance(server, WorkloadAPIServer):
         await server.service.shutdown()
     server.close()
-    if isinstance(server, WorkloadAPIServer):
-        # grpclib keeps accepted connections open after close(); clients must see the agent go.
-        for transport in list(server.transports):
-            transport.close()
+    if isinstance(server, TrackedServer):
+        server.drop_connections()
     try:
         await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
     except asyncio.TimeoutError:
         _log.warning("Workload API streams did not end in time")
-    if isinstance(server, WorkloadAPIServer):
-        server.service.callers.close()
+    if isinstance(server, TrackedServer):
+        server.callers.close()
     if socket_path:
         try:
             os.unlink(socket_path)

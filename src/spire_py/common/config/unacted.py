@@ -63,8 +63,6 @@ SERVER: tuple[Unacted, ...] = (
 AGENT: tuple[Unacted, ...] = (
     *_same(
         "agent",
-        ("admin_socket_path", ""),
-        ("authorized_delegates", []),
         ("availability_target", None),
         ("log_selectors", []),
         ("log_source_location", False),
