@@ -1,0 +1,103 @@
+"""Nested SPIRE end to end: root server → nested server → a workload of the nested server's agent.
+
+The nested server is a workload of an agent of the root server (join_token), with a
+``-downstream`` entry; its UpstreamAuthority "spire" takes that SVID from the agent's socket
+and has the root sign its intermediate. A workload of the nested server's own agent gets an
+SVID that verifies against the root's bundle (and a JWT-SVID whose key the nested server
+published to the root), and keeps being served when the nested intermediate rotates
+(a 40 s ca_ttl).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable
+
+import jwt as pyjwt
+from cryptography import x509
+
+from spire_py.common.x509util import verify_chain
+from tests.integration.helpers.harness import ME, TD, AgentHandle, ServerHandle, fetch, svid_for, wait_for
+
+NESTED_ID = f"spiffe://{TD}/nested"
+WORKLOAD_ID = f"spiffe://{TD}/workload"
+
+
+def _agent_id(token: str) -> str:
+    return f"spiffe://{TD}/spire/agent/join_token/{token}"
+
+
+def _root_bundle(root: ServerHandle) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(root.cli("bundle", "show").stdout.encode())
+
+
+def _verifies_to_root(doc: dict[str, Any], root: ServerHandle) -> list[x509.Certificate]:
+    chain = x509.load_pem_x509_certificates(doc["chain"].encode())
+    verify_chain(chain[0], chain[1:], _root_bundle(root), None)
+    return chain
+
+
+def _jwt_verifies_to_root(token: str, root: ServerHandle) -> None:
+    doc = json.loads(root.cli("bundle", "show", "-format", "spiffe").stdout)
+    kid = pyjwt.get_unverified_header(token)["kid"]
+    (jwk,) = [k for k in doc["keys"] if k.get("kid") == kid]
+    key = pyjwt.PyJWK(jwk)
+    pyjwt.decode(token, key.key, algorithms=[key.algorithm_name], audience="test-audience")
+
+
+def test_a_nested_server_s_workload_chains_to_the_root_and_survives_a_nested_rotation(
+        make_server: Callable[..., ServerHandle], start_agent: Callable[..., AgentHandle]) -> None:
+    root = make_server()
+    token = root.token()
+    root_agent = start_agent(root, token=token)
+    root.cli("entry", "create", "-parentID", _agent_id(token), "-spiffeID", NESTED_ID,
+             "-selector", f"unix:uid:{ME}", "-downstream")
+    svid_for(root_agent.socket, NESTED_ID)  # the nested server can get its SVID before it starts
+
+    nested = make_server(
+        extra_server='ca_ttl = "40s"\n    default_x509_svid_ttl = "6s"\n    agent_ttl = "40s"',
+        extra_plugins=f'''UpstreamAuthority "spire" {{
+        plugin_data {{
+            server_address = "127.0.0.1"
+            server_port = "{root.port}"
+            workload_api_socket = "{root_agent.socket}"
+        }}
+    }}''')
+    # The nested bundle is the root's: the root CA, and the root's JWT keys with the nested one.
+    assert {c.fingerprint(c.signature_hash_algorithm) for c in _root_bundle(root)} <= {  # type: ignore[arg-type]
+        c.fingerprint(c.signature_hash_algorithm)  # type: ignore[arg-type]
+        for c in x509.load_pem_x509_certificates(nested.cli("bundle", "show").stdout.encode())}
+
+    nested_token = nested.token()
+    nested_agent = start_agent(nested, token=nested_token)
+    nested.cli("entry", "create", "-parentID", _agent_id(nested_token), "-spiffeID", WORKLOAD_ID,
+               "-selector", f"unix:uid:{ME}")
+    doc = svid_for(nested_agent.socket, WORKLOAD_ID)
+    chain = _verifies_to_root(doc, root)
+    assert len(chain) == 2 and chain[1].issuer in {c.subject for c in _root_bundle(root)}
+    assert re.search(r"OU=DOWNSTREAM-1", chain[1].subject.rfc4514_string())
+    _jwt_verifies_to_root(doc["jwt"], root)
+
+    # The nested entry is listed by `entry show` on the root (downstream entries are not hidden).
+    assert NESTED_ID in root.cli("entry", "show").stdout
+    assert "Found 1 entry" in root.cli("entry", "show", "-downstream").stdout
+
+    # The nested intermediate rotates (activation at 5/6 of 40 s); the workload is still served,
+    # by an SVID under the new intermediate that still verifies to the root.
+    first_ca = chain[1].serial_number
+    rotated: dict[str, Any] = {}
+
+    def new_intermediate() -> bool:
+        got = fetch(nested_agent.socket)
+        if got and got["spiffe_id"] == WORKLOAD_ID:
+            c = x509.load_pem_x509_certificates(got["chain"].encode())
+            if len(c) == 2 and c[1].serial_number != first_ca:
+                rotated.update(got)
+                return True
+        return False
+
+    wait_for(new_intermediate, 60, "an SVID under the rotated nested intermediate", interval=1)
+    _verifies_to_root(rotated, root)
+    _jwt_verifies_to_root(rotated["jwt"], root)
+    assert nested.proc.alive() and root.proc.alive()
