@@ -43,7 +43,8 @@ CONFIGMAP = '''BundlePublisher "k8s_configmap" {
         }
     }'''
 SERVER_SAMPLES = {
-    "psat, configmap, k8sbundle in-cluster": f'{SERVER_PSAT}\n{CONFIGMAP}\nNotifier "k8sbundle" {{ plugin_data {{ }} }}',
+    "psat, configmap, k8sbundle in-cluster":
+        f'{SERVER_PSAT}\n{CONFIGMAP}\nNotifier "k8sbundle" {{ plugin_data {{ }} }}',
     "k8sbundle out-of-cluster": '''Notifier "k8sbundle" {
         plugin_data {
             namespace = "infra"

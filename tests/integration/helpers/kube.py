@@ -199,6 +199,8 @@ class KubeAPIServer:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # False: review tokens as an API server that does not check the bound pod still exists.
     check_bound_pod: bool = True
+    # False: answer as an audience-unaware authenticator (no status.audiences).
+    audience_aware: bool = True
 
     @property
     def url(self) -> str:
@@ -274,7 +276,7 @@ class KubeAPIServer:
                 aud = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
                 status = {
                     "authenticated": True,
-                    "audiences": [a for a in (audiences or [API_AUDIENCE]) if a in aud],
+                    "audiences": [a for a in (audiences or [API_AUDIENCE]) if a in aud] if self.audience_aware else [],
                     "user": {
                         "username": claims["sub"],
                         "uid": k8s["serviceaccount"]["uid"],

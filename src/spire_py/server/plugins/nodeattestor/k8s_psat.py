@@ -7,7 +7,8 @@ authenticated and belong to a service account of ``service_account_allow_list``
 (``namespace:name``). The pod the token was issued for and its node are read from the API; the
 agent is ``spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID>`` and may re-attest (the same
 node UID gets the same ID). Beyond SPIRE: the pod read must be the pod the token was bound to
-(its UID), so a token that outlived its pod cannot attest as whichever pod took the name.
+(its UID), so a token that outlived its pod cannot attest as whichever pod took the name, and the
+review must name one of the requested audiences (an audience-unaware authenticator checked none).
 
 Selectors (type ``k8s_psat``): ``cluster``, ``agent_ns``, ``agent_sa``, ``agent_pod_name``,
 ``agent_pod_uid``, ``agent_node_ip``, ``agent_node_name``, ``agent_node_uid``, and
@@ -125,6 +126,12 @@ class PSATAttestor(NodeAttestor):
             raise AttestationError(f"unable to validate token with TokenReview API: {exc}", Status.INTERNAL) from None
         if not status.authenticated:
             raise AttestationError("token not authenticated according to TokenReview API")
+        answered = set(getattr(status, "audiences", None) or [])
+        if cluster.audience and not answered & set(cluster.audience):
+            # Beyond SPIRE, as the TokenReview API asks of its clients: a review that names none of the
+            # requested audiences came from an audience-unaware authenticator, which checked none of them.
+            raise AttestationError(f"token audiences {sorted(answered)} reviewed by the TokenReview API do not "
+                                   f"include any of {cluster.audience}")
         user = status.user
         try:
             namespace, account = k8s.names_from_username(getattr(user, "username", "") or "")

@@ -84,6 +84,13 @@ async def test_configured_audience_is_sent(api: KubeAPIServer, tmp_path: Path) -
     assert api.reviews[-1]["audiences"] == ["spire-prod"]
 
 
+async def test_review_from_an_audience_unaware_authenticator_is_refused(api: KubeAPIServer, tmp_path: Path) -> None:
+    api.audience_aware = False
+    with pytest.raises(AttestationError, match=r"do not include any of \['spire-server'\]") as err:
+        await attestor(api, tmp_path).attest(payload(agent_token(api)), no_challenge)
+    assert err.value.status == Status.PERMISSION_DENIED
+
+
 async def test_expired_token_is_refused(api: KubeAPIServer, tmp_path: Path) -> None:
     a = attestor(api, tmp_path)
     with pytest.raises(AttestationError, match="expired"):
