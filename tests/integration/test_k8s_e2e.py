@@ -6,7 +6,8 @@ fixture, which verifies the RS256 signature), publishes its bundle into a Config
 (BundlePublisher k8s_configmap, PEM) and a second one (Notifier k8sbundle) at start and again
 after AppendBundle. The agent's k8s attestor reads the workload's /proc/<pid>/cgroup, finds the
 pod UID and container ID there, asks the kubelet fixture over TLS with its bearer token, and the
-workload gets the SVID of its k8s:ns/k8s:sa entry; a process outside the pod gets nothing.
+workload gets the SVID of its k8s:ns/k8s:sa entry; a process outside pods, or in a pod of another
+service account, gets nothing.
 """
 
 from __future__ import annotations
@@ -53,16 +54,22 @@ def cluster(tmp_path: Path) -> Iterator[tuple[KubeAPIServer, Kubelet, Path]]:
 
 
 @pytest.fixture
-def pod_cgroup() -> Iterator[tuple[str, str, Path]]:
-    """(pod UID, container ID, the container's cgroup), as the kubelet's cgroupfs driver makes them."""
-    pod_uid, cid = str(uuid.uuid4()), uuid.uuid4().hex + uuid.uuid4().hex
-    top = CGROUP_ROOT / f"kubepods-spire-py-test-{uuid.uuid4().hex[:8]}"
-    path = top / "besteffort" / f"pod{pod_uid}" / cid
-    path.mkdir(parents=True)
+def pod_cgroups() -> Iterator[Callable[[], tuple[str, str, Path]]]:
+    """Makes (pod UID, container ID, the container's cgroup), as the kubelet's cgroupfs driver names them."""
+    made: list[Path] = []
+
+    def make() -> tuple[str, str, Path]:
+        pod_uid, cid = str(uuid.uuid4()), uuid.uuid4().hex + uuid.uuid4().hex
+        top = CGROUP_ROOT / f"kubepods-spire-py-test-{uuid.uuid4().hex[:8]}"
+        path = top / "besteffort" / f"pod{pod_uid}" / cid
+        path.mkdir(parents=True)
+        made.extend([path, path.parent, path.parent.parent, top])
+        return pod_uid, cid, path
+
     try:
-        yield pod_uid, cid, path
+        yield make
     finally:
-        for p in (path, path.parent, path.parent.parent, top):
+        for p in made:
             try:
                 p.rmdir()
             except OSError:
@@ -89,10 +96,11 @@ async def append_authority(server: ServerHandle, cert: x509.Certificate) -> None
 
 
 def test_k8s_psat_agent_k8s_workload_and_configmap_bundle(
-        cluster: tuple[KubeAPIServer, Kubelet, Path], pod_cgroup: tuple[str, str, Path],
+        cluster: tuple[KubeAPIServer, Kubelet, Path], pod_cgroups: Callable[[], tuple[str, str, Path]],
         make_server: Callable[..., ServerHandle], start_agent: Callable[..., AgentHandle]) -> None:
     api, kl, d = cluster
-    pod_uid, cid, cgroup = pod_cgroup
+    pod_uid, cid, cgroup = pod_cgroups()
+    other_uid, other_cid, other_cgroup = pod_cgroups()
     node_uid = str(uuid.uuid4())
     api.add_node(node("node-1", uid=node_uid, labels={"topology.kubernetes.io/zone": "z1"}))
     agent_pod = api.add_pod(pod("spire", "spire-agent-x7k2p", node_name="node-1", service_account="spire-agent"))
@@ -104,6 +112,9 @@ def test_k8s_psat_agent_k8s_workload_and_configmap_bundle(
     kl.pods.append(pod("prod", "web-5c9d", uid=pod_uid, node_name="node-1", service_account="web",
                        containers=[{"name": "web", "image": "web:1", "imageID": "registry/web@sha256:01",
                                     "containerID": f"containerd://{cid}"}]))
+    kl.pods.append(pod("prod", "batch-1", uid=other_uid, node_name="node-1", service_account="batch",
+                       containers=[{"name": "batch", "image": "batch:1", "imageID": "registry/batch@sha256:02",
+                                    "containerID": f"containerd://{other_cid}"}]))
 
     server = make_server(extra_plugins=f'''
     NodeAttestor "k8s_psat" {{ plugin_data {{ clusters = {{ "test-cluster" = {{
@@ -153,6 +164,9 @@ def test_k8s_psat_agent_k8s_workload_and_configmap_bundle(
     wait_for(workload_gets_its_svid, 60, "the pod's workload SVID", interval=0.5)
     assert any(r == "GET /pods" for r in kl.requests)
     assert fetch(agent.socket) is None  # this test's own process is in no pod: no entry matches it
+    # A pod of the same namespace with another service account is not the web entry's workload.
+    other = in_cgroup(other_cgroup, sys.executable, WORKLOAD, str(ME), agent.socket, "fetch")
+    assert other.returncode != 0 and web not in other.stdout, other.stdout + other.stderr
 
     # A bundle change reaches both ConfigMaps.
     extra = make_ca("Appended Root").cert

@@ -113,6 +113,16 @@ async def test_pod_not_yet_listed_is_polled_again(kl: Kubelet, proc: Path) -> No
     assert "pod-name:web-7d9f" in got and len(kl.requests) == 4
 
 
+async def test_concurrent_attestations_share_one_pod_list(kl: Kubelet, proc: Path) -> None:
+    import asyncio
+
+    in_cgroup(proc, f"/kubepods/burstable/pod{POD_UID}/{CID}")
+    a = attestor(kl)
+    results = await asyncio.gather(*(a.attest(PID, 0, 0) for _ in range(8)))
+    assert all("sa:web" in values(r) for r in results)
+    assert kl.requests == ["GET /pods"]
+
+
 async def test_gives_up_after_max_poll_attempts(kl: Kubelet, proc: Path) -> None:
     in_cgroup(proc, f"/kubepods/burstable/pod{POD_UID}/{CID}")
     kl.hide_for = 100
