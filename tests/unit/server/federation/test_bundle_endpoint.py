@@ -124,3 +124,25 @@ def test_an_acme_bundle_endpoint_is_refused() -> None:
     cfg = BundleEndpointConfig(profile="https_web", acme=ACMEConfig(domain_name="b.test", email="a@b.test"))
     with pytest.raises(EndpointError, match="ACME is not supported by spire_py"):
         BundleEndpoint(cfg, lambda: None)  # type: ignore[arg-type,return-value]
+
+
+async def test_https_web_serving_certificate_files_are_reloaded_when_they_change(tmp_path: Path) -> None:
+    import os
+
+    web_ca = make_ca("Web CA")
+    files = make_web_cert(web_ca, "127.0.0.1").write(tmp_path, "web")
+    ca = make_ca()
+    async with serving_endpoint([bundle_of("other.test", ca.cert)], web_files=files) as ep:
+        assert not ep._load_files()  # unchanged files are not read again
+        replacement = make_web_cert(web_ca, "127.0.0.1")
+        replacement.write(tmp_path, "web")
+        for path in files:
+            os.utime(path, (1, 1))  # a different mtime than the first load, whatever the clock's resolution
+        assert ep._load_files()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        _, writer = await asyncio.open_connection("127.0.0.1", ep.port, ssl=ctx)
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+    from cryptography import x509
+    assert x509.load_der_x509_certificate(der) == replacement.cert
