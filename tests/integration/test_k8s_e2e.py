@@ -4,7 +4,7 @@ of helpers/kube.py, and a workload placed in a real cgroup named as the kubelet 
 The server attests the agent with k8s_psat (its projected token reviewed by the API server
 fixture, which verifies the RS256 signature), publishes its bundle into a ConfigMap
 (BundlePublisher k8s_configmap, PEM) and a second one (Notifier k8sbundle) at start and again
-after AppendBundle. The agent's k8s attestor reads the workload's /proc/<pid>/cgroup, finds the
+after AppendBundle. Evicted, the agent re-attests to the same ID. The agent's k8s attestor reads the workload's /proc/<pid>/cgroup, finds the
 pod UID and container ID there, asks the kubelet fixture over TLS with its bearer token, and the
 workload gets the SVID of its k8s:ns/k8s:sa entry; a process outside pods, or in a pod of another
 service account, gets nothing.
@@ -167,6 +167,13 @@ def test_k8s_psat_agent_k8s_workload_and_configmap_bundle(
     # A pod of the same namespace with another service account is not the web entry's workload.
     other = in_cgroup(other_cgroup, sys.executable, WORKLOAD, str(ME), agent.socket, "fetch")
     assert other.returncode != 0 and web not in other.stdout, other.stdout + other.stderr
+
+    # k8s_psat agents may re-attest: evicted, the agent attests again with its token, to the same ID.
+    server.cli("agent", "evict", "-spiffeID", agent_id)
+    wait_for(lambda: "Agent refused; re-attesting" in agent.proc.logs()
+             and server.cli("agent", "show", "-spiffeID", agent_id, check=False).returncode == 0, 60,
+             "the evicted agent re-attested")
+    assert agent.proc.alive()
 
     # A bundle change reaches both ConfigMaps.
     extra = make_ca("Appended Root").cert
