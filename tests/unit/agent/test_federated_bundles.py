@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+import asyncio
 from typing import Any
 
 import pytest
@@ -61,3 +62,32 @@ async def test_other_errors_fail_the_sync() -> None:
     cache = WorkloadCache(TrustDomain.parse("example.org"))
     with pytest.raises(GRPCError):
         await fetch_federated_bundles(SimpleNamespace(bundle=Failing()), cache, {"e": _entry("e", "a.test")})  # type: ignore[arg-type]
+
+
+async def test_an_open_x509_svid_stream_gets_the_changed_federated_bundle(world: Any) -> None:
+    """The sync stores a new federated bundle and publishes: the workload's stream carries it."""
+    from cryptography.hazmat.primitives import serialization
+    from grpclib.client import Channel
+
+    from spire_py.proto.workload import workload_grpc, workload_pb2
+    from tests.unit.helpers.workload_world import FEDERATED_TD
+
+    world.add_entry(federates_with=[FEDERATED_TD])
+    new_root = make_ca("partner second root").cert
+    api = _BundleAPI({"partner.test": bundle_of("partner.test", world.partner.cert, new_root, sequence=9)})
+    ch = Channel(path=world.socket_path)
+    try:
+        async with workload_grpc.SpiffeWorkloadAPIStub(ch).FetchX509SVID.open(
+                metadata={"workload.spiffe.io": "true"}) as stream:
+            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+            first = await stream.recv_message()
+            assert await fetch_federated_bundles(SimpleNamespace(bundle=api), world.cache,  # type: ignore[arg-type]
+                                                 world.cache.entries)
+            await world.cache.publish()
+            second = await asyncio.wait_for(stream.recv_message(), 10)
+            await stream.cancel()
+    finally:
+        ch.close()
+    der = new_root.public_bytes(serialization.Encoding.DER)
+    assert der not in first.federated_bundles[FEDERATED_TD]
+    assert der in second.federated_bundles[FEDERATED_TD]
