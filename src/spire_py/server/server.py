@@ -25,6 +25,7 @@ from .api.agent import AgentService
 from .api.bundle import BundleService
 from .api.entry import EntryService
 from .api.health import DebugService
+from .api.localauthority import LocalAuthorityService
 from .api.logger import LoggerService
 from .api.middleware import Middleware
 from .api.svid import SVIDService
@@ -137,7 +138,7 @@ class SpireServer:
             AgentService(core), EntryService(core), BundleService(core), SVIDService(core),
             DebugService(core, self.started, lambda: self._svid_chain), HealthService(lambda: self.ready),
             TrustDomainService(core, self.federation),  # type: ignore[arg-type]
-            LoggerService(),
+            LoggerService(), LocalAuthorityService(core),
         ]
         middleware = Middleware(core)  # one set of rate limiters and policy for both listeners
         await self._listen_admin(middleware.server(services))
@@ -247,6 +248,8 @@ class SpireServer:
 
     def _svid_due(self) -> bool:
         leaf = self._svid_chain[0]
+        if self.core is not None and leaf.issuer != self.core.ca.x509_ca.subject:
+            return True  # signed by a CA that no longer signs (activated by hand, then tainted or revoked)
         start, end = leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
         return time.time() >= start + (end - start) / 2
 

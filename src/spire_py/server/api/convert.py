@@ -158,10 +158,12 @@ def bundle_to_proto(b: Bundle, mask: Optional[bundle_pb2.BundleMask] = None) -> 
 
     pb = bundle_pb2.Bundle(trust_domain=TrustDomain.parse(b.trust_domain_id).name)
     if want("x509_authorities"):
-        pb.x509_authorities.extend(bundle_pb2.X509Certificate(asn1=der) for der in b.x509_authorities)
+        tainted = set(b.tainted_x509_authorities)
+        pb.x509_authorities.extend(bundle_pb2.X509Certificate(asn1=der, tainted=der in tainted)
+                                   for der in b.x509_authorities)
     if want("jwt_authorities"):
         pb.jwt_authorities.extend(
-            bundle_pb2.JWTKey(public_key=k.public_key, key_id=k.key_id, expires_at=k.expires_at)
+            bundle_pb2.JWTKey(public_key=k.public_key, key_id=k.key_id, expires_at=k.expires_at, tainted=k.tainted)
             for k in b.jwt_authorities
         )
     if want("refresh_hint"):

@@ -25,6 +25,14 @@ _ENTRY_API = "/spire.api.server.entry.v1.Entry/"
 _LOGGER_API = "/spire.api.server.logger.v1.Logger/"
 _SVID_API = "/spire.api.server.svid.v1.SVID/"
 _TD_API = "/spire.api.server.trustdomain.v1.TrustDomain/"
+_LA_API = "/spire.api.server.localauthority.v1.LocalAuthority/"
+_LA_METHODS = (
+    "GetJWTAuthorityState", "PrepareJWTAuthority", "ActivateJWTAuthority", "TaintJWTAuthority",
+    "RevokeJWTAuthority", "GetX509AuthorityState", "PrepareX509Authority", "ActivateX509Authority",
+    "TaintX509Authority", "TaintX509UpstreamAuthority", "RevokeX509Authority", "RevokeX509UpstreamAuthority",
+    "GetWITAuthorityState", "PrepareWITAuthority", "ActivateWITAuthority", "TaintWITAuthority",
+    "RevokeWITAuthority",
+)
 
 POLICY: "MappingProxyType[str, frozenset[str]]" = MappingProxyType({
     # Agent
@@ -79,6 +87,8 @@ POLICY: "MappingProxyType[str, frozenset[str]]" = MappingProxyType({
     _TD_API + "BatchUpdateFederationRelationship": _ADMIN,
     _TD_API + "BatchDeleteFederationRelationship": _ADMIN,
     _TD_API + "RefreshBundle": _ADMIN,
+    # LocalAuthority
+    **{_LA_API + m: _ADMIN for m in _LA_METHODS},
     # Health
     "/grpc.health.v1.Health/Check": frozenset({LOCAL}),
     "/grpc.health.v1.Health/Watch": frozenset({LOCAL}),
@@ -89,6 +99,7 @@ JWT_METHODS = frozenset({
     _SVID_API + "MintJWTSVID",
     _SVID_API + "NewJWTSVID",
     _BUNDLE_API + "PublishJWTAuthority",
+    *(_LA_API + m for m in _LA_METHODS if "JWT" in m),
 })
 
 # ratelimit { attestation, signing }: per caller IP, SPIRE's limits (calls, or SVIDs requested, per second).

@@ -329,7 +329,7 @@ class CAManager:
             old = self.current_x509
             self.current_x509_id = other_slot(self.current_x509_id)
             _log.info("X509 CA retired", extra=log.fields(slot=old.id, local_authority_id=old.authority_id))
-            old.reset()
+            old.retire()
             self._activate_x509()
             changed = True
         return changed
@@ -347,7 +347,7 @@ class CAManager:
             old = self.current_jwt
             self.current_jwt_id = other_slot(self.current_jwt_id)
             _log.info("JWT key retired", extra=log.fields(slot=old.id, local_authority_id=old.kid))
-            old.reset()
+            old.retire()
             self._activate_jwt()
             changed = True
         return changed
@@ -469,3 +469,62 @@ class CAManager:
         self._save()
         _log.info("JWT key activated", extra=log.fields(
             slot=slot.id, issued_at=slot.issued_at, expiration=slot.not_after, local_authority_id=slot.kid))
+
+    # --- forced rotation (the LocalAuthority API; SPIRE's PrepareX509CA / RotateX509CA ...) --------
+    def x509_slots(self) -> tuple[X509CASlot, X509CASlot]:
+        """Copies of (current, next) X.509 CA slots."""
+        with self._lock:
+            return tuple(X509CASlot(s.id, None, s.cert, list(s.upstream_chain), list(s.upstream_roots),  # type: ignore[return-value]
+                                    s.issued_at, s.status) for s in (self.current_x509, self.next_x509))
+
+    def jwt_slots(self) -> tuple[JWTKeySlot, JWTKeySlot]:
+        """Copies of (current, next) JWT key slots (without their private keys)."""
+        with self._lock:
+            return tuple(JWTKeySlot(s.id, None, s.kid, s.not_after, s.issued_at, s.status)  # type: ignore[return-value]
+                         for s in (self.current_jwt, self.next_jwt))
+
+    def prepare_x509_now(self, now: float) -> None:
+        """Prepare the next X.509 CA whatever the thresholds say (replacing a prepared or old one)."""
+        with self._lock:
+            self._prepare_x509(now)
+
+    def activate_x509_now(self) -> None:
+        """The prepared X.509 CA signs from now on; the current one becomes OLD."""
+        with self._lock:
+            old = self.current_x509
+            self.current_x509_id = other_slot(self.current_x509_id)
+            old.retire()
+            _log.info("X509 CA retired", extra=log.fields(slot=old.id, local_authority_id=old.authority_id))
+            self._activate_x509()
+
+    def prepare_jwt_now(self, now: float) -> None:
+        with self._lock:
+            self._prepare_jwt(now)
+
+    def activate_jwt_now(self) -> None:
+        with self._lock:
+            old = self.current_jwt
+            self.current_jwt_id = other_slot(self.current_jwt_id)
+            old.retire()
+            _log.info("JWT key retired", extra=log.fields(slot=old.id, local_authority_id=old.kid))
+            self._activate_jwt()
+
+    def forget_x509_authority(self, authority_id: str) -> None:
+        """A revoked X.509 authority leaves what we publish, so it is not appended to the bundle again."""
+        with self._lock:
+            self.published.x509_authorities = [c for c in self.published.x509_authorities
+                                               if subject_key_id(c.public_key()).hex() != authority_id  # type: ignore[arg-type]
+                                               and _ski(c) != authority_id]
+            self._save()
+
+    def forget_jwt_key(self, key_id: str) -> None:
+        with self._lock:
+            self.published.jwt_authorities.pop(key_id, None)
+            self._save()
+
+
+def _ski(cert: x509.Certificate) -> str:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    except x509.ExtensionNotFound:
+        return ""

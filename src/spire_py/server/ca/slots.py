@@ -86,6 +86,17 @@ class X509CASlot:
             return list(self.upstream_roots)
         return [self.cert] if self.cert is not None else []
 
+    @property
+    def upstream_authority_id(self) -> str:
+        """The subject key ID of the upstream CA that signed this one ("" when self-signed), as SPIRE."""
+        if not self.upstream_chain or self.cert is None:
+            return ""
+        try:
+            aki = self.cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        except x509.ExtensionNotFound:
+            return ""
+        return aki.hex() if aki else ""
+
     def is_empty(self) -> bool:
         return self.cert is None or self.status == OLD
 
@@ -94,6 +105,12 @@ class X509CASlot:
         self.cert = None
         self.upstream_chain = []
         self.upstream_roots = []
+        self.status = OLD
+
+    def retire(self) -> None:
+        """OLD after a rotation: it no longer signs, but it is still known by its authority ID
+        (the LocalAuthority API taints and revokes it) until the next preparation reuses the slot."""
+        self.key = None
         self.status = OLD
 
     def should_prepare_next(self, now: float) -> bool:
@@ -127,6 +144,11 @@ class JWTKeySlot:
         self.key = None
         self.kid = ""
         self.not_after = 0.0
+        self.status = OLD
+
+    def retire(self) -> None:
+        """OLD after a rotation; the key ID stays known until the slot is prepared again."""
+        self.key = None
         self.status = OLD
 
     def should_prepare_next(self, now: float) -> bool:

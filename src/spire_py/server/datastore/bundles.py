@@ -26,7 +26,7 @@ DELETE_MODES = ("restrict", "delete", "dissociate")
 
 
 def encode_bundle(b: Bundle) -> bytes:
-    doc = {
+    doc: dict[str, Any] = {
         "trust_domain_id": b.trust_domain_id,
         "x509_authorities": [base64.b64encode(der).decode("ascii") for der in b.x509_authorities],
         "jwt_authorities": [
@@ -41,6 +41,10 @@ def encode_bundle(b: Bundle) -> bytes:
         "refresh_hint": b.refresh_hint,
         "sequence_number": b.sequence_number,
     }
+    if b.tainted_x509_authorities:  # absent in bundles written before tainting existed
+        doc["tainted_x509_authorities"] = [
+            base64.b64encode(der).decode("ascii") for der in b.tainted_x509_authorities if der in b.x509_authorities
+        ]
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
@@ -61,6 +65,7 @@ def decode_bundle(data: bytes) -> Bundle:
             ],
             refresh_hint=int(doc.get("refresh_hint", 0)),
             sequence_number=int(doc.get("sequence_number", 0)),
+            tainted_x509_authorities=[base64.b64decode(c) for c in doc.get("tainted_x509_authorities", [])],
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise DataStoreError(f"datastore-sql: stored bundle is corrupt: {exc}") from exc
@@ -118,6 +123,7 @@ def prune_bundle_contents(b: Bundle, expires_before: int) -> tuple[Bundle, bool]
     pruned.x509_authorities = [
         der for der in b.x509_authorities if _cert_not_after(der) > expires_before
     ]
+    pruned.tainted_x509_authorities = [d for d in pruned.tainted_x509_authorities if d in pruned.x509_authorities]
     pruned.jwt_authorities = [k for k in pruned.jwt_authorities if k.expires_at > expires_before]
     if b.x509_authorities and not pruned.x509_authorities:
         raise ConflictError("prune failed: would prune all certificates")
@@ -280,3 +286,81 @@ class BundleStore(TransactionalStore):
                 pruned.sequence_number = current.sequence_number + 1
                 self._store_bundle(conn, row_id, pruned)
         return changed
+
+    # -- forced rotation (LocalAuthority API), in SPIRE's words --
+
+    def _edit_own(self, trust_domain_id: str, edit: Any) -> Any:
+        with self._write() as conn:
+            found = self._bundle_row(conn, trust_domain_id, lock=True)
+            if found is None:
+                raise NotFoundError("no such bundle")
+            row_id, b = found
+            result = edit(b)
+            b.sequence_number += 1
+            self._store_bundle(conn, row_id, b)
+        return result
+
+    def taint_x509_ca(self, trust_domain_id: str, subject_key_id: str) -> None:
+        """Mark the X.509 authority whose subject key ID (lowercase hex) is given as tainted."""
+
+        def edit(b: Bundle) -> None:
+            for der in b.x509_authorities:
+                if _subject_key_id(der) != subject_key_id:
+                    continue
+                if der in b.tainted_x509_authorities:
+                    raise InvalidArgumentError("root CA is already tainted")
+                b.tainted_x509_authorities.append(der)
+                return
+            raise NotFoundError("no ca found with provided subject key ID")
+
+        self._edit_own(trust_domain_id, edit)
+
+    def revoke_x509_ca(self, trust_domain_id: str, subject_key_id: str) -> None:
+        """Remove a tainted X.509 authority from the bundle."""
+
+        def edit(b: Bundle) -> None:
+            for der in b.x509_authorities:
+                if _subject_key_id(der) != subject_key_id:
+                    continue
+                if der not in b.tainted_x509_authorities:
+                    raise InvalidArgumentError("it is not possible to revoke an untainted root CA")
+                b.x509_authorities.remove(der)
+                b.tainted_x509_authorities.remove(der)
+                return
+            raise NotFoundError("no root CA found with provided subject key ID")
+
+        self._edit_own(trust_domain_id, edit)
+
+    def taint_jwt_key(self, trust_domain_id: str, key_id: str) -> JWTKey:
+        def edit(b: Bundle) -> JWTKey:
+            for k in b.jwt_authorities:
+                if k.key_id == key_id:
+                    if k.tainted:
+                        raise InvalidArgumentError("key is already tainted")
+                    k.tainted = True
+                    return JWTKey(k.key_id, k.public_key, k.expires_at, True)
+            raise NotFoundError("no JWT Key found with provided key ID")
+
+        result: JWTKey = self._edit_own(trust_domain_id, edit)
+        return result
+
+    def revoke_jwt_key(self, trust_domain_id: str, key_id: str) -> JWTKey:
+        def edit(b: Bundle) -> JWTKey:
+            for k in b.jwt_authorities:
+                if k.key_id == key_id:
+                    if not k.tainted:
+                        raise InvalidArgumentError("it is not possible to revoke an untainted key")
+                    b.jwt_authorities.remove(k)
+                    return k
+            raise NotFoundError("no JWT Key found with provided key ID")
+
+        result: JWTKey = self._edit_own(trust_domain_id, edit)
+        return result
+
+
+def _subject_key_id(der: bytes) -> str:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    except (ValueError, x509.ExtensionNotFound):
+        return ""

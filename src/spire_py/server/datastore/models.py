@@ -48,6 +48,8 @@ class Bundle:
     jwt_authorities: list[JWTKey] = field(default_factory=list)
     refresh_hint: int = 0
     sequence_number: int = 0
+    # DER of the X.509 authorities tainted through the LocalAuthority API (a subset of x509_authorities).
+    tainted_x509_authorities: list[bytes] = field(default_factory=list)
 
 
 @dataclass
