@@ -201,6 +201,8 @@ class KubeAPIServer:
     check_bound_pod: bool = True
     # False: answer as an audience-unaware authenticator (no status.audiences).
     audience_aware: bool = True
+    # Answer this many ConfigMap updates with 409 Conflict first (another writer got there).
+    conflicts: int = 0
 
     @property
     def url(self) -> str:
@@ -310,6 +312,11 @@ class KubeAPIServer:
             version = int(current["metadata"]["resourceVersion"])
             if method == "PUT" and body is not None:
                 sent = (body.get("metadata") or {}).get("resourceVersion")
+                if self.conflicts > 0:
+                    self.conflicts -= 1
+                    current["metadata"]["resourceVersion"] = str(version + 1)  # the other writer's update
+                    return 409, _status(409, "Conflict", f'Operation cannot be fulfilled on configmaps "{name}": '
+                                                         "the object has been modified")
                 if sent and sent != str(version):
                     return 409, _status(409, "Conflict", f'Operation cannot be fulfilled on configmaps "{name}": '
                                                          "the object has been modified")

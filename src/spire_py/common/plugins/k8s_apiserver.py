@@ -15,6 +15,7 @@ from typing import Any, Iterator, Optional
 from ..errors import SpireError
 
 REQUEST_TIMEOUT = 10.0
+CONFLICT_RETRIES = 3
 
 
 class KubeAPIError(SpireError):
@@ -122,9 +123,18 @@ class KubeAPI:
     # --- ConfigMaps (k8s_configmap, k8sbundle) ----------------------------------------------
     def put_configmap_key(self, namespace: str, name: str, key: str, value: str, create: bool = True) -> str:
         """Set one key of a ConfigMap, keeping its other keys: read, then update with the read
-        resourceVersion (a concurrent writer makes the update fail with 409 Conflict and the next
-        publication retries). A missing ConfigMap is created when ``create``. Returns "created",
-        "updated" or "unchanged"."""
+        resourceVersion; a concurrent writer (another HA server) makes the update fail with 409
+        Conflict, and the read-modify-write is tried again, up to ``CONFLICT_RETRIES`` times. A
+        missing ConfigMap is created when ``create``. Returns "created", "updated" or "unchanged"."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                return self._put_configmap_key(namespace, name, key, value, create)
+            except KubeAPIError as exc:
+                if exc.status != 409 or attempt == CONFLICT_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _put_configmap_key(self, namespace: str, name: str, key: str, value: str, create: bool) -> str:
         from kubernetes import client
 
         with self._api() as api:

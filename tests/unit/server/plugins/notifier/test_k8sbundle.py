@@ -48,3 +48,17 @@ async def test_missing_configmap_is_an_error_not_created(api: KubeAPIServer, tmp
 def test_webhook_label_is_refused() -> None:
     with pytest.raises(PluginConfigError, match="webhook_label is not supported"):
         K8sBundleNotifier.check_config({"webhook_label": "spiffe.io/webhook"}, CTX)
+
+
+async def test_a_concurrent_writer_is_retried(api: KubeAPIServer, tmp_path: Path) -> None:
+    """HA servers write the same ConfigMap: a 409 Conflict reads again and updates again."""
+    api.configmaps[("spire", "spire-bundle")] = {"metadata": {"name": "spire-bundle", "namespace": "spire",
+                                                              "resourceVersion": "1"}, "data": {"other": "x"}}
+    api.conflicts = 2
+    n = K8sBundleNotifier.configure({"kube_config_file_path": str(api.write_kubeconfig(tmp_path / "kc"))}, CTX)
+    b = Bundle("example.org")
+    b.add_x509_authority(make_ca("Root").cert)
+    await n.bundle_updated(b)
+    data = api.configmap_data("spire", "spire-bundle")
+    assert data["other"] == "x" and "BEGIN CERTIFICATE" in data["bundle.crt"]
+    assert len([r for r in api.requests if r.startswith("PUT")]) == 3
