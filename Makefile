@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 PROTO_DIR := src/spire_py/proto
 PROTOS := $(shell find $(PROTO_DIR) -name '*.proto' 2>/dev/null | sort)
 
-.PHONY: venv proto test unit integration demo bench clean fleet
+.PHONY: venv proto test unit integration demo bench clean fleet image
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -37,9 +37,15 @@ bench: venv
 	$(VPY) -m benchmarks.run
 
 # The Molecule fleet: every scenario (default, x509pop, sshpop, upgrade, ha) on real systemd
-# hosts under rootful podman; scripts/fleet.sh installs what it needs (root only).
+# hosts under rootful podman; scripts/fleet.sh installs what it needs (root only). Then the
+# container image's smoke test (scripts/image-smoke.sh).
 fleet:
 	bash scripts/fleet.sh all
+	bash scripts/image-smoke.sh
+
+# The container image (Containerfile) with podman: localhost/spire_py:<version> and :latest.
+image: venv
+	bash scripts/image.sh build
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -38,4 +38,7 @@ bash scripts/collection-test.sh
 echo "== fleet: the default Molecule scenario on real systemd hosts (podman; skipped with a reason unless root)"
 bash scripts/fleet.sh ci
 
+echo "== image: the container image built and run (server, agent, workload under podman; skipped with a reason unless root)"
+bash scripts/image-smoke.sh ci
+
 echo "== make test finished in $(( $(date +%s) - start ))s"
