@@ -21,6 +21,27 @@ if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command
   apt-get install -y -qq systemd >/dev/null 2>&1 || echo "systemd-analyze unavailable: unit scoring will be skipped" >&2
 fi
 
+# kubernetes.core (playbooks/kubernetes.yml applies with it): from the `ansible` package on PyPI,
+# as scripts/fleet.sh takes containers.podman, cached outside the work tree. Lint resolves its
+# modules, and the playbook tests find it through ANSIBLE_COLLECTIONS_PATH.
+ANSIBLE_PKG_VERSION=${SPIRE_FLEET_ANSIBLE_PKG:-12.3.0}
+EXTRA_COLLECTIONS=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/spire_py-collections/ansible-$ANSIBLE_PKG_VERSION
+if [ ! -f "$EXTRA_COLLECTIONS/ansible_collections/kubernetes/core/MANIFEST.json" ]; then
+  dl=$(mktemp -d)
+  if "$VPY" -m pip download -q --no-deps -d "$dl" "ansible==$ANSIBLE_PKG_VERSION" >/dev/null 2>&1; then
+    rm -rf "$EXTRA_COLLECTIONS" && mkdir -p "$EXTRA_COLLECTIONS"
+    "$VPY" - "$dl"/ansible-*.whl "$EXTRA_COLLECTIONS" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as zf:
+    zf.extractall(sys.argv[2], [n for n in zf.namelist() if n.startswith("ansible_collections/kubernetes/core/")])
+PY
+  else
+    echo "kubernetes.core unavailable (pip download ansible==$ANSIBLE_PKG_VERSION failed): lint cannot resolve its modules" >&2
+  fi
+  rm -rf "$dl"
+fi
+export SPIRE_PY_EXTRA_COLLECTIONS=$EXTRA_COLLECTIONS
+
 if ! command -v rsync >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq >/dev/null 2>&1 || true
@@ -43,10 +64,13 @@ copy_tree() {  # copy_tree DEST [extra rsync excludes...]
 }
 
 # 2. ansible-test sanity on the Ansible content. The Python package (src/), its tests,
-#    benchmarks and scripts are the daemon's code, checked by its own suite, not Ansible content.
+#    benchmarks and scripts are the daemon's code, checked by its own suite, not Ansible content;
+#    so are the Kubernetes manifests (deploy/: multi-document YAML that sanity's yamllint refuses,
+#    checked against the Kubernetes schemas by tests/collection/test_kubernetes_manifests.py).
 SANITY=$WORK/sanity/ansible_collections/spire_py/spire
 copy_tree "$SANITY" --exclude /src --exclude /tests --exclude /benchmarks --exclude /scripts --exclude /.ci \
-  --exclude /conf --exclude /Makefile --exclude /pyproject.toml
+  --exclude /conf --exclude /Makefile --exclude /pyproject.toml --exclude /deploy --exclude /Containerfile \
+  --exclude /.containerignore
 ANSIBLE_VERSION=$("$VPY" -c 'from ansible.release import __version__ as v; print(".".join(v.split(".")[:2]))')
 mkdir -p "$SANITY/tests/sanity"
 if [ -f "tests/collection/sanity/ignore-$ANSIBLE_VERSION.txt" ]; then
@@ -87,7 +111,10 @@ echo "== ansible-test sanity (ansible-core $ANSIBLE_VERSION, Python $PYVER)"
 FULL=$WORK/full/ansible_collections/spire_py/spire
 copy_tree "$FULL"
 echo "== ansible-lint --offline --profile production"
-(cd "$FULL" && ANSIBLE_COLLECTIONS_PATH="$WORK/full" PATH="$VBIN:$PATH" "$VBIN/ansible-lint" --offline --profile production --nocolor)
+# ANSIBLE_HOME of its own: a copy of this collection installed under ~/.ansible/collections
+# (by an earlier `ansible-galaxy collection install`) would otherwise shadow the one under test.
+mkdir -p "$WORK/ansible-home"
+(cd "$FULL" && ANSIBLE_HOME="$WORK/ansible-home" ANSIBLE_COLLECTIONS_PATH="$WORK/full:$EXTRA_COLLECTIONS" PATH="$VBIN:$PATH" "$VBIN/ansible-lint" --offline --profile production --nocolor)
 
 # 4. pytest tests/collection from the copy, so the collection imports as ansible_collections.spire_py.spire.
 echo "== pytest tests/collection"
