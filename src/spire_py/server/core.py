@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TypeVar, cast
@@ -20,6 +21,7 @@ from .cache import EntryCache
 from .config import ServerConfig
 from .datastore import errors as ds_errors
 from .datastore.api import DataStore
+from .datastore import cached as cached_store
 from .datastore.cached import CachedDataStore
 from .plugins.nodeattestor.base import NodeAttestor
 
@@ -52,9 +54,15 @@ class ServerCore:
         self._refresh_lock = asyncio.Lock()
         self._refreshes_started = 0
         self._refreshed_upto = 0
+        self._refreshed_writes = -1
+        self._refreshed_at = float("-inf")
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking datastore (or signing) call off the event loop, mapping its errors."""
+        if getattr(fn, "__self__", None) is self.cached:  # answered from memory: no thread hop
+            hit, value = self.cached.from_memory(getattr(fn, "__name__", ""), args, kwargs)
+            if hit:
+                return cast(T, value)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
@@ -72,14 +80,21 @@ class ServerCore:
             raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
 
     async def refresh_cache(self) -> None:
-        """Apply the entry events written so far. Callers arriving together share one read:
-        each waits for a refresh that started after it was called (so a writer sees its own
-        write), and a refresh started after several callers serves them all."""
+        """Apply the entry events written so far: at once after a write through this server's
+        datastore (a writer sees its own write), else when the last read is older than
+        ``ENTRY_EVENTS_POLL`` (other servers' writes; SPIRE's cache_reload_interval is 5 s).
+        Callers arriving together share one read: each waits for a refresh that started after
+        it was called, and one refresh started after several callers serves them all."""
+        writes = self.cached.writes
+        if writes == self._refreshed_writes and time.monotonic() - self._refreshed_at < cached_store.ENTRY_EVENTS_POLL:
+            return
         wanted = self._refreshes_started + 1
         async with self._refresh_lock:
             if self._refreshed_upto >= wanted:
                 return
             self._refreshes_started += 1
             started = self._refreshes_started
+            writes, at = self.cached.writes, time.monotonic()
             await self.db(self.cache.refresh)
             self._refreshed_upto = started
+            self._refreshed_writes, self._refreshed_at = writes, at

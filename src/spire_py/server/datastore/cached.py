@@ -36,6 +36,9 @@ from .models import AttestedNode, Bundle
 NODE_EVENTS_POLL = 1.0
 # How long a bundle is served from memory when nothing written through this store changed it.
 BUNDLE_TTL = 1.0
+# How often the entry cache looks for other servers' entry events when nothing was written
+# through this store, at most (every agent sync asked the database before).
+ENTRY_EVENTS_POLL = 1.0
 # How many agents' nodes are remembered.
 MAX_NODES = 100_000
 
@@ -80,12 +83,17 @@ class CachedDataStore:
         self._events: Optional[EventTracker] = None
         self._next_poll = float("-inf")
         self._poll_lock = threading.Lock()
+        # Writes made through this store so far (any kind): the entry cache refreshes at once
+        # after one, and otherwise at most every ENTRY_EVENTS_POLL (see ServerCore.refresh_cache).
+        self.writes = 0
 
     # --- pass-through, with invalidation on writes ----------------------------------------
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.store, name)
-        if not callable(attr) or name.startswith(_READ_PREFIXES) or name in _OTHER_WRITES:
+        if not callable(attr) or name.startswith(_READ_PREFIXES):
             return attr
+        if name in _OTHER_WRITES:
+            return self._after(attr, lambda args, kw: None)
         if name in _NODE_WRITES:
             return self._after(attr, lambda args, kw: self._drop_node(_key(args[0] if args else kw.get("n", kw.get("spiffe_id")))))
         if name in _BUNDLE_WRITES:
@@ -101,6 +109,7 @@ class CachedDataStore:
                 return fn(*args, **kwargs)
             finally:  # even a failed write may have committed (a lost connection at COMMIT)
                 drop(args, kwargs)
+                self.writes += 1
         return call
 
     def invalidate(self) -> None:
@@ -124,6 +133,22 @@ class CachedDataStore:
         with self._lock:
             self._generation += 1
             self._bundles.pop(trust_domain_id, None)
+
+    def from_memory(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+        """(True, answer) when the call ``name(*args)`` can be answered from memory without
+        blocking, so the caller need not hop to a thread; (False, None) otherwise."""
+        if kwargs or len(args) != 1:
+            return False, None
+        if name == "fetch_bundle":
+            with self._lock:
+                hit = self._bundles.get(args[0])
+            if hit is not None and self._clock() - hit[0] < BUNDLE_TTL:
+                return True, _copy_bundle(hit[1])
+        elif name in ("agent_node", "get_node_selectors"):
+            node = self.cached_agent(args[0])
+            if node is not None:
+                return True, node if name == "agent_node" else node.selectors
+        return False, None
 
     # --- attested nodes -------------------------------------------------------------------
     def cached_agent(self, spiffe_id: str) -> Optional[AttestedNode]:

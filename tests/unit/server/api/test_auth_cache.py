@@ -131,3 +131,18 @@ async def test_a_bundle_change_is_served_at_once_and_a_peers_within_a_second(ser
     core.cached.store.set_bundle(b)
     monkeypatch.setattr(cached, "BUNDLE_TTL", 0.0)
     assert len((await as_agent.GetBundle(bundle_pb2.GetBundleRequest())).x509_authorities) == 1
+
+
+async def test_another_servers_entry_reaches_the_next_sync_once_entry_events_are_due(
+        server: Handle, monkeypatch: Any) -> None:
+    from spire_py.common.registration import Entry
+
+    agent_id, stub, _, _ = await _agent(server)
+    core = server.server.core
+    assert core is not None
+    # Written by another server sharing the database: past this server's datastore.
+    core.cached.store.create_entry(Entry(spiffe_id=f"spiffe://{TD}/from-peer", parent_id=agent_id,
+                                         selectors=[Selector("unix", "uid:1")]))
+    monkeypatch.setattr(cached, "ENTRY_EVENTS_POLL", 0.0)
+    got = await stub.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest())
+    assert "/from-peer" in {e.spiffe_id.path for e in got.entries}

@@ -148,3 +148,20 @@ def test_a_write_method_it_does_not_know_drops_everything(db: CachedDataStore) -
     db.some_new_write()
     assert db.cached_agent(AGENT) is None and db._bundles == {}
     assert db.count_attested_nodes() == 1  # reads pass through untouched
+
+
+def test_what_memory_holds_is_answered_without_blocking(db: CachedDataStore, clock: Clock) -> None:
+    assert db.from_memory("fetch_bundle", (TD,), {}) == (False, None)
+    assert db.from_memory("agent_node", (AGENT,), {}) == (False, None)
+    db.create_bundle(Bundle(TD, [b"root-1"]))
+    writes = db.writes
+    db.fetch_bundle(TD)
+    node = db.agent_node(AGENT)
+    assert db.writes == writes  # reads are not writes
+    hit, bundle = db.from_memory("fetch_bundle", (TD,), {})
+    assert hit and bundle.x509_authorities == [b"root-1"]
+    assert db.from_memory("agent_node", (AGENT,), {}) == (True, node)
+    assert db.from_memory("get_node_selectors", (AGENT,), {}) == (True, [Selector("a", "1")])
+    assert db.from_memory("count_attested_nodes", (), {}) == (False, None)
+    clock.now += cached.BUNDLE_TTL
+    assert db.from_memory("fetch_bundle", (TD,), {}) == (False, None)
