@@ -151,7 +151,7 @@ def test_admin_socket_is_owner_and_group_only(world: AdminWorld) -> None:
     assert stat.S_ISSOCK(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o770
     assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
-    assert stat.S_IMODE(os.stat(os.path.dirname(world.admin)).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(os.path.dirname(world.admin)).st_mode) == 0o750
     # Others cannot even connect: the file mode is the first gate.
     out = run([sys.executable, DELEGATE_SCRIPT, str(NOBODY), str(NOBODY), world.admin, "1"])
     assert json.loads(out.stdout) == {"status": "OSError", "message": "Permission denied", "ids": []}

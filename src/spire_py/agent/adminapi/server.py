@@ -1,7 +1,8 @@
 """The agent's admin socket (``admin_socket_path``): Debug, Logger and Delegated Identity APIs.
 
 As SPIRE's: a Unix socket of mode 0770 (owner and group only; the Workload API's is 0777),
-its directory created 0755 when missing; config refuses it beside the Workload API socket.
+its missing directories created 0750 (SPIRE creates them 0755 under its minimum umask 027);
+config refuses it beside the Workload API socket.
 Callers are tracked from accept (SO_PEERCRED, /proc pinned) like the Workload API's, so the
 Delegated Identity API can attest them.
 """
@@ -18,10 +19,11 @@ from ..workloadapi.server import TrackedServer, prepare_dir, remove_stale
 _log = log.get("admin_api")
 
 SOCKET_MODE = 0o770
+DIR_MODE = 0o750
 
 
 async def serve_admin_api(socket_path: str, services: Iterable[Any], callers: CallerRegistry) -> TrackedServer:
-    prepare_dir(socket_path)
+    prepare_dir(socket_path, DIR_MODE)
     remove_stale(socket_path)
     server = TrackedServer(services, callers)
     old = os.umask(0o077)  # no moment at which others could connect

@@ -77,15 +77,16 @@ class WorkloadAPIServer(TrackedServer):
         self.service = service
 
 
-def prepare_dir(path: str) -> None:
+def prepare_dir(path: str, mode: int = DIR_MODE) -> None:
+    """Create the socket's missing parent directories with ``mode`` (not filtered by the umask)."""
     missing = []
     d = os.path.dirname(os.path.abspath(path))
     while d and not os.path.isdir(d):
         missing.append(d)
         d = os.path.dirname(d)
     for d in reversed(missing):
-        os.mkdir(d, DIR_MODE)
-        os.chmod(d, DIR_MODE)  # mkdir's mode is filtered by the umask
+        os.mkdir(d, mode)
+        os.chmod(d, mode)  # mkdir's mode is filtered by the umask
 
 
 def remove_stale(path: str) -> None:
