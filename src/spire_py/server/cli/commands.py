@@ -6,7 +6,7 @@ A new command is a function in its group's module and one row here.
 from __future__ import annotations
 
 from ...common.cli import Command
-from . import agent, bundle, debug, entry, federation, healthcheck, logger, mint, run, token
+from . import agent, bundle, debug, entry, federation, healthcheck, localauthority, logger, mint, run, token
 from .client import socket_flags
 
 COMMANDS: dict[str, Command] = {
@@ -42,6 +42,14 @@ COMMANDS: dict[str, Command] = {
     "federation show": Command("Shows a dynamic federation relationship", federation.show_flags, federation.show),
     "federation refresh": Command("Refreshes the bundle from the specified federated trust domain",
                                   federation.id_flags, federation.refresh),
+    **{f"localauthority {kind} {verb}": Command(
+        localauthority.SYNOPSES[(kind, verb)],
+        localauthority.flags if verb in ("show", "prepare") else localauthority.id_flags(kind, verb),
+        localauthority.show(kind) if verb == "show" else localauthority.change(kind, verb))
+       for kind in ("x509", "jwt") for verb in ("show", "prepare", "activate", "taint", "revoke")},
+    **{f"upstreamauthority {verb}": Command(localauthority.SYNOPSES[("upstream", verb)],
+                                            localauthority.upstream_flags(verb), localauthority.upstream(verb))
+       for verb in ("taint", "revoke")},
     "x509 mint": Command("Mints an X509-SVID", mint.x509_flags, mint.x509_mint),
     "jwt mint": Command("Mints a JWT-SVID", mint.jwt_flags, mint.jwt_mint),
     "logger get": Command("Gets the logger details", logger.flags, logger.get),
