@@ -119,7 +119,6 @@ class DelegatedIdentityService(delegatedidentity_grpc.DelegatedIdentityBase):
         req = await stream.recv_message()
         delegate = await self._authorize(stream, call)
         selectors = await self._requested(call, req.pid, req.selectors)
-        call.log(logging.DEBUG, "Subscribing to cache changes", request_selectors=",".join(map(str, selectors)))
         with self.cache.subscribe(selectors):
             last: Optional[bytes] = None
             first = True
@@ -135,7 +134,8 @@ class DelegatedIdentityService(delegatedidentity_grpc.DelegatedIdentityBase):
                         await stream.send_message(resp)
                         last = wire
                         call.log(logging.DEBUG, "Fetched X.509 SVID for delegated identity", count=len(resp.x509_svids),
-                                 spiffe_id=",".join(e.spiffe_id for e in _visible(self.cache.entries_for(selectors))))
+                                 spiffe_id=",".join(f"spiffe://{s.x509_svid.id.trust_domain}{s.x509_svid.id.path}"
+                                                    for s in resp.x509_svids))
                 await self.workload._next_change(version)
 
     # --- bundles --------------------------------------------------------------------------
