@@ -63,9 +63,25 @@ class KubeAPI:
 
     def __init__(self, kubeconfig: str = "") -> None:
         self.kubeconfig = kubeconfig
+        self._shared: Optional[Any] = None
+
+    @contextmanager
+    def session(self) -> Iterator["KubeAPI"]:
+        """Several calls over one client (one configuration load, one connection pool)."""
+        from kubernetes import client
+
+        bound = KubeAPI(self.kubeconfig)
+        bound._shared = client.ApiClient(load_client_config(self.kubeconfig))
+        try:
+            yield bound
+        finally:
+            bound._shared.close()
 
     @contextmanager
     def _api(self) -> Iterator[Any]:
+        if self._shared is not None:
+            yield self._shared
+            return
         from kubernetes import client
 
         api = client.ApiClient(load_client_config(self.kubeconfig))

@@ -119,7 +119,13 @@ class PSATAttestor(NodeAttestor):
         return await asyncio.to_thread(self._attest, data, cluster)
 
     def _attest(self, data: k8s.PSATAttestationData, cluster: Cluster) -> AttestResult:
-        api = self._api_for(cluster.kube_config_file)
+        try:
+            with self._api_for(cluster.kube_config_file).session() as api:
+                return self._attest_with(api, data, cluster)
+        except KubeAPIError as exc:  # the client configuration did not load
+            raise AttestationError(f"unable to validate token with TokenReview API: {exc}", Status.INTERNAL) from None
+
+    def _attest_with(self, api: KubeAPI, data: k8s.PSATAttestationData, cluster: Cluster) -> AttestResult:
         try:
             status = api.validate_token(data.token, cluster.audience)
         except KubeAPIError as exc:

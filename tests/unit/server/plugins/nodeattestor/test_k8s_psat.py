@@ -191,3 +191,22 @@ def test_unknown_cluster_key_is_refused() -> None:
 def test_empty_audience_list_leaves_the_api_servers_audience() -> None:
     a = PSATAttestor.configure({"clusters": {"c1": {"service_account_allow_list": ["a:b"], "audience": []}}}, CTX)
     assert a.clusters["c1"].audience == []
+
+
+async def test_unloadable_kubeconfig_is_an_attestation_error(api: KubeAPIServer, tmp_path: Path) -> None:
+    a = attestor(api, tmp_path, kube_config_file=str(tmp_path / "missing"))
+    with pytest.raises(AttestationError, match="unable to validate token with TokenReview API: unable to create "
+                                               "client config") as err:
+        await a.attest(payload(agent_token(api)), no_challenge)
+    assert err.value.status == Status.INTERNAL
+
+
+async def test_one_attestation_loads_the_client_once(api: KubeAPIServer, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from spire_py.common.plugins import k8s_apiserver
+
+    loads: list[str] = []
+    real = k8s_apiserver.load_client_config
+    monkeypatch.setattr(k8s_apiserver, "load_client_config", lambda path: (loads.append(path), real(path))[1])
+    await attestor(api, tmp_path).attest(payload(agent_token(api)), no_challenge)
+    assert len(loads) == 1 and [r.split()[0] for r in api.requests] == ["POST", "GET", "GET"]
