@@ -148,6 +148,15 @@ async def test_untrusted_kubelet_certificate_fails(kl: Kubelet, proc: Path, tmp_
         await a.attest(PID, 0, 0)
 
 
+async def test_node_name_is_the_kubelets_host_and_verified_name(kl: Kubelet, proc: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    in_cgroup(proc, f"/kubepods/burstable/pod{POD_UID}/{CID}")
+    monkeypatch.setenv("KUBE_NODE", "localhost")  # the kubelet's certificate names localhost
+    a = attestor(kl, node_name_env="KUBE_NODE")
+    assert a.client.url == f"https://localhost:{kl.port}/pods"
+    assert "ns:prod" in values(await a.attest(PID, 0, 0))
+
+
 async def test_skip_kubelet_verification(kl: Kubelet, proc: Path, tmp_path: Path) -> None:
     in_cgroup(proc, f"/kubepods/burstable/pod{POD_UID}/{CID}")
     a = attestor(kl, skip_kubelet_verification=True, kubelet_ca_path="/nonexistent")
