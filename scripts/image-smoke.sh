@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 STATE=${SPIRE_FLEET_STATE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/spire_py-fleet}
 export CONTAINERS_CONF=$STATE/containers.conf
+VPY=${VPY:-.venv/bin/python}
 NAME=spire-image-smoke-$$
 TD=example.org
 WORKLOAD_ID=spiffe://$TD/workload/smoke
@@ -121,6 +122,22 @@ smoke() {
   write_configs
 
   [ "$(podman run --rm --network none "$image" id -u)" = 1000 ] || die "the image does not run as uid 1000"
+
+  # deploy/kubernetes's server.conf and agent.conf pass validate in the image, whose Python
+  # has the Kubernetes client the k8s plugins call.
+  mkdir -p "$WORK/k8s"
+  "$VPY" - "$WORK/k8s" <<'PY'
+import sys, yaml
+for name, key in (("server-configmap.yaml", "server.conf"), ("agent-configmap.yaml", "agent.conf")):
+    with open(f"deploy/kubernetes/{name}") as f, open(f"{sys.argv[1]}/{key}", "w") as out:
+        out.write(yaml.safe_load(f)["data"][key])
+PY
+  chmod -R a+rX "$WORK/k8s"
+  podman run --rm --network none -v "$WORK/k8s:/k8s:ro" "$image" sh -ec '
+    spire-server validate -config /k8s/server.conf
+    spire-agent validate -config /k8s/agent.conf
+    python3 -c "import kubernetes.client, spire_py.common.plugins.k8s_apiserver"' >&2 \
+    || die "deploy/kubernetes's configuration does not validate in the image"
 
   podman run -d --name "$NAME-server" --network none --read-only \
     -v "$WORK/server-conf:/run/spire/config:ro" -v "$WORK/server-data:/run/spire/data" \
