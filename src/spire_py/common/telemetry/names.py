@@ -32,6 +32,8 @@ ENTRY_CACHE_RELOAD: Key = ("entry", "cache", "reload")  # call counter
 ENTRY_CACHE_COUNT: Key = ("entry", "entries_by_entryid_cache", "count")  # gauge
 AGENTS_COUNT: Key = ("node", "agents_by_id_cache", "count")  # gauge
 NODE_ATTEST: Key = ("node_attestor", "attest")  # call counter, label attestor (spire_py's)
+BUNDLE_MANAGER_FETCH: Key = ("bundle_manager", "fetch", "federated_bundle")  # call counter, trust_domain_id
+BUNDLE_MANAGER_UPDATE: Key = ("bundle_manager", "update", "federated_bundle")  # counter, trust_domain_id
 
 _B, _E, _N, _T = "bundle", "registration_entry", "node", "join_token"
 
@@ -166,6 +168,8 @@ METRICS: tuple[tuple[str, str, Key, str, str], ...] = (
     ("server", GAUGE_, ENTRY_CACHE_COUNT, "", "Registration entries in the entry cache."),
     ("server", GAUGE_, AGENTS_COUNT, "", "Attested agents in the datastore."),
     ("server", CALL, NODE_ATTEST, "attestor, status", "Node attestation by attestor and result (spire_py's; SPIRE counts the AttestAgent RPC only)."),
+    ("server", CALL, BUNDLE_MANAGER_FETCH, "trust_domain_id, status", "The bundle manager fetching a federated bundle."),
+    ("server", COUNT, BUNDLE_MANAGER_UPDATE, "trust_domain_id", "The bundle manager storing a changed federated bundle."),
     *(("server", CALL, key, "status", f"DataStore calls: `{key[-1]}` on {' '.join(key[1:-1])} records.")
       for key in sorted(set(DATASTORE.values()))),
     ("agent", CALL, AGENT_NODE_ATTEST, "attestor, status", "The agent attesting to the server."),
@@ -236,7 +240,7 @@ def markdown() -> str:
     lines += [
         "",
         "Not emitted yet (SPIRE has them): the",
-        "bundle manager's federation metrics, key manager call counters, SDS and Delegated Identity",
+        "key manager call counters, SDS and Delegated Identity",
         "API connections, the agent's tainted/expiring SVID samples and LRU add/remove counters.",
         "",
     ]

@@ -17,10 +17,11 @@ from typing import Any, Callable, Optional
 
 from cryptography import x509
 
-from ...common import log
+from ...common import log, telemetry
 from ...common.bundle import Bundle as SpiffeBundle
 from ...common.config.federation import FederatesWithConfig
 from ...common.spiffeid import SpiffeId, TrustDomain
+from ...common.telemetry.names import BUNDLE_MANAGER_FETCH, BUNDLE_MANAGER_UPDATE
 from ..datastore.api import DataStore
 from ..datastore.models import Bundle, JWTKey
 from .client import FetchError, SpiffeAuth, fetch_bundle
@@ -174,8 +175,10 @@ class FederationManager:
         while True:
             local: Optional[Bundle] = None
             fetched: Optional[Bundle] = None
+            labels = (("trust_domain_id", td),)
             try:
-                local, fetched = await self.update_bundle(td)
+                with telemetry.current().call(BUNDLE_MANAGER_FETCH, labels):
+                    local, fetched = await self.update_bundle(td)
             except Exception as exc:
                 _log.error("Error updating bundle", extra=log.fields(trust_domain=td, error=str(exc)))
                 try:
@@ -183,6 +186,7 @@ class FederationManager:
                 except Exception:
                     local = None
             if fetched is not None:
+                telemetry.current().incr_counter(BUNDLE_MANAGER_UPDATE, labels=labels)
                 _log.info("Bundle refreshed", extra=log.fields(trust_domain=td))
             wait = next_refresh(fetched or local)
             _log.debug("Scheduling next bundle refresh", extra=log.fields(

@@ -107,3 +107,29 @@ async def test_the_server_serves_its_bundle_with_its_svid_and_rotates_it(tmp_pat
         second = await asyncio.to_thread(_leaf_of, port)
         assert first.serial_number != second.serial_number
         assert second == h.server._svid_chain[0]
+
+
+async def test_the_updater_counts_fetches_and_updates_by_trust_domain(tmp_path: Path) -> None:
+    from spire_py.common.telemetry.metrics import NULL, Metrics, set_current
+    from spire_py.common.telemetry.names import BUNDLE_MANAGER_FETCH, BUNDLE_MANAGER_UPDATE
+
+    store = SQLDataStore("sqlite3", str(tmp_path / "ds.sqlite3"))
+    ca = make_ca()
+    metrics = Metrics("")
+    set_current(metrics)
+    try:
+        async with serving_endpoint([bundle_of("cfg.test", ca.cert)], make_svid(ca, "spiffe://cfg.test/spire/server")) as ep:
+            store.set_bundle(to_record(bundle_of("cfg.test", ca.cert, sequence=0)))
+            stored = asyncio.Event()
+            m = FederationManager(store, _db, {"cfg.test": FederatesWithConfig(
+                f"https://127.0.0.1:{ep.port}", "https_spiffe", "spiffe://cfg.test/spire/server")}, stored.set)
+            await m.reload()  # starts the updater, which fetches at once
+            await asyncio.wait_for(stored.wait(), 10)
+            for t in m._tasks.values():
+                t.cancel()
+        by_key = {(s.key, s.labels): s.value for s in metrics.series()}
+        assert by_key[(BUNDLE_MANAGER_UPDATE, (("trust_domain_id", "cfg.test"),))] == 1
+        assert any(k[0][:3] == BUNDLE_MANAGER_FETCH for k in by_key)
+    finally:
+        set_current(NULL)
+        store.close()
