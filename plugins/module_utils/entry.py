@@ -52,6 +52,11 @@ def _int(value):
         return 0
 
 
+def trust_domain_ids(values):
+    """Federated trust domains as sorted IDs: the server shows names (as SPIRE), users may write either."""
+    return sorted(v if v.startswith("spiffe://") else "spiffe://" + v for v in values)
+
+
 def view(entry):
     """The comparable form of an entry from `entry show -output json`."""
     return {
@@ -64,7 +69,7 @@ def view(entry):
         "dns_names": list(entry.get("dns_names") or []),
         "admin": bool(entry.get("admin")),
         "downstream": bool(entry.get("downstream")),
-        "federates_with": sorted(entry.get("federates_with") or []),
+        "federates_with": trust_domain_ids(entry.get("federates_with") or []),
         "hint": entry.get("hint") or "",
     }
 
@@ -86,7 +91,7 @@ def desired(params):
     for name, _flag in ATTRIBUTES:
         value = params.get(name)
         if value is not None and name in UNORDERED:
-            value = sorted(value)
+            value = trust_domain_ids(value)
         want[name] = value
     return want
 
