@@ -4,7 +4,8 @@
 """Registration entries as desired state: identity (spiffe_id, parent_id, selectors) and attributes.
 
 An entry's identity is its SPIFFE ID, parent ID and set of selectors; everything else
-(TTLs, DNS names, admin, downstream, federates_with, hint) is updated in place.
+(TTLs, expiry, DNS names, admin, downstream, store_svid, federates_with, hint) is updated in place.
+In exclusive mode the SPIFFE ID and parent ID alone name the entry: other selectors are replaced.
 """
 
 # Attribute name -> CLI flag; attributes left unset (None) in the request are not managed.
@@ -16,6 +17,8 @@ ATTRIBUTES = (
     ("downstream", "downstream"),
     ("federates_with", "federatesWith"),
     ("hint", "hint"),
+    ("entry_expiry", "entryExpiry"),
+    ("store_svid", "storeSVID"),
 )
 # Compared as sets; dns_names keep their order (the first is the SVID's CN).
 UNORDERED = ("federates_with",)
@@ -71,6 +74,9 @@ def view(entry):
         "downstream": bool(entry.get("downstream")),
         "federates_with": trust_domain_ids(entry.get("federates_with") or []),
         "hint": entry.get("hint") or "",
+        # protojson prints int64 as a string
+        "entry_expiry": _int(entry.get("expires_at")),
+        "store_svid": bool(entry.get("store_svid")),
     }
 
 
@@ -104,6 +110,42 @@ def same_identity(current, want):
 def find(entries, want):
     """Entries (as views) with want's identity; more than one is possible only if created outside."""
     return [v for v in (view(e) for e in entries) if same_identity(v, want)]
+
+
+def same_name(current, want):
+    return current["spiffe_id"] == want["spiffe_id"] and current["parent_id"] == want["parent_id"]
+
+
+def superseded(entries, want):
+    """Entries (as views) with want's SPIFFE ID and parent ID but other selectors (exclusive mode)."""
+    return [v for v in (view(e) for e in entries) if same_name(v, want) and not same_identity(v, want)]
+
+
+# Node entries the roles register (node aliases under the server's ID, join-token aliases):
+# purge leaves them alone, the agent role and decommission.yml own them.
+def is_node_entry(entry_view):
+    parent = entry_view["parent_id"]
+    return parent.endswith("/spire/server") or "/spire/agent/join_token/" in parent
+
+
+def key(entry_view):
+    return (entry_view["spiffe_id"], entry_view["parent_id"], tuple(entry_view["selectors"]))
+
+
+def purgeable(entries, wanted):
+    """Entries (as views) on the server that none of the wanted ones names (purge mode).
+
+    With exclusive, an entry is kept when a wanted one has its SPIFFE ID and parent ID: it is
+    updated in place rather than deleted and made again.
+    """
+    keep = set(key(w) for w in wanted)
+    names = set((w["spiffe_id"], w["parent_id"]) for w in wanted if w.get("_exclusive"))
+    out = []
+    for v in (view(e) for e in entries):
+        if is_node_entry(v) or key(v) in keep or (v["spiffe_id"], v["parent_id"]) in names:
+            continue
+        out.append(v)
+    return out
 
 
 def changes(current, want):
@@ -140,6 +182,10 @@ def cli_flags(full):
         flags.append(("downstream", True))
     if full.get("hint"):
         flags.append(("hint", full["hint"]))
+    if full.get("entry_expiry"):
+        flags.append(("entryExpiry", full["entry_expiry"]))
+    if full.get("store_svid"):
+        flags.append(("storeSVID", True))
     return flags
 
 

@@ -11,7 +11,7 @@ run_command in modules, a fake or subprocess in tests).
 import json
 
 DEFAULT_BIN = "/opt/spire/bin/spire-server"
-DEFAULT_SOCKET = "/tmp/spire-server/private/api.sock"
+DEFAULT_SOCKET = "/run/spire-server/private/api.sock"
 
 
 class SpireCLIError(Exception):

@@ -14,6 +14,12 @@ description:
   - An entry is identified by O(spiffe_id), O(parent_id) and the set of O(selectors).
     Other attributes are updated in place, and only those given are managed (an
     attribute left out keeps its current value).
+  - With O(exclusive=true) the SPIFFE ID and parent ID alone name the entry, so changing its
+    selectors updates that entry in place (keeping its ID) instead of adding a second grant, and
+    further entries with that SPIFFE ID and parent ID are deleted.
+  - With O(entries) the module manages a whole list in one call; O(purge=true) then deletes every
+    entry on the server that the list does not name, except node entries (parent ID
+    C(spiffe://<trust domain>/spire/server) or a join-token agent), which the roles own.
   - Reports a diff of the entry; check mode changes nothing. In check mode before the server
     is installed (O(server_bin) missing) the entry is reported as to be created, with a warning.
 author:
@@ -29,20 +35,42 @@ attributes:
     platforms: posix
 options:
   spiffe_id:
-    description: The SPIFFE ID the entry gives to matching workloads (or nodes).
+    description:
+      - The SPIFFE ID the entry gives to matching workloads (or nodes).
+      - Required unless O(entries) is given (mutually exclusive with it).
     type: str
-    required: true
   parent_id:
     description:
       - The agent (or node alias) the workloads run under. For a node alias entry use
         the server's ID, C(spiffe://<trust domain>/spire/server).
+      - Required with O(spiffe_id).
     type: str
-    required: true
   selectors:
-    description: Selectors as C(type:value), for example C(unix:uid:1000) or C(x509pop:subject:cn:web1).
+    description:
+      - Selectors as C(type:value), for example C(unix:uid:1000) or C(x509pop:subject:cn:web1).
+      - Required with O(spiffe_id).
     type: list
     elements: str
-    required: true
+  entries:
+    description:
+      - A list of entries to manage in one call, each a dict of this module's entry options
+        (O(spiffe_id), O(parent_id), O(selectors), O(state), O(exclusive) and the attributes).
+      - O(exclusive) given at the top applies to every item that does not set its own.
+    type: list
+    elements: dict
+  purge:
+    description:
+      - With O(entries), delete every entry on the server that the list does not name (node
+        entries excepted, see the description). Ignored without O(entries).
+    type: bool
+    default: false
+  exclusive:
+    description:
+      - Name the entry by O(spiffe_id) and O(parent_id) only, so that the selectors given replace
+        the current ones (SPIRE's entry update) and other entries with the same pair are deleted.
+      - With O(state=absent), every entry with that SPIFFE ID and parent ID is deleted.
+    type: bool
+    default: false
   state:
     description: Whether the entry exists.
     type: str
@@ -71,6 +99,12 @@ options:
   hint:
     description: A hint for workloads to tell entries with the same SPIFFE ID apart.
     type: str
+  entry_expiry:
+    description: When the entry expires and the server prunes it, in seconds since the epoch (0 never).
+    type: int
+  store_svid:
+    description: The SVIDs of this entry are stored through an SVIDStore plugin.
+    type: bool
   server_bin:
     description: The C(spire-server) executable on the server host.
     type: path
@@ -78,7 +112,7 @@ options:
   socket_path:
     description: The server's admin API socket.
     type: path
-    default: /tmp/spire-server/private/api.sock
+    default: /run/spire-server/private/api.sock
 """
 
 EXAMPLES = r"""
@@ -100,6 +134,17 @@ EXAMPLES = r"""
     parent_id: spiffe://example.org/host/web1
     selectors: [unix:uid:1000, unix:gid:1000]
     state: absent
+
+- name: The inventory's entries are the server's (others deleted; changed selectors replace the old grant)
+  spire_py.spire.entry:
+    entries:
+      - spiffe_id: spiffe://example.org/web
+        parent_id: spiffe://example.org/host/web1
+        selectors: [unix:uid:1001]
+        store_svid: false
+        entry_expiry: 1893456000
+    exclusive: true
+    purge: true
 """
 
 RETURN = r"""
@@ -144,10 +189,26 @@ entry:
     hint:
       description: Hint.
       type: str
+    entry_expiry:
+      description: Expiry in seconds since the epoch (0 never).
+      type: int
+    store_svid:
+      description: Stored through an SVIDStore plugin.
+      type: bool
 updated:
   description: Attributes that were (or would be) changed, with their old and new values.
   returned: always
   type: dict
+deleted:
+  description: Entries deleted (or to be deleted, in check mode) by O(state=absent), O(exclusive) or O(purge).
+  returned: always
+  type: list
+  elements: dict
+results:
+  description: With O(entries), one result per item (C(entry), C(updated), C(changed)).
+  returned: when O(entries) is given
+  type: list
+  elements: dict
 """
 
 import os
@@ -162,78 +223,152 @@ from ansible_collections.spire_py.spire.plugins.module_utils.spire_cli import (
     SpireCLIError,
 )
 
+ENTRY_OPTIONS = dict(
+    spiffe_id=dict(type="str"),
+    parent_id=dict(type="str"),
+    selectors=dict(type="list", elements="str"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    exclusive=dict(type="bool", default=False),
+    x509_svid_ttl=dict(type="int"),
+    jwt_svid_ttl=dict(type="int"),
+    dns_names=dict(type="list", elements="str"),
+    admin=dict(type="bool"),
+    downstream=dict(type="bool"),
+    federates_with=dict(type="list", elements="str"),
+    hint=dict(type="str"),
+    entry_expiry=dict(type="int"),
+    store_svid=dict(type="bool"),
+)
+
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            spiffe_id=dict(type="str", required=True),
-            parent_id=dict(type="str", required=True),
-            selectors=dict(type="list", elements="str", required=True),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            x509_svid_ttl=dict(type="int"),
-            jwt_svid_ttl=dict(type="int"),
-            dns_names=dict(type="list", elements="str"),
-            admin=dict(type="bool"),
-            downstream=dict(type="bool"),
-            federates_with=dict(type="list", elements="str"),
-            hint=dict(type="str"),
+            ENTRY_OPTIONS,
+            entries=dict(type="list", elements="dict"),
+            purge=dict(type="bool", default=False),
             server_bin=dict(type="path", default=DEFAULT_BIN),
             socket_path=dict(type="path", default=DEFAULT_SOCKET),
         ),
+        required_one_of=[("spiffe_id", "entries")],
+        mutually_exclusive=[("spiffe_id", "entries")],
+        required_by={"spiffe_id": ("parent_id", "selectors")},
         supports_check_mode=True,
     )
     p = module.params
-    try:
-        want = entries.desired(p)
-    except entries.EntryError as exc:
-        module.fail_json(msg=str(exc))
+    items = p["entries"] if p["entries"] is not None else [p]
+    wants = []
+    for index, item in enumerate(items):
+        unknown = sorted(set(item) - set(ENTRY_OPTIONS)) if p["entries"] is not None else []
+        if unknown:
+            module.fail_json(msg="entries[%d]: unknown options %s" % (index, ", ".join(unknown)))
+        params = dict((name, item.get(name)) for name in ENTRY_OPTIONS)
+        params["state"] = params["state"] or "present"
+        if params["state"] not in ("present", "absent"):
+            module.fail_json(msg="entries[%d]: state must be present or absent" % index)
+        params["exclusive"] = p["exclusive"] if params["exclusive"] is None else bool(params["exclusive"])
+        try:
+            want = entries.desired(params)
+        except entries.EntryError as exc:
+            module.fail_json(msg=str(exc) if p["entries"] is None else "entries[%d]: %s" % (index, exc))
+        want["_state"], want["_exclusive"] = params["state"], params["exclusive"]
+        wants.append(want)
+
     if module.check_mode and not os.path.exists(p["server_bin"]):
         # A first check-mode run: the server is not installed yet, so every entry is new.
-        module.warn("%s does not exist yet: reporting the entry as to be created" % p["server_bin"])
-        planned = dict(entries.merged(entries.view({}), want), id="")
-        absent = p["state"] == "absent"
-        module.exit_json(changed=not absent, entry={} if absent else planned, updated={})
+        module.warn("%s does not exist yet: reporting the entries as to be created" % p["server_bin"])
+        results = []
+        for want in wants:
+            absent = want["_state"] == "absent"
+            planned = dict(entries.merged(entries.view({}), public(want)), id="")
+            results.append(dict(changed=not absent, entry={} if absent else planned, updated={}))
+        finish(module, p, results, [], [])
+
     cli = ServerCLI(module.run_command, p["server_bin"], p["socket_path"])
+    results, deleted, diffs = [], [], []
     try:
-        matches = entries.find(cli.show_entries(want["spiffe_id"], want["parent_id"]), want)
-        current = matches[0] if matches else None
-        result = apply(cli, module.check_mode, p["state"], want, current, matches)
+        # One listing for a list of entries; a filtered one for a single entry.
+        listing = cli.show_entries() if p["entries"] is not None else None
+        for want in wants:
+            found = listing if listing is not None else cli.show_entries(want["spiffe_id"], want["parent_id"])
+            matches = entries.find(found, want)
+            others = entries.superseded(found, want) if want["_exclusive"] else []
+            result = apply(cli, module.check_mode, want["_state"], public(want), matches, others)
+            deleted.extend(result.pop("_deleted"))
+            diffs.append((want["spiffe_id"], result.pop("_before"), result.pop("_after")))
+            results.append(result)
+        if p["entries"] is not None and p["purge"]:
+            gone = set(d["id"] for d in deleted)
+            for stale in entries.purgeable(cli.show_entries() if not module.check_mode else listing,
+                                           [w for w in wants if w["_state"] == "present"]):
+                if stale["id"] in gone:
+                    continue
+                if not module.check_mode:
+                    cli.delete_entry(stale["id"])
+                deleted.append(stale)
+                diffs.append((stale["spiffe_id"], stale, None))
     except SpireCLIError as exc:
         module.fail_json(msg=str(exc), rc=exc.rc)
-    if module._diff:
-        result["diff"] = dict(
-            before=entries.describe(current), after=entries.describe(result.pop("_after")),
-            before_header=want["spiffe_id"], after_header=want["spiffe_id"],
-        )
+    finish(module, p, results, deleted, diffs)
+
+
+def public(want):
+    return dict((k, v) for k, v in want.items() if not k.startswith("_"))
+
+
+def finish(module, p, results, deleted, diffs):
+    changed = bool(deleted) or any(r["changed"] for r in results)
+    out = dict(changed=changed, deleted=deleted)
+    if p["entries"] is None:
+        out.update(entry=results[0]["entry"], updated=results[0]["updated"])
     else:
-        result.pop("_after")
-    module.exit_json(**result)
+        out["results"] = results
+    if module._diff and diffs:
+        changed_diffs = [d for d in diffs if entries.describe(d[1]) != entries.describe(d[2])] or diffs[:1]
+        out["diff"] = [dict(before=entries.describe(before), after=entries.describe(after),
+                            before_header=name, after_header=name) for name, before, after in changed_diffs]
+        if p["entries"] is None:
+            out["diff"] = out["diff"][0]
+    module.exit_json(**out)
 
 
-def apply(cli, check_mode, state, want, current, matches):
+def apply(cli, check_mode, state, want, matches, others):
+    """Bring one entry to its state; others are the entries exclusive mode replaces."""
+    current = matches[0] if matches else None
     if state == "absent":
-        if not matches:
-            return dict(changed=False, entry={}, updated={}, _after=None)
+        doomed = matches + others
         if not check_mode:
-            for match in matches:
+            for match in doomed:
                 cli.delete_entry(match["id"])
-        return dict(changed=True, entry=current, updated={}, _after=None)
-    if current is None:
+        before = current or (others[0] if others else None)
+        return dict(changed=bool(doomed), entry=before or {}, updated={}, _deleted=doomed,
+                    _before=before, _after=None)
+    replaced = None
+    if current is None and others:
+        # Exclusive: the first entry with this SPIFFE ID and parent takes the new selectors.
+        replaced, others = others[0], others[1:]
+    if not check_mode:
+        for other in others:
+            cli.delete_entry(other["id"])
+    base = current or replaced
+    if base is None:
         planned = entries.merged(entries.view({}), want)
         planned["id"] = ""
         if check_mode:
-            return dict(changed=True, entry=planned, updated={}, _after=planned)
+            return dict(changed=True, entry=planned, updated={}, _deleted=others, _before=None, _after=planned)
         created = entries.view(cli.create_entry(entries.cli_flags(planned)))
-        return dict(changed=True, entry=created, updated={}, _after=created)
-    delta = entries.changes(current, want)
+        return dict(changed=True, entry=created, updated={}, _deleted=others, _before=None, _after=created)
+    delta = entries.changes(base, want)
+    if replaced is not None:
+        delta["selectors"] = (replaced["selectors"], want["selectors"])
     if not delta:
-        return dict(changed=False, entry=current, updated={}, _after=current)
-    planned = entries.merged(current, want)
+        return dict(changed=bool(others), entry=base, updated={}, _deleted=others, _before=base, _after=base)
+    planned = entries.merged(base, want)
     updated = dict((k, {"before": v[0], "after": v[1]}) for k, v in delta.items())
     if check_mode:
-        return dict(changed=True, entry=planned, updated=updated, _after=planned)
-    after = entries.view(cli.update_entry(current["id"], entries.cli_flags(planned)))
-    return dict(changed=True, entry=after, updated=updated, _after=after)
+        return dict(changed=True, entry=planned, updated=updated, _deleted=others, _before=base, _after=planned)
+    after = entries.view(cli.update_entry(base["id"], entries.cli_flags(planned)))
+    return dict(changed=True, entry=after, updated=updated, _deleted=others, _before=base, _after=after)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ options:
   socket_path:
     description: The server's admin API socket.
     type: path
-    default: /tmp/spire-server/private/api.sock
+    default: /run/spire-server/private/api.sock
 """
 
 EXAMPLES = r"""

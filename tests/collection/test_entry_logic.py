@@ -49,7 +49,8 @@ class FakeServer:
                  "x509_svid_ttl": int(get("x509SVIDTTL") or 0), "jwt_svid_ttl": int(get("jwtSVIDTTL") or 0),
                  "dns_names": multi("dns"), "federates_with": multi("federatesWith"),
                  "admin": get("admin") == "true", "downstream": get("downstream") == "true",
-                 "hint": get("hint") or "", "revision_number": "0"}
+                 "hint": get("hint") or "", "revision_number": "0",
+                 "expires_at": get("entryExpiry") or "0", "store_svid": get("storeSVID") == "true"}
             self.entries[entry_id] = e
             return 0, json.dumps({"results": [{"status": {"code": 0, "message": "OK"}, "entry": e}]}), ""
         if words == ["entry", "delete"]:
@@ -61,7 +62,7 @@ class FakeServer:
 def params(**kw):
     p = dict(spiffe_id="spiffe://example.org/web", parent_id="spiffe://example.org/host/a",
              selectors=["unix:uid:1000"], x509_svid_ttl=None, jwt_svid_ttl=None, dns_names=None,
-             admin=None, downstream=None, federates_with=None, hint=None)
+             admin=None, downstream=None, federates_with=None, hint=None, entry_expiry=None, store_svid=None)
     p.update(kw)
     return p
 
@@ -71,13 +72,14 @@ def server():
     return FakeServer()
 
 
-def run(server, state="present", check_mode=False, **kw):
+def run(server, state="present", check_mode=False, exclusive=False, **kw):
     from ansible_collections.spire_py.spire.plugins.modules.entry import apply
 
     cli = ServerCLI(server, "/bin/spire-server", "/tmp/s.sock")
     want = entries.desired(params(**kw))
-    matches = entries.find(cli.show_entries(want["spiffe_id"], want["parent_id"]), want)
-    return apply(cli, check_mode, state, want, matches[0] if matches else None, matches)
+    found = cli.show_entries(want["spiffe_id"], want["parent_id"])
+    others = entries.superseded(found, want) if exclusive else []
+    return apply(cli, check_mode, state, want, entries.find(found, want), others)
 
 
 def test_entry_is_created_once_and_then_left_alone(server):
@@ -145,3 +147,83 @@ def test_token_generate_uses_spire_flags(server):
     assert doc["value"].startswith("tok-")
     assert server.calls[-1] == ["/bin/spire-server", "token", "generate", "-socketPath", "/tmp/s.sock", "-ttl", "300",
                                 "-spiffeID", "spiffe://example.org/host/a", "-output", "json"]
+
+
+def test_expiry_and_store_svid_are_managed(server):
+    run(server, entry_expiry=1893456000, store_svid=True)
+    [stored] = server.entries.values()
+    assert stored["expires_at"] == "1893456000" and stored["store_svid"]
+    assert not run(server, entry_expiry=1893456000, store_svid=True)["changed"]
+    result = run(server, entry_expiry=1900000000)
+    assert result["updated"] == {"entry_expiry": {"before": 1893456000, "after": 1900000000}}
+    assert [e["store_svid"] for e in server.entries.values()] == [True]
+
+
+def test_exclusive_selectors_change_replaces_the_grant_in_place(server):
+    run(server, selectors=["unix:uid:1000"], x509_svid_ttl=600)
+    [old_id] = server.entries
+    result = run(server, exclusive=True, selectors=["unix:uid:1001"])
+    assert result["changed"] and result["updated"]["selectors"] == {"before": ["unix:uid:1000"], "after": ["unix:uid:1001"]}
+    [(entry_id, stored)] = server.entries.items()
+    assert entry_id == old_id and [s["value"] for s in stored["selectors"]] == ["uid:1001"]
+    assert stored["x509_svid_ttl"] == 600
+    assert not run(server, exclusive=True, selectors=["unix:uid:1001"])["changed"]
+
+
+def test_without_exclusive_a_selectors_change_adds_a_second_grant(server):
+    run(server, selectors=["unix:uid:1000"])
+    run(server, selectors=["unix:uid:1001"])
+    assert len(server.entries) == 2
+
+
+def test_exclusive_deletes_duplicates_and_absent_deletes_every_selector_set(server):
+    run(server, selectors=["unix:uid:1"])
+    run(server, selectors=["unix:uid:2"])
+    run(server, selectors=["unix:uid:3"])
+    result = run(server, exclusive=True, selectors=["unix:uid:3"])
+    assert result["changed"] and len(result["_deleted"]) == 2 and len(server.entries) == 1
+    run(server, selectors=["unix:uid:4"])
+    result = run(server, state="absent", exclusive=True, selectors=["unix:uid:9"])
+    assert result["changed"] and not server.entries
+
+
+def test_purge_keeps_wanted_and_node_entries_only(server):
+    td = "spiffe://example.org"
+    run(server, selectors=["unix:uid:1"])
+    run(server, spiffe_id=td + "/old", selectors=["unix:uid:2"])
+    run(server, spiffe_id=td + "/host/a", parent_id=td + "/spire/server", selectors=["x509pop:subject:cn:a"])
+    run(server, spiffe_id=td + "/host/b", parent_id=td + "/spire/agent/join_token/abc", selectors=["x:y"])
+    cli = ServerCLI(server, "/bin/spire-server", "/tmp/s.sock")
+    wanted = [entries.desired(params(selectors=["unix:uid:1"]))]
+    stale = entries.purgeable(cli.show_entries(), wanted)
+    assert [v["spiffe_id"] for v in stale] == [td + "/old"]
+    # Exclusive wanted entries keep their (spiffe_id, parent_id) entry for an in-place update.
+    moved = dict(entries.desired(params(selectors=["unix:uid:7"])), _exclusive=True)
+    assert [v["spiffe_id"] for v in entries.purgeable(cli.show_entries(), [moved])] == [td + "/old"]
+    plain = entries.desired(params(selectors=["unix:uid:7"]))
+    assert sorted(v["spiffe_id"] for v in entries.purgeable(cli.show_entries(), [plain])) == [td + "/old", td + "/web"]
+
+
+def test_module_list_mode_with_purge(server, module_runner, monkeypatch, tmp_path):
+    from ansible.module_utils import basic
+
+    from ansible_collections.spire_py.spire.plugins.modules import entry as module
+
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda self, argv, **kw: server(argv))
+    td = "spiffe://example.org"
+    run(server, spiffe_id=td + "/gone", selectors=["unix:uid:5"])
+    run(server, spiffe_id=td + "/web", selectors=["unix:uid:1"])
+    args = {"entries": [{"spiffe_id": td + "/web", "parent_id": td + "/host/a", "selectors": ["unix:uid:2"]},
+                        {"spiffe_id": td + "/db", "parent_id": td + "/host/a", "selectors": ["unix:uid:3"],
+                         "store_svid": True}],
+            "exclusive": True, "purge": True, "server_bin": "/bin/true", "socket_path": "/tmp/s.sock"}
+    checked = module_runner(module, args, check_mode=True, diff=True)
+    assert checked["changed"] and [d["spiffe_id"] for d in checked["deleted"]] == [td + "/gone"]
+    assert len(server.entries) == 2
+    result = module_runner(module, args)
+    assert result["changed"], result
+    assert sorted(entries.spiffe_id_text(e["spiffe_id"]) for e in server.entries.values()) == [td + "/db", td + "/web"]
+    assert not module_runner(module, args)["changed"]
+    bad = module_runner(module, dict(args, entries=[{"spiffe_id": td + "/x", "parent_id": td + "/y",
+                                                      "selectors": ["a:b"], "colour": "red"}]))
+    assert bad["failed"] and "colour" in bad["msg"]
