@@ -187,8 +187,10 @@ plugins {{
     datastore = catalog.data_store()
     assert isinstance(datastore, DataStore)
     closed: list[str] = []
-    close_store = datastore.close
-    datastore.close = lambda: (closed.append("datastore"), close_store())[-1]  # type: ignore[method-assign]
+    # The catalog hands out the store wrapped for telemetry and closes the plugin itself.
+    store = datastore._inner  # type: ignore[attr-defined]
+    close_store = store.close
+    store.close = lambda: (closed.append("datastore"), close_store())[-1]
     assert catalog.key_manager().generate_key("k", "ec-p256") is not None
     attestor = catalog.node_attestor_named("join_token")
     # Listed before the DataStore in the file, configured after it, and given it through the context.
