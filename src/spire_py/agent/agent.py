@@ -71,6 +71,9 @@ class SpireAgent:
             x509_svid_max_size=int(getattr(config, "x509_svid_cache_max_size", 0) or 0) or DEFAULT_MAX_SIZE)
         self.ready = False
         self.roots: list[x509.Certificate] = []
+        # Roots whose SVIDs are kept: the bundle's minus those tainted (LocalAuthority API), whose
+        # SVIDs are re-signed at the next sync as SPIRE's agent does.
+        self.signing_roots: list[x509.Certificate] = []
         self.state: Optional[AgentState] = None
         self.client: Optional[ServerClient] = None
         self._revisions: dict[str, int] = {}
@@ -172,6 +175,11 @@ class SpireAgent:
         _log.info("Agent SVID renewed", extra=log.fields(spiffe_id=self.agent_id,
                   expiration=self.state.svid[0].not_valid_after_utc.isoformat()))
 
+    def _signed_by_tainted(self, tainted: list[x509.Certificate]) -> bool:
+        assert self.state is not None
+        top = self.state.svid[-1]
+        return any(top.issuer == t.subject for t in tainted)
+
     def _renew_due(self) -> bool:
         assert self.state is not None
         leaf = self.state.svid[0]
@@ -193,6 +201,15 @@ class SpireAgent:
         client = self.client
         b = await client.bundle.GetBundle(bundle_pb2.GetBundleRequest(), timeout=RPC_TIMEOUT)
         roots = [x509.load_der_x509_certificate(a.asn1) for a in b.x509_authorities]
+        tainted = [r for r, a in zip(roots, b.x509_authorities) if a.tainted]
+        self.signing_roots = [r for r in roots if r not in tainted]
+        if tainted and self._signed_by_tainted(tainted):
+            _log.info("Agent SVID is signed by a tainted authority; renewing", extra=log.fields(
+                spiffe_id=self.agent_id))
+            await self._renew()
+            client = self.client
+        if self.cache.jwt_svids.drop_signed_by({k.key_id for k in b.jwt_authorities if k.tainted}):
+            _log.info("JWT-SVIDs signed by a tainted key dropped from the cache")
         changed = False
         bundle = SpiffeBundle.from_proto(self.td, b)
         if roots != self.roots:
@@ -214,7 +231,8 @@ class SpireAgent:
             changed = True
         self.cache.jwt_svids.prune()
         with metrics.call(SYNC_SVIDS):
-            if await mint_svids(client, self.cache, entries, self._revisions, self.roots, self.key_type):
+            if await mint_svids(client, self.cache, entries, self._revisions, self.signing_roots or self.roots,
+                                self.key_type):
                 changed = True
         if changed:
             await self.cache.publish()
@@ -240,7 +258,8 @@ class SpireAgent:
             wanted.clear()
             if self.client is not None:
                 try:
-                    if await mint_svids(self.client, self.cache, self.cache.entries, self._revisions, self.roots,
+                    if await mint_svids(self.client, self.cache, self.cache.entries, self._revisions,
+                                        self.signing_roots or self.roots,
                                         self.key_type):
                         await self.cache.publish()
                 except Exception as exc:  # the next sync retries

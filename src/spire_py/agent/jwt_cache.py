@@ -53,5 +53,25 @@ class JWTSVIDCache:
         """Drop expired tokens now (the sync loop calls it); returns how many."""
         return len(self._lru.expire())
 
+    def drop_signed_by(self, key_ids: set[str]) -> int:
+        """Forget tokens signed by these (tainted) JWT keys, so the next request gets a fresh one."""
+        if not key_ids:
+            return 0
+        stale = [k for k, jwt in list(self._lru.items()) if _kid(jwt.token) in key_ids]
+        for k in stale:
+            self._lru.pop(k, None)
+        return len(stale)
+
     def __len__(self) -> int:
         return len(self._lru)
+
+
+def _kid(token: str) -> str:
+    import base64
+    import json
+
+    try:
+        head = token.split(".", 1)[0]
+        return str(json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))).get("kid", ""))
+    except (ValueError, AttributeError):
+        return ""

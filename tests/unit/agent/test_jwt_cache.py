@@ -177,3 +177,17 @@ def test_agent_honours_the_configured_cache_sizes(tmp_path):
 def test_agent_defaults_both_cache_sizes_to_1000(tmp_path):
     agent = _agent(tmp_path, "")
     assert agent.cache.jwt_svids.max_size == agent.cache.x509_svid_max_size == 1000
+
+
+def test_tokens_of_a_tainted_key_are_dropped_the_others_kept() -> None:
+    clock = Clock()
+    cache = JWTSVIDCache(clock=clock)
+    cache.put("spiffe://example.org/a", ["x"], token("spiffe://example.org/a", ["x"], clock.t))  # kid k1
+    other = pyjwt.encode({"sub": "spiffe://example.org/b", "aud": ["x"], "exp": int(clock.t) + 300}, KEY,
+                         algorithm="ES256", headers={"kid": "k2"})
+    cache.put("spiffe://example.org/b", ["x"], CachedJWT(other, "spiffe://example.org/b", int(clock.t) + 300,
+                                                         int(clock.t)))
+    assert cache.drop_signed_by(set()) == 0 and len(cache) == 2
+    assert cache.drop_signed_by({"k1"}) == 1
+    assert cache.get("spiffe://example.org/a", ["x"]) is None
+    assert cache.get("spiffe://example.org/b", ["x"]) is not None
