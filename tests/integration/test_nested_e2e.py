@@ -4,8 +4,8 @@ The nested server is a workload of an agent of the root server (join_token), wit
 ``-downstream`` entry; its UpstreamAuthority "spire" takes that SVID from the agent's socket
 and has the root sign its intermediate. A workload of the nested server's own agent gets an
 SVID that verifies against the root's bundle (and a JWT-SVID whose key the nested server
-published to the root), and keeps being served when the nested intermediate rotates
-(a 40 s ca_ttl).
+published to the root), and keeps being served when the nested intermediate is rotated
+(localauthority prepare/activate on the nested server).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ def _root_bundle(root: ServerHandle) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(root.cli("bundle", "show").stdout.encode())
 
 
-def _verifies_to_root(doc: dict[str, Any], root: ServerHandle) -> list[x509.Certificate]:
+def _verifies_to_root(doc: dict[str, Any], roots: list[x509.Certificate]) -> list[x509.Certificate]:
     chain = x509.load_pem_x509_certificates(doc["chain"].encode())
-    verify_chain(chain[0], chain[1:], _root_bundle(root), None)
+    verify_chain(chain[0], chain[1:], roots, None)
     return chain
 
 
-def _jwt_verifies_to_root(token: str, root: ServerHandle) -> None:
-    doc = json.loads(root.cli("bundle", "show", "-format", "spiffe").stdout)
+def _jwt_verifies_to_root(token: str, doc: dict[str, Any]) -> None:
+    """``doc``: the root's bundle in SPIFFE format (bundle show -format spiffe)."""
     kid = pyjwt.get_unverified_header(token)["kid"]
     (jwk,) = [k for k in doc["keys"] if k.get("kid") == kid]
     key = pyjwt.PyJWK(jwk)
@@ -56,7 +56,7 @@ def test_a_nested_server_s_workload_chains_to_the_root_and_survives_a_nested_rot
     svid_for(root_agent.socket, NESTED_ID)  # the nested server can get its SVID before it starts
 
     nested = make_server(
-        extra_server='ca_ttl = "40s"\n    default_x509_svid_ttl = "6s"\n    agent_ttl = "40s"',
+        extra_server='default_x509_svid_ttl = "10s"\n    agent_ttl = "1h"',
         extra_plugins=f'''UpstreamAuthority "spire" {{
         plugin_data {{
             server_address = "127.0.0.1"
@@ -65,7 +65,9 @@ def test_a_nested_server_s_workload_chains_to_the_root_and_survives_a_nested_rot
         }}
     }}''')
     # The nested bundle is the root's: the root CA, and the root's JWT keys with the nested one.
-    assert {c.fingerprint(c.signature_hash_algorithm) for c in _root_bundle(root)} <= {  # type: ignore[arg-type]
+    roots = _root_bundle(root)
+    root_jwks = json.loads(root.cli("bundle", "show", "-format", "spiffe").stdout)
+    assert {c.fingerprint(c.signature_hash_algorithm) for c in roots} <= {  # type: ignore[arg-type]
         c.fingerprint(c.signature_hash_algorithm)  # type: ignore[arg-type]
         for c in x509.load_pem_x509_certificates(nested.cli("bundle", "show").stdout.encode())}
 
@@ -74,17 +76,26 @@ def test_a_nested_server_s_workload_chains_to_the_root_and_survives_a_nested_rot
     nested.cli("entry", "create", "-parentID", _agent_id(nested_token), "-spiffeID", WORKLOAD_ID,
                "-selector", f"unix:uid:{ME}")
     doc = svid_for(nested_agent.socket, WORKLOAD_ID)
-    chain = _verifies_to_root(doc, root)
-    assert len(chain) == 2 and chain[1].issuer in {c.subject for c in _root_bundle(root)}
+    chain = _verifies_to_root(doc, roots)
+    assert len(chain) == 2 and chain[1].issuer in {c.subject for c in roots}
     assert re.search(r"OU=DOWNSTREAM-1", chain[1].subject.rfc4514_string())
-    _jwt_verifies_to_root(doc["jwt"], root)
+    _jwt_verifies_to_root(doc["jwt"], root_jwks)
 
     # The nested entry is listed by `entry show` on the root (downstream entries are not hidden).
     assert NESTED_ID in root.cli("entry", "show").stdout
     assert "Found 1 entry" in root.cli("entry", "show", "-downstream").stdout
 
-    # The nested intermediate rotates (activation at 5/6 of 40 s); the workload is still served,
-    # by an SVID under the new intermediate that still verifies to the root.
+    # The nested intermediate is rotated by hand (localauthority prepare/activate: the root signs
+    # the new one); the workload is then served an SVID under it that still verifies to the root.
+    root_skid = roots[0].extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    shown = nested.cli("localauthority", "x509", "show").stdout
+    assert f"  Upstream authority Subject Key ID: {root_skid}" in shown
+    taint = nested.cli("localauthority", "x509", "taint", "-authorityID", "x", check=False)
+    assert taint.stderr == ("Error: could not taint X.509 authority: rpc error: code = FailedPrecondition desc = "
+                            "local authority can't be tainted if there is an upstream authority\n")
+    prepared = re.search(r"Authority ID: (\S+)", nested.cli("localauthority", "x509", "prepare").stdout)
+    assert prepared
+    nested.cli("localauthority", "x509", "activate", "-authorityID", prepared.group(1))
     first_ca = chain[1].serial_number
     rotated: dict[str, Any] = {}
 
@@ -97,7 +108,7 @@ def test_a_nested_server_s_workload_chains_to_the_root_and_survives_a_nested_rot
                 return True
         return False
 
-    wait_for(new_intermediate, 60, "an SVID under the rotated nested intermediate", interval=1)
-    _verifies_to_root(rotated, root)
-    _jwt_verifies_to_root(rotated["jwt"], root)
+    wait_for(new_intermediate, 30, "an SVID under the rotated nested intermediate", interval=0.5)
+    _verifies_to_root(rotated, roots)
+    _jwt_verifies_to_root(rotated["jwt"], root_jwks)
     assert nested.proc.alive() and root.proc.alive()
