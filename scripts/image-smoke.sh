@@ -41,8 +41,8 @@ cleanup() {
 # retry N CMD...: run CMD up to N times, a second apart; its last output on stdout.
 retry() {
   local n=$1; shift
-  local i out
-  for i in $(seq 1 "$n"); do
+  local out
+  for _ in $(seq 1 "$n"); do
     if out=$("$@" 2>&1); then
       printf '%s\n' "$out"
       return 0
