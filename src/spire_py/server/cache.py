@@ -15,6 +15,7 @@ from collections import defaultdict
 from typing import Any, Iterable, NamedTuple
 
 from ..common.registration import Entry, Selector
+from ..common.registration_proto import entry_to_proto
 from ..common.spiffeid import TrustDomain, server_id
 from .datastore.events import EventTracker
 
@@ -63,6 +64,9 @@ class EntryCache:
         # for that agent does not walk its entries again.
         self._memo: dict[str, _Memo] = {}
         self._versions = 0
+        # Each synced entry's wire form, per output mask, while the entry is unchanged: agents
+        # syncing every 5 s re-encoded the same entries on every sync.
+        self._protos: dict[str, tuple[Entry, dict[bytes, Any]]] = {}
 
     # --- loading -------------------------------------------------------------
     def load(self) -> None:
@@ -89,6 +93,7 @@ class EntryCache:
             self.last_event_id = self.events.last_id
             self.loaded = True
             self._memo.clear()
+            self._protos.clear()
 
     def refresh(self) -> int:
         """Apply new events; returns how many entries changed."""
@@ -136,6 +141,7 @@ class EntryCache:
             del self._memo[agent]
 
     def _drop(self, entry_id: str) -> Entry | None:
+        self._protos.pop(entry_id, None)
         old = self.entries.pop(entry_id, None)
         if old is None:
             return None
@@ -210,6 +216,24 @@ class EntryCache:
                         seen_parents.add(e.spiffe_id)
                         parents.append(e.spiffe_id)
             return result, seen_parents
+
+    def entry_proto(self, e: Entry, mask: Any = None) -> Any:
+        """``entry_to_proto(e, mask)``, kept while the cache holds this very entry. The message
+        is shared: copy it into a response (as repeated fields do), never modify it."""
+        key = b"" if mask is None else mask.SerializeToString(deterministic=True)
+        with self._lock:
+            hit = self._protos.get(e.id)
+            if hit is not None and hit[0] is e and key in hit[1]:
+                return hit[1][key]
+        pb = entry_to_proto(e, mask)
+        with self._lock:
+            if self.entries.get(e.id) is e:  # only what the cache holds, dropped with it
+                kept = self._protos.get(e.id)
+                if kept is None or kept[0] is not e:
+                    kept = self._protos[e.id] = (e, {})
+                if len(kept[1]) < 4:  # a few masks (agents send one)
+                    kept[1][key] = pb
+        return pb
 
     def flags_for(self, spiffe_id: str) -> "EntryFlags":
         """Whether any entry for this SPIFFE ID grants admin or downstream rights."""

@@ -95,3 +95,26 @@ def test_callers_get_copies_of_the_list(store: SQLDataStore, cache: EntryCache) 
     cache.refresh()
     cache.authorized_entries(AGENT, []).clear()
     assert len(cache.authorized_entries(AGENT, [])) == 1
+
+
+def test_an_entrys_wire_form_is_kept_until_the_entry_changes(store: SQLDataStore, cache: EntryCache) -> None:
+    from spire_py.common.registration_proto import entry_to_proto
+    from spire_py.proto.spire.api.types import entry_pb2
+
+    e = store.create_entry(_entry("/w", AGENT))
+    cache.refresh()
+    held = cache.get(e.id)
+    assert held is not None
+    pb = cache.entry_proto(held)
+    assert pb == entry_to_proto(held) and cache.entry_proto(held) is pb
+    mask = entry_pb2.EntryMask(spiffe_id=True, revision_number=True)
+    masked = cache.entry_proto(held, mask)
+    assert masked == entry_to_proto(held, mask) and masked != pb and cache.entry_proto(held, mask) is masked
+    store.update_entry(Entry(**{**vars(held), "hint": "new"}), {"hint"})
+    cache.refresh()
+    fresh = cache.get(e.id)
+    assert fresh is not None and fresh is not held
+    assert cache.entry_proto(fresh).hint == "new"
+    store.delete_entry(e.id)
+    cache.refresh()
+    assert e.id not in cache._protos

@@ -185,7 +185,7 @@ class EntryService(entry_grpc.EntryBase):
         _, authorized = await self._authorized(stream)
         mask = req.output_mask if req.HasField("output_mask") else None
         await stream.send_message(entry_pb2.GetAuthorizedEntriesResponse(
-            entries=[entry_to_proto(e, mask) for e in authorized.entries]))
+            entries=[self.core.cache.entry_proto(e, mask) for e in authorized.entries]))
 
     async def SyncAuthorizedEntries(self, stream: Any) -> None:
         req = await stream.recv_message()
@@ -200,7 +200,7 @@ class EntryService(entry_grpc.EntryBase):
             raise GRPCError(Status.INVALID_ARGUMENT, "revision number cannot be masked")
         Resp = entry_pb2.SyncAuthorizedEntriesResponse
         if len(entries) <= SYNC_PAGE_SIZE:
-            await stream.send_message(Resp(entries=[entry_to_proto(e, mask) for e in entries]))
+            await stream.send_message(Resp(entries=[self.core.cache.entry_proto(e, mask) for e in entries]))
             return
         # Many entries: send revisions first; the agent asks for the ones it lacks.
         for page in self._revision_pages(agent, authorized):
@@ -214,7 +214,7 @@ class EntryService(entry_grpc.EntryBase):
                 if len(out) == SYNC_PAGE_SIZE:
                     await stream.send_message(Resp(entries=out, more=True))
                     out = []
-                out.append(entry_to_proto(e, mask))
+                out.append(self.core.cache.entry_proto(e, mask))
             await stream.send_message(Resp(entries=out, more=False))
 
     def _revision_pages(self, agent: str, authorized: Authorized) -> list[Any]:
