@@ -142,6 +142,20 @@ def spiffe_id_of(cert: x509.Certificate) -> SpiffeId:
         raise PeerAuthError(f"certificate URI SAN is not a SPIFFE ID: {exc}") from None
 
 
+# asyncio gives every TLS connection a read buffer of SSLProtocol.max_size (256 KiB), most of
+# what each connected agent costs the server; a TLS record holds at most 16 KiB, so a smaller
+# buffer only means more reads for large messages.
+TLS_READ_BUFFER = 32 * 1024
+
+
+def small_tls_read_buffers() -> None:
+    """Make this process's asyncio TLS connections allocate TLS_READ_BUFFER, not 256 KiB."""
+    from asyncio import sslproto
+
+    if getattr(sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
+        sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
 def peer_ucred(transport: Any) -> tuple[int, int, int]:
     """(pid, uid, gid) of the process on the other end of a Unix socket (SO_PEERCRED)."""
     sock: socket.socket = transport.get_extra_info("socket")

@@ -175,6 +175,7 @@ class SpireServer:
 
     async def _listen_tcp(self, server: GrpcServer) -> None:
         assert self._tls is not None
+        tls.small_tls_read_buffers()  # one buffer per connected agent: thousands of them
         await server.start(self.config.bind_address, self.config.bind_port, ssl=self._tls.listener, reuse_address=True)
         self._servers.append(server)
 
