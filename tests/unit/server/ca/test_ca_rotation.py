@@ -392,3 +392,45 @@ def test_usable_next_slot_is_promoted_when_current_is_lost(tmp_path, clock):
     again = new_ca(clock, km, journal)
     again.start()
     assert again.x509_ca == prepared and again.manager.current_x509_id == "B"
+
+
+class PublishingUpstream(FlakyUpstream):
+    """An upstream that takes JWT keys and has a bundle of its own (as UpstreamAuthority "spire")."""
+
+    def __init__(self, inner, roots) -> None:
+        super().__init__(inner)
+        self.published: list[str] = []
+        self.roots = list(roots)
+        self.upstream_key = generate_key().public_key()
+
+    def publish_jwt_key(self, kid, public_key, expires_at):
+        self.published.append(kid)
+        return [("upstream-kid", self.upstream_key, int(expires_at)), (kid, public_key, int(expires_at))]
+
+    def upstream_bundle(self):
+        return list(self.roots), [("upstream-kid", self.upstream_key, 0)]
+
+
+def test_jwt_keys_are_published_upstream_and_upstream_bundle_updates_are_merged(tmp_path, clock):
+    from cryptography.hazmat.primitives import serialization
+
+    from spire_py.common.keys import private_key_to_pem
+    from spire_py.common.x509util import create_ca_certificate, x509_ca_subject
+
+    key = generate_key()
+    root = create_ca_certificate(key.public_key(), key, subject=x509_ca_subject(), ttl=30 * 86400, now=clock.t)
+    (tmp_path / "r.crt").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "r.key").write_bytes(private_key_to_pem(key))
+    up = PublishingUpstream(DiskUpstreamAuthority(TD, str(tmp_path / "r.crt"), str(tmp_path / "r.key")), [root])
+    ca = new_ca(clock, upstream=up)
+    ca.start()
+    assert up.published == [ca.jwt_key_id]
+    assert set(ca.bundle().jwt_authorities) == {ca.jwt_key_id, "upstream-kid"}
+    # The upstream rotates its root: the next rotation step merges it into our bundle.
+    other = generate_key()
+    new_root = create_ca_certificate(other.public_key(), other, subject=x509_ca_subject(), ttl=30 * 86400,
+                                     now=clock.t)
+    up.roots.append(new_root)
+    assert ca.rotate_if_needed()
+    assert ca.bundle().x509_authorities == [root, new_root]
+    assert not ca.rotate_if_needed()  # nothing new: no change
