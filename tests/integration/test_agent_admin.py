@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -53,13 +54,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminWorld]:
         server = make_server()
         token = server.token()
         agent_id = f"spiffe://{TD}/spire/agent/join_token/{token}"
-        admin = str(short_dir(tmp, "admin") / "private" / "admin.sock")
+        admin_dir = short_dir(tmp, "admin")
+        admin = str(admin_dir / "private" / "admin.sock")
         agent = start_agent(server, token=token, extra_agent=f'''
             admin_socket_path = "{admin}"
             authorized_delegates = ["{DELEGATE}"]''')
         entry_create(server, agent_id, DELEGATE, "-selector", f"unix:uid:{os.getuid()}")
         entry_create(server, agent_id, TARGET, "-selector", f"unix:uid:{NOBODY}")
-        yield AdminWorld(server, agent, admin, agent_id)
+        try:
+            yield AdminWorld(server, agent, admin, agent_id)
+        finally:
+            shutil.rmtree(admin_dir, ignore_errors=True)
 
 
 def by_selectors() -> pb.SubscribeToX509SVIDsRequest:
@@ -270,12 +275,12 @@ def test_agent_logger_get_set_reset(world: AdminWorld) -> None:
     assert (bad.returncode, bad.stderr) == (1, 'Error: the value "verbose" is not a valid setting\n')
 
 
-def test_run_flags_join_token_file_and_disable_sds(make_server, tmp_path: Path) -> None:
+def test_run_flags_join_token_file_and_disable_sds(world: AdminWorld, tmp_path: Path) -> None:
     """-joinTokenFile is read for attestation; -disableSDSAPI leaves SDS unimplemented while the
     Workload API serves."""
     from envoy.service.discovery.v3 import discovery_pb2
 
-    server = make_server()
+    server = world.server
     d = short_dir(tmp_path, "agent")
     sock = str(d / "public" / "api.sock")
     conf = d / "agent.conf"
@@ -294,3 +299,4 @@ def test_run_flags_join_token_file_and_disable_sds(make_server, tmp_path: Path) 
         assert status_of(sock, sds, discovery_pb2.DiscoveryRequest().SerializeToString()) == Status.UNIMPLEMENTED
     finally:
         proc.stop()
+        shutil.rmtree(d, ignore_errors=True)
