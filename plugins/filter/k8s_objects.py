@@ -39,6 +39,10 @@ options:
     description: ConfigMap name to a dict of keys and values that replace its data.
     type: dict
     default: {}
+  labels:
+    description: Labels added to every object's metadata (as the base's C(labels) field, without selectors).
+    type: dict
+    default: {}
   exclude:
     description: Objects left out, as C(Kind/name).
     type: list
@@ -97,7 +101,8 @@ def _image_repo(ref):
     return ref[:colon] if colon > slash else ref
 
 
-def k8s_objects(objects, namespace="", image="", image_name="localhost/spire_py", config_data=None, exclude=None):
+def k8s_objects(objects, namespace="", image="", image_name="localhost/spire_py", config_data=None, exclude=None,
+                labels=None):
     if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
         raise AnsibleFilterError("k8s_objects: the input must be a list of Kubernetes objects (dicts)")
     config_data = config_data or {}
@@ -110,6 +115,8 @@ def k8s_objects(objects, namespace="", image="", image_name="localhost/spire_py"
         obj = _plain(original)
         kind = obj.get("kind")
         meta = obj.setdefault("metadata", {})
+        if labels:
+            meta["labels"] = dict(meta.get("labels") or {}, **_plain(labels))
         if namespace:
             if kind == "Namespace":
                 meta["name"] = namespace

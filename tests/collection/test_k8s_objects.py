@@ -21,7 +21,7 @@ OBJECTS = [{"kind": "Namespace", "metadata": {"name": "spire"}}, POD, BINDING,
 
 def test_namespace_image_and_config_are_set_and_the_input_is_untouched():
     out = k8s_objects(OBJECTS, namespace="ops", image="reg.example:5000/spire_py:2",
-                      config_data={"spire-agent": {"agent.conf": "agent {}\n"}})
+                      config_data={"spire-agent": {"agent.conf": "agent {}\n"}}, labels={"part-of": "spire"})
     ns, pod, binding, cm = out
     assert ns["metadata"]["name"] == "ops"
     assert "namespace" not in ns["metadata"] and "namespace" not in binding["metadata"]
@@ -32,6 +32,8 @@ def test_namespace_image_and_config_are_set_and_the_input_is_untouched():
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "spire-agent", "namespace": "ops"},
                                    {"kind": "Group", "name": "system:nodes"}]
     assert cm["data"] == {"agent.conf": "agent {}\n"}
+    assert all(o["metadata"]["labels"] == {"part-of": "spire"} for o in out)
+    assert "labels" not in OBJECTS[0]["metadata"]
     assert OBJECTS[1]["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost/spire_py@sha256:abcd"
     assert OBJECTS[3]["data"] == {"a": "1"}
 

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import COLLECTIONS_PARENT
 from playbook import BIN, ansible_playbook
-from test_kubernetes_manifests import OBJECTS
+from test_kubernetes_manifests import BASE, OBJECTS
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -57,6 +57,17 @@ def scalars_as_str(value: Any) -> Any:
     return value if isinstance(value, (str, bool)) else str(value)
 
 
+def kustomized(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # What the base's `labels` field adds to each object's metadata.
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    labels = {k: v for entry in kustomization["labels"] for k, v in entry["pairs"].items()}
+    out = []
+    for obj in objects:
+        meta = dict(obj["metadata"], labels={**obj["metadata"].get("labels", {}), **labels})
+        out.append(dict(obj, metadata=meta))
+    return out
+
+
 def without_config_data(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for obj in objects:
@@ -74,7 +85,7 @@ def test_syntax_check(tmp_path):
 def test_defaults_render_what_kubectl_apply_k_applies(tmp_path):
     # The HCL is compared with the base's, which test_kubernetes_manifests validates.
     rendered = render(tmp_path, spire_k8s_validate=False)
-    assert without_config_data(rendered) == without_config_data(OBJECTS)
+    assert without_config_data(rendered) == without_config_data(kustomized(OBJECTS))
     for name, key in (("spire-server", "server.conf"), ("spire-agent", "agent.conf")):
         assert scalars_as_str(conf(rendered, name, key)) == scalars_as_str(conf(OBJECTS, name, key)), key
         # Rendered by the systemd roles' templates: their header says so.
