@@ -67,6 +67,7 @@ def test_a_nested_server_s_workload_chains_to_the_root_and_survives_a_nested_rot
     # The nested bundle is the root's: the root CA, and the root's JWT keys with the nested one.
     roots = _root_bundle(root)
     root_jwks = json.loads(root.cli("bundle", "show", "-format", "spiffe").stdout)
+    assert root_jwks["spiffe_sequence"] >= 2  # created by the CA, bumped by the root's and the nested JWT keys
     assert {c.fingerprint(c.signature_hash_algorithm) for c in roots} <= {  # type: ignore[arg-type]
         c.fingerprint(c.signature_hash_algorithm)  # type: ignore[arg-type]
         for c in x509.load_pem_x509_certificates(nested.cli("bundle", "show").stdout.encode())}
