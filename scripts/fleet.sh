@@ -27,7 +27,7 @@ SUITE=${SPIRE_FLEET_SUITE:-bookworm}
 IMAGE_REPO=${SPIRE_FLEET_IMAGE_REPO:-localhost/spire-py-fleet}
 # Every container and network the fleet makes carries this prefix (cleanup relies on it).
 PREFIX=spire-fleet
-SCENARIOS=(default x509pop sshpop upgrade ha)
+SCENARIOS=(default x509pop sshpop upgrade ha day2)
 
 # What the hosts need: systemd as PID 1, Python 3.11 with venv for the release venvs, ssh host
 # keys for sshpop, PostgreSQL for the ha scenario's database host (disabled unless started),
@@ -198,7 +198,7 @@ cmd_image() {
 # The hosts run Debian's Python 3.11 like this machine, so wheels made here install there.
 cmd_wheelhouse() {
   local key dir
-  key=$( { cat pyproject.toml; "$FLEET_VENV/bin/python" -c 'import sys; print(sys.version_info[:2])'; } \
+  key=$( { cat pyproject.toml roles/install/files/constraints.txt 2>/dev/null; "$FLEET_VENV/bin/python" -c 'import sys; print(sys.version_info[:2])'; } \
          | sha256sum | cut -c1-12)
   dir=$STATE/wheelhouse-$key
   if [ ! -f "$dir/.complete" ]; then
@@ -218,7 +218,10 @@ for req in project.get("dependencies", []) + extras.get("postgres", []) + doc["b
 PY
 )
     mapfile -t reqs <<<"$reqs"
-    if ! "$FLEET_VENV/bin/python" -m pip wheel -q -w "$dir" "${reqs[@]}" >"$STATE/wheelhouse.log" 2>&1; then
+    # The versions the install role pins (roles/install/files/constraints.txt).
+    local constraints=()
+    [ -f roles/install/files/constraints.txt ] && constraints=(-c roles/install/files/constraints.txt)
+    if ! "$FLEET_VENV/bin/python" -m pip wheel -q -w "$dir" "${constraints[@]}" "${reqs[@]}" >"$STATE/wheelhouse.log" 2>&1; then
       tail -20 "$STATE/wheelhouse.log" >&2
       die "pip wheel failed (log: $STATE/wheelhouse.log)"
     fi

@@ -50,7 +50,7 @@ def test_installed_collection_finds_its_package_and_site_playbook(tarball, tmp_p
     installed = tmp_path / "ansible_collections" / "spire_py" / "spire"
     assert (installed / "src" / "spire_py" / "__init__.py").exists()
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path), ANSIBLE_NOCOLOR="1")
-    (tmp_path / "inv.ini").write_text("[spire_servers]\ns1 ansible_connection=local\n[spire_agents]\na1 ansible_connection=local\n")
+    (tmp_path / "inv.ini").write_text("[spire_servers]\ns1 ansible_connection=local ansible_become=false\n[spire_agents]\na1 ansible_connection=local ansible_become=false\n")
     proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "inv.ini", "spire_py.spire.site", "--syntax-check"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

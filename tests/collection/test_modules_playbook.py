@@ -76,7 +76,7 @@ def setup(spire_server, tmp_path):
     (d / "host_key.pub").write_bytes(key.public_bytes(serialization.Encoding.OpenSSH,
                                                       serialization.PublicFormat.OpenSSH) + b"\n")
     inventory = write(tmp_path / "inventory.yml", {"all": {"hosts": {"local": {
-        "ansible_connection": "local", "ansible_python_interpreter": harness.sys.executable}}}})
+        "ansible_connection": "local", "ansible_become": False, "ansible_python_interpreter": harness.sys.executable}}}})
     return spire_server, d, inventory, tmp_path
 
 
@@ -132,7 +132,7 @@ def test_entry_is_updated_in_place_and_removed(setup):
 
 def test_join_token_module_fails_cleanly_without_a_server(tmp_path):
     inventory = write(tmp_path / "inventory.yml", {"all": {"hosts": {"local": {
-        "ansible_connection": "local", "ansible_python_interpreter": harness.sys.executable}}}})
+        "ansible_connection": "local", "ansible_become": False, "ansible_python_interpreter": harness.sys.executable}}}})
     play = write(tmp_path / "play.yml", [{"hosts": "local", "gather_facts": False, "tasks": [
         {"name": "token", "spire_py.spire.join_token": {"server_bin": harness.SERVER,
                                                         "socket_path": str(tmp_path / "nothing.sock")}}]}])

@@ -24,7 +24,7 @@ BANNER = re.compile(r"^PLAY \[SPIRE agents \(batches: (.*?), max fail: (.*?)%\)\
 
 
 def _inventory(tmp: Path, group_vars: dict) -> Path:
-    inv = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **group_vars}, "children": {
+    inv = {"all": {"vars": {"ansible_connection": "local", "ansible_become": False, "ansible_python_interpreter": sys.executable, **group_vars}, "children": {
         "spire_servers": {"hosts": {"server1": {}}},
         "spire_agents": {"hosts": {a: {} for a in AGENTS}},
     }}}

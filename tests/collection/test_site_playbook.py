@@ -34,6 +34,7 @@ TD = harness.TD
 AGENTS = ("agent-jt", "agent-x5", "agent-ssh")
 # Batch size is a play-level setting: only -e (or import_playbook vars) reaches it.
 ONE_BY_ONE = ("-e", "spire_agent_serial=1")
+SECRET = "org-s3cret-never-in-diffs"
 
 
 def sock_dir(name: str) -> Path:
@@ -65,7 +66,7 @@ def site(make_server, tmp_path):
     Path(str(key_path) + ".pub").write_bytes(host_key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b" root@agent-ssh\n")
 
-    local = {"ansible_connection": "local", "ansible_python_interpreter": harness.sys.executable}
+    local = {"ansible_connection": "local", "ansible_become": False, "ansible_python_interpreter": harness.sys.executable}
     agents = {}
     for name, method in zip(AGENTS, ("join_token", "x509pop", "sshpop")):
         agents[name] = dict(local, spire_agent_attestation=method,
@@ -94,6 +95,9 @@ def site(make_server, tmp_path):
                 spire_server_bind_port=server.port,
                 spire_server_node_attestors=["join_token", "x509pop", "sshpop"],
                 spire_server_upstream_root_ca=True,
+                # A secret server.conf refers to: it must reach only server.env (0600).
+                spire_server_environment={"SPIRE_TEST_ORG": SECRET},
+                spire_server_config={"ca_subject": {"organization": ["${SPIRE_TEST_ORG}"]}},
             )}},
             "spire_agents": {"vars": {"spire_agent_server_address": "127.0.0.1",
                                       "spire_agent_server_port": server.port},
@@ -137,6 +141,11 @@ def test_site_playbook_deploys_attests_and_is_idempotent(site, monkeypatch):
     server_conf = (opt / "conf" / "server" / "server.conf").read_text()
     for needle in ('NodeAttestor "x509pop"', 'NodeAttestor "sshpop"', 'UpstreamAuthority "disk"', "insecure_bootstrap"):
         assert (needle in server_conf) == (needle != "insecure_bootstrap"), needle
+    # Secrets: server.conf says ${SPIRE_TEST_ORG}, server.env (0600) holds it, no output shows it.
+    assert "${SPIRE_TEST_ORG}" in server_conf and SECRET not in server_conf
+    server_env = opt / "conf" / "server" / "server.env"
+    assert oct(server_env.stat().st_mode & 0o777) == "0o600" and SECRET in server_env.read_text()
+    assert SECRET not in checked.out and SECRET not in first.out
     for name in AGENTS:
         conf = tmp / name / "conf" / "agent.conf"
         args = [str(opt / "bin" / "spire-agent"), "validate", "-config", str(conf)]
@@ -172,6 +181,7 @@ def test_site_playbook_deploys_attests_and_is_idempotent(site, monkeypatch):
 
         second = ansible_playbook("spire_py.spire.site", inv, *ONE_BY_ONE, "--diff", cwd=tmp).check()
         assert second.changed() == 0, second.out
+        assert SECRET not in second.out
     finally:
         for proc in procs:
             proc.stop()

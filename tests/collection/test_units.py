@@ -26,7 +26,8 @@ def units(tmp_path_factory):
     play = [{"hosts": "local", "gather_facts": False, "vars": common, "tasks": [
         {"name": "include role defaults", "ansible.builtin.include_vars": {"file": str(ROOT / "roles" / role / "defaults" / "main.yml")}}
         for role in ("server", "agent")] + [
-        {"name": "include role vars", "ansible.builtin.include_vars": {"file": str(ROOT / "roles" / "agent" / "vars" / "main.yml")}},
+        {"name": "include role vars", "ansible.builtin.include_vars": {"file": str(ROOT / "roles" / role / "vars" / "main.yml")}}
+        for role in ("server", "agent")] + [
         {"name": "server unit", "ansible.builtin.template": {
             "src": str(ROOT / "roles/server/templates/spire-server.service.j2"), "dest": str(tmp / "spire-server.service"), "mode": "0644"}},
         {"name": "agent unit", "ansible.builtin.template": {
@@ -34,7 +35,7 @@ def units(tmp_path_factory):
     ]}]
     (tmp / "play.yml").write_text(yaml.safe_dump(play))
     (tmp / "inv.yml").write_text(yaml.safe_dump({"all": {"hosts": {"local": {
-        "ansible_connection": "local", "ansible_python_interpreter": harness.sys.executable}}}}))
+        "ansible_connection": "local", "ansible_become": False, "ansible_python_interpreter": harness.sys.executable}}}}))
     ansible_playbook(str(tmp / "play.yml"), tmp / "inv.yml", cwd=tmp).check()
     return tmp
 
