@@ -224,7 +224,7 @@ class CAManager:
         key = self._km_key(slot.km_key_id)
         why = ""
         if e.status == OLD:
-            return None
+            return self._restore_old_x509(slot, e, now)
         if key is None:
             why = "no key manager key"
         elif not public_keys_equal(key, cert.public_key()):  # type: ignore[arg-type]
@@ -241,10 +241,26 @@ class CAManager:
             slot.upstream_chain, slot.upstream_roots = list(e.chain), list(e.upstream_roots)
         return slot
 
-    def _restore_jwt(self, e: journal_mod.JWTKeyEntry, now: float) -> Optional[JWTKeySlot]:
-        if e.status == OLD:
+    def _restore_old_x509(self, slot: X509CASlot, e: journal_mod.X509CAEntry, now: float) -> Optional[X509CASlot]:
+        """A retired CA comes back as OLD (never signing) so it can still be tainted and revoked,
+        as SPIRE's journal keeps it; an expired one or another trust domain's is dropped."""
+        cert = e.chain[0]
+        if uri_sans(cert) != [self.trust_domain.id_string()] or cert.not_valid_after_utc.timestamp() <= now:
             return None
+        slot.cert, slot.issued_at, slot.status = cert, e.issued_at, OLD
+        if e.upstream:
+            slot.upstream_chain, slot.upstream_roots = list(e.chain), list(e.upstream_roots)
+        return slot
+
+    def _restore_jwt(self, e: journal_mod.JWTKeyEntry, now: float) -> Optional[JWTKeySlot]:
         slot = JWTKeySlot(e.slot_id)
+        if e.status == OLD:
+            # Kept as OLD (see _restore_old_x509) while its key is still the key manager's.
+            old_key = self._km_key(slot.km_key_id)
+            if e.not_after <= now or old_key is None or public_key_der(old_key) != e.public_key:
+                return None
+            slot.key, slot.kid, slot.not_after, slot.issued_at, slot.status = old_key, e.kid, e.not_after, e.issued_at, OLD
+            return slot
         key = self._km_key(slot.km_key_id)
         why = ""
         if key is None:

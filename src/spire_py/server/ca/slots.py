@@ -147,8 +147,8 @@ class JWTKeySlot:
         self.status = OLD
 
     def retire(self) -> None:
-        """OLD after a rotation; the key ID stays known until the slot is prepared again."""
-        self.key = None
+        """OLD after a rotation; the key ID stays known until the slot is prepared again (the key is
+        kept for the journal's public key; an OLD slot never signs)."""
         self.status = OLD
 
     def should_prepare_next(self, now: float) -> bool:

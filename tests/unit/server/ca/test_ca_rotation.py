@@ -434,3 +434,22 @@ def test_jwt_keys_are_published_upstream_and_upstream_bundle_updates_are_merged(
     assert ca.rotate_if_needed()
     assert ca.bundle().x509_authorities == [root, new_root]
     assert not ca.rotate_if_needed()  # nothing new: no change
+
+
+def test_a_retired_authority_is_still_known_as_old_after_a_restart(tmp_path, clock):
+    # As SPIRE's journal: activate by hand, restart, and the old CA and JWT key can still be tainted.
+    keys, journal = str(tmp_path / "keys.json"), Journal()
+    ca = new_ca(clock, DiskKeyManager(keys), journal)
+    ca.start()
+    m = ca.manager
+    first_x509, first_jwt = m.current_x509.authority_id, m.current_jwt.kid
+    m.prepare_x509_now(clock.t)
+    m.activate_x509_now()
+    m.prepare_jwt_now(clock.t)
+    m.activate_jwt_now()
+    again = new_ca(clock, DiskKeyManager(keys), journal)
+    again.start()
+    (cur, old), (jcur, jold) = again.manager.x509_slots(), again.manager.jwt_slots()
+    assert (old.authority_id, old.status) == (first_x509, "OLD") and cur.status == ACTIVE
+    assert (jold.kid, jold.status) == (first_jwt, "OLD") and jcur.status == ACTIVE
+    assert again.x509_ca == ca.x509_ca  # the activated one signs, never the old one
