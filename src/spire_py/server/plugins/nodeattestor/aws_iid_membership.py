@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 from ....common import log
 from ....common.duration import DurationError, parse_duration
+from ....common.errors import SpireError
 from ....common.plugin import PluginConfigError
 from ....common.plugins import aws_session
 
@@ -34,7 +35,7 @@ MAX_ACCOUNT_LIST_BYTES = 16 * 1024 * 1024
 _BLOCK = "verify_organization"
 
 
-class MembershipError(Exception):
+class MembershipError(SpireError):
     """The member list could not be loaded (the API refused, the file went bad)."""
 
 
