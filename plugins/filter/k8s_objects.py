@@ -43,6 +43,12 @@ options:
     description: Labels added to every object's metadata (as the base's C(labels) field, without selectors).
     type: dict
     default: {}
+  template_annotations:
+    description:
+      - C(Kind/name) to annotations added to that workload's pod template, e.g. a checksum of
+        its configuration, so that a changed configuration rolls its pods.
+    type: dict
+    default: {}
   exclude:
     description: Objects left out, as C(Kind/name).
     type: list
@@ -102,15 +108,17 @@ def _image_repo(ref):
 
 
 def k8s_objects(objects, namespace="", image="", image_name="localhost/spire_py", config_data=None, exclude=None,
-                labels=None):
+                labels=None, template_annotations=None):
     if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
         raise AnsibleFilterError("k8s_objects: the input must be a list of Kubernetes objects (dicts)")
     config_data = config_data or {}
     excluded = set(exclude or [])
     seen_config = set()
     out = []
+    annotations = _plain(template_annotations or {})
     for original in objects:
-        if "%s/%s" % (original.get("kind"), (original.get("metadata") or {}).get("name")) in excluded:
+        ref = "%s/%s" % (original.get("kind"), (original.get("metadata") or {}).get("name"))
+        if ref in excluded:
             continue
         obj = _plain(original)
         kind = obj.get("kind")
@@ -130,6 +138,12 @@ def k8s_objects(objects, namespace="", image="", image_name="localhost/spire_py"
             for c in (pod or {}).get("containers", []) + (pod or {}).get("initContainers", []):
                 if _image_repo(c.get("image", "")) == image_name:
                     c["image"] = image
+        if ref in annotations:
+            template = (obj.get("spec") or {}).get("template")
+            if not isinstance(template, dict):
+                raise AnsibleFilterError("k8s_objects: %s has no pod template to annotate" % ref)
+            tmeta = template.setdefault("metadata", {})
+            tmeta["annotations"] = dict(tmeta.get("annotations") or {}, **annotations[ref])
         if kind == "ConfigMap" and meta.get("name") in config_data:
             data = config_data[meta["name"]]
             if not isinstance(data, dict):

@@ -52,3 +52,11 @@ def test_config_for_a_configmap_that_is_not_there_is_refused():
 def test_input_that_is_not_a_list_of_objects_is_refused():
     with pytest.raises(AnsibleFilterError, match="list of Kubernetes objects"):
         k8s_objects({"kind": "Namespace"})
+
+
+def test_template_annotations_go_on_the_pod_template_only():
+    out = k8s_objects(OBJECTS, template_annotations={"DaemonSet/agent": {"checksum/config": "abc"}})
+    assert out[1]["spec"]["template"]["metadata"] == {"annotations": {"checksum/config": "abc"}}
+    assert "annotations" not in out[1]["metadata"]
+    with pytest.raises(AnsibleFilterError, match="ConfigMap/spire-agent has no pod template"):
+        k8s_objects(OBJECTS, template_annotations={"ConfigMap/spire-agent": {"a": "b"}})

@@ -5,6 +5,9 @@ anything is applied. Rendered with spire_k8s_apply=false: no cluster is reached.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,9 @@ import hcl
 import pytest
 import yaml
 
+import playbook
 from conftest import COLLECTIONS_PARENT
+from k8s_api import kube_api
 from playbook import BIN, ansible_playbook
 from test_kubernetes_manifests import BASE, OBJECTS
 
@@ -73,6 +78,13 @@ def without_config_data(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for obj in objects:
         if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] in ("spire-server", "spire-agent"):
             obj = {k: v for k, v in obj.items() if k != "data"}
+        template = obj.get("spec", {}).get("template", {})
+        if "checksum/config" in template.get("metadata", {}).get("annotations", {}):
+            obj = copy.deepcopy(obj)
+            annotations = obj["spec"]["template"]["metadata"]["annotations"]
+            del annotations["checksum/config"]
+            if not annotations:
+                del obj["spec"]["template"]["metadata"]["annotations"]
         out.append(obj)
     return sorted(out, key=lambda o: (o["kind"], o["metadata"]["name"]))
 
@@ -86,7 +98,11 @@ def test_defaults_render_what_kubectl_apply_k_applies(tmp_path):
     # The HCL is compared with the base's, which test_kubernetes_manifests validates.
     rendered = render(tmp_path, spire_k8s_validate=False)
     assert without_config_data(rendered) == without_config_data(kustomized(OBJECTS))
-    for name, key in (("spire-server", "server.conf"), ("spire-agent", "agent.conf")):
+    for (kind, workload), name, key in ((("StatefulSet", "spire-server"), "spire-server", "server.conf"),
+                                        (("DaemonSet", "spire-agent"), "spire-agent", "agent.conf")):
+        text = by_name(rendered, "ConfigMap", name)["data"][key]
+        annotations = by_name(rendered, kind, workload)["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {"checksum/config": hashlib.sha256(text.encode()).hexdigest()}
         assert scalars_as_str(conf(rendered, name, key)) == scalars_as_str(conf(OBJECTS, name, key)), key
         # Rendered by the systemd roles' templates: their header says so.
         assert "# Rendered from the inventory by spire_py.spire." in by_name(rendered, "ConfigMap", name)["data"][key]
@@ -144,3 +160,58 @@ def test_a_bad_setting_stops_the_play_before_anything_is_applied(tmp_path):
 
 def test_the_collection_under_test_is_the_one_found():
     assert (COLLECTIONS_PARENT / "ansible_collections" / "spire_py" / "spire" / "roles" / "kubernetes").is_dir()
+
+
+def kubernetes_core() -> str:
+    """The directory holding ansible_collections/kubernetes/core (collection-test.sh extracts it)."""
+    for candidate in (os.environ.get("SPIRE_PY_EXTRA_COLLECTIONS", ""),
+                      str(Path.home() / ".cache" / "spire_py-collections" / "ansible-12.3.0")):
+        if candidate and (Path(candidate) / "ansible_collections/kubernetes/core/MANIFEST.json").is_file():
+            return candidate
+    pytest.skip("the kubernetes.core collection is not installed (scripts/collection-test.sh installs it)")
+
+
+def test_the_play_applies_to_a_cluster_idempotently_and_keeps_the_published_bundle(tmp_path, monkeypatch):
+    pytest.importorskip("kubernetes")
+    monkeypatch.setattr(playbook, "COLLECTIONS_PARENT", f"{COLLECTIONS_PARENT}{os.pathsep}{kubernetes_core()}")
+    with kube_api() as api:
+        settings = dict(spire_k8s_apply=True, spire_k8s_validate=False, spire_k8s_register_entries=False,
+                        spire_k8s_kubeconfig=str(api.write_kubeconfig(tmp_path / "kubeconfig")),
+                        spire_k8s_wait_timeout=30)
+        first = ansible_playbook(PLAYBOOK, inventory(tmp_path, **settings), cwd=tmp_path).check()
+        assert first.changed() >= 1
+        rendered = [d for d in yaml.safe_load_all((tmp_path / "rendered.yaml").read_text()) if d]
+        for obj in rendered:
+            stored = api.get(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace", ""))
+            assert stored is not None, (obj["kind"], obj["metadata"]["name"])
+            assert stored["metadata"]["labels"] == obj["metadata"]["labels"]
+            for field in ("data", "rules", "subjects"):
+                assert stored.get(field) == obj.get(field)
+            if "template" in obj.get("spec", {}):
+                assert stored["spec"]["template"] == obj["spec"]["template"]
+        # Readiness was awaited (the StatefulSet and DaemonSet were read back).
+        assert ("GET", "/apis/apps/v1/namespaces/spire/statefulsets/spire-server") in api.requests
+
+        # The server publishes the bundle; applying again changes nothing and keeps it.
+        bundle = {"bundle.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}
+        api.set_configmap_data("spire", "spire-bundle", bundle)
+        second = ansible_playbook(PLAYBOOK, inventory(tmp_path, **settings), cwd=tmp_path).check()
+        assert second.changed() == 0, second.out[-3000:]
+        assert api.get("ConfigMap", "spire-bundle", "spire")["data"] == bundle
+
+        # A changed inventory value reaches the server's ConfigMap.
+        before = api.get("StatefulSet", "spire-server", "spire")
+        agents_before = api.get("DaemonSet", "spire-agent", "spire")
+        third = ansible_playbook(PLAYBOOK, inventory(tmp_path, spire_server_log_level="DEBUG", **settings),
+                                 cwd=tmp_path).check()
+        assert third.changed() == 2  # the rendered file and the cluster
+        server = hcl.loads(api.get("ConfigMap", "spire-server", "spire")["data"]["server.conf"])
+        assert server["server"]["log_level"] == "DEBUG"
+        # The server's pods roll (their template's config checksum changed); the agents' do not.
+        after = api.get("StatefulSet", "spire-server", "spire")
+        assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+        assert after["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != \
+            before["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        assert api.get("DaemonSet", "spire-agent", "spire")["metadata"]["generation"] == \
+            agents_before["metadata"]["generation"]
+        assert api.get("ConfigMap", "spire-bundle", "spire")["data"] == bundle
