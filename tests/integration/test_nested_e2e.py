@@ -5,7 +5,8 @@ The nested server is a workload of an agent of the root server (join_token), wit
 and has the root sign its intermediate. A workload of the nested server's own agent gets an
 SVID that verifies against the root's bundle (and a JWT-SVID whose key the nested server
 published to the root), and keeps being served when the nested intermediate is rotated
-(localauthority prepare/activate on the nested server).
+(localauthority prepare/activate on the nested server); a root CA prepared upstream reaches
+the nested workloads' bundle.
 """
 
 from __future__ import annotations
@@ -112,4 +113,18 @@ def test_a_nested_server_s_workload_chains_to_the_root_and_survives_a_nested_rot
     wait_for(new_intermediate, 30, "an SVID under the rotated nested intermediate", interval=0.5)
     _verifies_to_root(rotated, roots)
     _jwt_verifies_to_root(rotated["jwt"], root_jwks)
+
+    # A new root CA prepared upstream reaches the nested workloads' bundle (the plugin polls the
+    # root's bundle, the nested CA manager merges it, the nested agent syncs it).
+    new_root = re.search(r"Authority ID: (\S+)", root.cli("localauthority", "x509", "prepare").stdout)
+    assert new_root
+
+    def nested_workload_trusts_new_root() -> bool:
+        got = fetch(nested_agent.socket)
+        return bool(got) and new_root.group(1) in {  # type: ignore[union-attr]
+            c.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+            for c in x509.load_pem_x509_certificates(got["bundle"].encode())}  # type: ignore[index]
+
+    wait_for(nested_workload_trusts_new_root, 40, "the upstream's new root in the nested workload's bundle",
+             interval=0.5)
     assert nested.proc.alive() and root.proc.alive()
