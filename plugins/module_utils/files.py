@@ -3,7 +3,9 @@
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Atomic writes of key material: the file is never seen half-written or with loose permissions."""
 
+import grp
 import os
+import pwd
 import tempfile
 
 
@@ -44,12 +46,26 @@ def atomic_write(path, data, mode=0o600):
         os.close(dir_fd)
 
 
+def check_owner(module, owner=None, group=None):
+    """Fail before anything is written when owner or group does not exist on this host
+    (afterwards the files would stay root-owned and the service user locked out)."""
+    for name, lookup, what in ((owner, pwd.getpwnam, "user"), (group, grp.getgrnam, "group")):
+        if not name or str(name).isdigit():
+            continue
+        try:
+            lookup(name)
+        except KeyError:
+            module.fail_json(msg="%s %s does not exist on this host: nothing was written" % (what, name))
+
+
 def ensure_directories(module, paths, owner=None, group=None, mode=0o700):
     """Create the missing parent directories of paths, each with mode, owner and group.
 
     Only directories this call creates get the owner: an existing directory is the
-    operator's. In check mode nothing is created and the change is reported.
+    operator's. In check mode nothing is created and the change is reported. An owner or
+    group that does not exist fails the module before anything is created.
     """
+    check_owner(module, owner, group)
     changed = False
     for path in paths:
         if not path:

@@ -262,3 +262,14 @@ def describe(info):
     if info is None:
         return "absent\n"
     return "".join("%s: %s\n" % (k, info[k]) for k in sorted(info))
+
+
+def load_csr(data):
+    """A certificate signing request in PEM whose signature verifies (proof of the key), or PKIError."""
+    try:
+        csr = x509.load_pem_x509_csr(data if isinstance(data, bytes) else data.encode())
+    except ValueError as exc:
+        raise PKIError("csr is not a PEM certificate signing request: %s" % exc)
+    if not csr.is_signature_valid:
+        raise PKIError("csr signature does not verify: the request was not made with its key")
+    return csr

@@ -85,3 +85,42 @@ def ensure(ca_request, node_request, check_mode=False, now=None, backup=None):
         result["node"] = node
         result["changed"] = result["changed"] or node["changed"]
     return result
+
+
+def csr_reasons(request, ca_cert, public_key, cert, now=None):
+    """Why a certificate for the CSR's key must be issued ([] keeps the agent's current one)."""
+    if request.force:
+        return ["force is set"]
+    if cert is None:
+        return ["the agent has no readable certificate"]
+    reasons = []
+    if not pki.same_public_key(cert.public_key(), public_key):
+        reasons.append("certificate does not match the agent's key")
+    if not pki.signed_by(cert, ca_cert):
+        reasons.append("certificate was not issued by the current provisioning CA")
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(pki.NameOID.COMMON_NAME)]
+    if cns != [request.common_name]:
+        reasons.append("common name is %s, want %s" % (", ".join(cns) or "empty", request.common_name))
+    if pki.dns_names(cert) != request.dns_names:
+        reasons.append("DNS names differ")
+    left = pki.seconds_left(cert, now)
+    if left <= request.renew_before:
+        reasons.append("certificate expires in %ss (renew_before is %ss)" % (max(left, 0), request.renew_before))
+    return reasons
+
+
+def sign_csr(request, ca_key, ca_cert, csr_pem, current_pem=None, now=None):
+    """A node certificate for the key of an agent's CSR: the key never leaves the agent.
+
+    The CA decides the names (request.common_name, request.dns_names); the CSR only proves
+    possession of the key. The agent's current certificate is kept while it still fits.
+    """
+    public_key = pki.load_csr(csr_pem).public_key()
+    cert = pki.load_certificate(current_pem.encode() if isinstance(current_pem, str) else current_pem)
+    reasons = csr_reasons(request, ca_cert, public_key, cert, now)
+    before = pki.certificate_info(cert)
+    if not reasons:
+        return {"changed": False, "reasons": [], "before": before, "after": before, "cert": cert}
+    cert = pki.issue_leaf_certificate(ca_key, ca_cert, public_key, request.common_name,
+                                      request.dns_names, request.validity, now)
+    return {"changed": True, "reasons": reasons, "before": before, "after": pki.certificate_info(cert), "cert": cert}

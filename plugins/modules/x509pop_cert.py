@@ -20,6 +20,10 @@ description:
     than O(renew_before). A key that is still good is kept when only the certificate is
     reissued.
   - Without O(cert_path) only the CA is ensured.
+  - With O(csr) the node's key stays on the agent, and the module signs the agent's certificate
+    signing request (its signature proves possession of the key; the names come from
+    O(common_name) and O(dns_names), not from the request) and returns RV(certificate_pem);
+    the agent's current O(certificate) is returned unchanged while it still fits.
 author:
   - spire_py maintainers (@spire-py)
 requirements:
@@ -65,6 +69,14 @@ options:
   key_path:
     description: Path of the node's private key. Required with O(cert_path).
     type: path
+  csr:
+    description:
+      - A PEM certificate signing request made on the agent with its own key (mutually exclusive with
+        O(key_path) and O(cert_path)). Requires O(common_name).
+    type: str
+  certificate:
+    description: With O(csr), the agent's current certificate (PEM), kept when it still fits.
+    type: str
   cert_path:
     description: Path of the node's certificate.
     type: path
@@ -131,6 +143,16 @@ EXAMPLES = r"""
     common_name: "{{ inventory_hostname }}"
   delegate_to: "{{ groups['spire_servers'][0] }}"
 
+- name: Sign the CSR an agent made with its own key (the key never leaves the agent)
+  spire_py.spire.x509pop_cert:
+    ca_key_path: /opt/spire/data/x509pop/ca.key
+    ca_cert_path: /opt/spire/data/x509pop/ca.crt
+    csr: "{{ agent_csr.stdout }}"
+    certificate: "{{ (agent_cert.content | b64decode) if agent_cert.content is defined else omit }}"
+    common_name: "{{ inventory_hostname }}"
+  delegate_to: "{{ groups['spire_servers'][0] }}"
+  register: node_cert
+
 - name: Only make sure the provisioning CA exists
   spire_py.spire.x509pop_cert:
     ca_key_path: /opt/spire/data/x509pop/ca.key
@@ -148,7 +170,7 @@ ca_changed:
   type: bool
 certificate:
   description: Facts about the node certificate (same fields as the CA's).
-  returned: when O(cert_path) is set
+  returned: when O(cert_path) or O(csr) is set
   type: dict
 ca_certificate_pem:
   description: The CA certificate in PEM, for the server's C(ca_bundle_path).
@@ -156,7 +178,7 @@ ca_certificate_pem:
   type: str
 certificate_pem:
   description: The node certificate in PEM (in check mode, the one that would be written).
-  returned: when O(return_content=true) and O(cert_path) is set
+  returned: when O(csr) is set, or O(return_content=true) and O(cert_path) is set
   type: str
 private_key_pem:
   description: The node private key in PEM (in check mode, the one that would be written).
@@ -174,7 +196,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.spire_py.spire.plugins.module_utils import files, pki
 from ansible_collections.spire_py.spire.plugins.module_utils.ca_pair import CAPairRequest
 from ansible_collections.spire_py.spire.plugins.module_utils.duration import parse_duration
-from ansible_collections.spire_py.spire.plugins.module_utils.x509pop import NodeCertRequest, ensure
+from ansible_collections.spire_py.spire.plugins.module_utils.x509pop import NodeCertRequest, ensure, sign_csr
 
 
 def main():
@@ -188,6 +210,8 @@ def main():
             ca_validity=dict(type="str", default="87600h"),
             ca_renew_before=dict(type="str", default="8760h"),
             key_path=dict(type="path", no_log=False),
+            csr=dict(type="str"),
+            certificate=dict(type="str"),
             cert_path=dict(type="path"),
             common_name=dict(type="str"),
             dns_names=dict(type="list", elements="str", default=[]),
@@ -204,7 +228,8 @@ def main():
             group=dict(type="str"),
         ),
         required_together=[["key_path", "cert_path"]],
-        required_by={"cert_path": ["common_name"]},
+        required_by={"cert_path": ["common_name"], "csr": ["common_name"]},
+        mutually_exclusive=[["csr", "key_path"], ["csr", "cert_path"]],
         supports_check_mode=True,
     )
     if not pki.HAS_CRYPTOGRAPHY:
@@ -218,6 +243,11 @@ def main():
             parse_duration(p["ca_renew_before"]), regenerate=p["ca_regenerate"],
         )
         node_request = None
+        if p["csr"]:
+            csr_request = NodeCertRequest(
+                None, None, p["common_name"], p["dns_names"], p["key_type"], p["key_size"],
+                parse_duration(p["validity"]), parse_duration(p["renew_before"]), p["force"],
+            )
         if p["cert_path"]:
             node_request = NodeCertRequest(
                 p["key_path"], p["cert_path"], p["common_name"], p["dns_names"], p["key_type"], p["key_size"],
@@ -227,6 +257,9 @@ def main():
             module, [p["ca_key_path"], p["ca_cert_path"], p["key_path"], p["cert_path"]], p["owner"], p["group"])
         backup = (lambda paths: files.backup_files(module, paths)) if p["ca_backup"] else None
         result = ensure(ca_request, node_request, module.check_mode, backup=backup)
+        if p["csr"]:
+            result["node"] = sign_csr(csr_request, result["ca"]["key"], result["ca"]["cert"], p["csr"], p["certificate"])
+            result["changed"] = result["changed"] or result["node"]["changed"]
     except (pki.PKIError, ValueError) as exc:
         module.fail_json(msg=str(exc))
     except (IOError, OSError) as exc:
@@ -244,11 +277,16 @@ def main():
     if node is not None:
         out["certificate"] = node["after"]
         out["reasons"].extend(node["reasons"])
-        if p["return_content"]:
+        if p["csr"]:
+            out["certificate_pem"] = pki.certificate_pem(node["cert"]).decode()
+        elif p["return_content"]:
             out["certificate_pem"] = pki.certificate_pem(node["cert"]).decode()
             out["private_key_pem"] = pki.private_key_pem(node["key"]).decode()
     if module._diff:
-        if node is not None:
+        if node is not None and p["csr"]:
+            out["diff"] = dict(before=pki.describe(node["before"]), after=pki.describe(node["after"]),
+                               before_header=p["common_name"], after_header=p["common_name"])
+        elif node is not None:
             out["diff"] = files.diff_of(p["cert_path"], pki.describe(node["before"]), pki.describe(node["after"]))
         else:
             out["diff"] = files.diff_of(p["ca_cert_path"], pki.describe(ca["before"]), pki.describe(ca["after"]))

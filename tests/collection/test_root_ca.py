@@ -209,3 +209,15 @@ def test_x509pop_ca_is_not_rekeyed_by_default(tmp_path, module_runner):
     allowed = module_runner(x509pop_cert, dict(args, ca_subject={"common_name": "other"},
                                                ca_regenerate="full_idempotence", ca_backup=True))
     assert allowed["changed"] and allowed["ca"]["subject"] == "CN=other"
+
+
+def test_unknown_owner_fails_before_anything_is_written(tmp_path, module_runner):
+    from ansible_collections.spire_py.spire.plugins.modules import root_ca as module
+
+    args = {"key_path": str(tmp_path / "upstream" / "root.key"), "cert_path": str(tmp_path / "upstream" / "root.crt"),
+            "owner": "no-such-spire-user"}
+    result = module_runner(module, args)
+    assert result["failed"] and "no-such-spire-user does not exist" in result["msg"]
+    assert not (tmp_path / "upstream").exists()
+    bad_group = module_runner(module, dict(args, owner=None, group="no-such-spire-group"))
+    assert bad_group["failed"] and not (tmp_path / "upstream").exists()

@@ -108,3 +108,41 @@ def test_module_returns_content_for_copying_to_the_agent(tmp_path, module_runner
     assert done["certificate_pem"] == (tmp_path / "n.crt").read_text()
     assert done["private_key_pem"] == (tmp_path / "n.key").read_text()
     assert done["ca_certificate_pem"] == (tmp_path / "ca.crt").read_text()
+
+
+def _csr(key, cn="whatever-the-agent-says"):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .sign(key, hashes.SHA256()).public_bytes(pki.serialization.Encoding.PEM))
+
+
+def test_csr_is_signed_for_the_agents_key_with_the_cas_names_and_then_kept(tmp_path):
+    ca = x509pop.ensure(ca_req(tmp_path), None)["ca"]
+    agent_key = pki.generate_private_key("ec", 256)
+    request = x509pop.NodeCertRequest(None, None, "node1", ["node1.example.org"], validity=10 * 86400, renew_before=86400)
+    first = x509pop.sign_csr(request, ca["key"], ca["cert"], _csr(agent_key))
+    cert = first["cert"]
+    assert first["changed"] and pki.same_public_key(cert.public_key(), agent_key.public_key())
+    assert pki.signed_by(cert, ca["cert"]) and pki.dns_names(cert) == ["node1.example.org"]
+    assert [a.value for a in cert.subject.get_attributes_for_oid(pki.NameOID.COMMON_NAME)] == ["node1"]
+    # Nothing of the agent's key was written on the CA host.
+    assert sorted(os.listdir(tmp_path)) == ["ca.crt", "ca.key"]
+    kept = x509pop.sign_csr(request, ca["key"], ca["cert"], _csr(agent_key), pki.certificate_pem(cert))
+    assert not kept["changed"] and kept["cert"] == cert
+    # A new agent key, or a certificate from another CA, gets a new certificate.
+    assert x509pop.sign_csr(request, ca["key"], ca["cert"], _csr(pki.generate_private_key("ec", 256)),
+                            pki.certificate_pem(cert))["changed"]
+    other = x509pop.ensure(ca_req(tmp_path / "other"), None)["ca"] if (tmp_path / "other").mkdir() is None else None
+    moved = x509pop.sign_csr(request, other["key"], other["cert"], _csr(agent_key), pki.certificate_pem(cert))
+    assert moved["changed"] and "not issued by the current provisioning CA" in " ".join(moved["reasons"])
+
+
+def test_csr_with_a_bad_signature_is_refused(tmp_path):
+    ca = x509pop.ensure(ca_req(tmp_path), None)["ca"]
+    request = x509pop.NodeCertRequest(None, None, "node1", validity=10 * 86400, renew_before=86400)
+    with pytest.raises(pki.PKIError, match="not a PEM"):
+        x509pop.sign_csr(request, ca["key"], ca["cert"], b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")

@@ -97,15 +97,25 @@ def test_reattested_agent_has_a_new_identity_and_serves_workloads(fleet, record)
     assert [s["spiffe_id"] for s in resp["svids"]] == ["spiffe://example.org/workload/d2-agent1"]
 
 
-def test_root_rotation_prepared_publishes_both_roots(fleet):
+def test_root_rotation_finished_with_the_new_root_active(fleet, record):
     srv = fleet.host(SERVER)
-    assert srv.file("/opt/spire/data/server/upstream/next/root.key").mode == 0o600
-    bundle = pem_certs(srv.file("/opt/spire/data/server/upstream/bundle.pem").content_string)
-    [current] = pem_certs(srv.file("/opt/spire/data/server/upstream/root.crt").content_string)
-    [nxt] = pem_certs(srv.file("/opt/spire/data/server/upstream/next/root.crt").content_string)
-    assert bundle == [current, nxt]
-    assert "bundle_file_path" in srv.file("/opt/spire/conf/server/server.conf").content_string
+    upstream = "/opt/spire/data/server/upstream"
+    for gone in ("next", "previous", "bundle.pem"):
+        assert not srv.file(f"{upstream}/{gone}").exists, gone
+    assert "bundle_file_path" not in srv.file("/opt/spire/conf/server/server.conf").content_string
+    [root] = pem_certs(srv.file(f"{upstream}/root.crt").content_string)
+    # The new root is in the trust bundle (the old one stays until it expires, as in SPIRE)...
+    bundle = pem_certs(srv.check_output(f"spire-server bundle show -format pem -socketPath {SERVER_SOCKET}"))
+    assert root in bundle and len(bundle) >= 2
+    # ...and signs the active X509 authority (forced rotation during activate).
+    state = server_json(fleet, "localauthority", "x509", "show")
+    ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    active = state["active"]["upstream_authority_subject_key_id"].replace(":", "").lower()
+    assert active == ski, state
     assert srv.run(f"spire-server healthcheck -socketPath {SERVER_SOCKET}").rc == 0
+    # The backup taken by upgrade.yml still holds the old root: the root really changed.
+    listing = srv.check_output("tar -xzOf /opt/spire/backups/latest/data.tar.gz ./upstream/root.crt")
+    assert pem_certs(listing) != [root]
 
 
 def test_decommissioned_agent_is_gone_everywhere(fleet):
