@@ -26,7 +26,6 @@ import asyncio
 import os
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Coroutine, Optional, TypeVar, Union
 
@@ -135,7 +134,7 @@ class SpireUpstreamAuthority(Plugin):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="upstream-spire", daemon=True)
         self._thread.start()
-        self._poller: Optional[Future[None]] = None
+        self._poller: Optional[asyncio.Task[None]] = None
 
     # --- configuration ---------------------------------------------------------------------
     @classmethod
@@ -162,7 +161,9 @@ class SpireUpstreamAuthority(Plugin):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def start_polling(self) -> None:
-        self._poller = asyncio.run_coroutine_threadsafe(self._poll(), self._loop)
+        async def start() -> None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="upstream-bundle-poll")
+        self._run(start(), timeout=5)
 
     async def _poll(self) -> None:
         while True:
@@ -275,15 +276,17 @@ class SpireUpstreamAuthority(Plugin):
             return None if self._upstream is None else (list(self._upstream[0]), list(self._upstream[1]))
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-
-        async def _close() -> None:
+        async def shutdown() -> None:
+            if self._poller is not None:
+                self._poller.cancel()
+                await asyncio.gather(self._poller, return_exceptions=True)
             if self._channel is not None:
                 self._channel.close()
         try:
-            await asyncio.wait_for(asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_close(), self._loop)), 5)
-        except Exception:
-            pass
+            await asyncio.wait_for(asyncio.wrap_future(asyncio.run_coroutine_threadsafe(shutdown(), self._loop)), 5)
+        except Exception as exc:  # closing must not fail the server's stop
+            _log.warning("Unable to stop the upstream bundle poll", extra=log.fields(error=str(exc)))
         self._loop.call_soon_threadsafe(self._loop.stop)
         await asyncio.to_thread(self._thread.join, 5)
+        if not self._thread.is_alive():
+            self._loop.close()
