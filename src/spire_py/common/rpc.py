@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
-from grpclib.const import Handler, Status
+from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server
 
@@ -206,6 +206,26 @@ def wrap_handler(
     return handle
 
 
+class _Methods(dict[str, Handler]):
+    """The method table. grpclib answers a path it lacks without a content-type, which grpclib
+    clients then report as UNKNOWN; such a path gets grpc-go's (and so SPIRE's) UNIMPLEMENTED."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = super().get(key)
+        if found is not None:
+            return found
+        service, _, method = key.lstrip("/").partition("/")
+        if any(name.lstrip("/").partition("/")[0] == service for name in self):
+            message = f"unknown method {quote(method)} for service {quote(service)}"
+        else:
+            message = f"unknown service {quote(service)}"
+
+        async def unimplemented(stream: Any) -> None:
+            raise GRPCError(Status.UNIMPLEMENTED, message)
+
+        return Handler(unimplemented, Cardinality.UNARY_UNARY, None, None)
+
+
 class GuardedServer(Server):
     """A grpclib Server whose every method goes through :func:`wrap_handler`.
 
@@ -228,12 +248,12 @@ class GuardedServer(Server):
             missing = sorted(set(self._mapping) - set(known_methods))
             if missing:
                 raise RuntimeError(f"no authorization policy for: {', '.join(missing)}")
-        self._mapping = {
+        self._mapping = _Methods({
             name: Handler(wrap_handler(name, h.func, guard=guard, on_request=on_request, observer=observer,
                                        max_message_bytes=max_message_bytes),
                           h.cardinality, h.request_type, h.reply_type)
             for name, h in self._mapping.items()
-        }
+        })
 
     @property
     def methods(self) -> list[str]:
