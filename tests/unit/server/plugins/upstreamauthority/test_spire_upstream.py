@@ -6,6 +6,7 @@ entry is refused; SPIRE's config errors."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional
@@ -69,6 +70,7 @@ async def upstream(tmp_path: Path) -> AsyncIterator[tuple[Handle, FakeWorkloadAP
     finally:
         server.close()
         await server.wait_closed()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 async def _root_bundle(h: Handle) -> list[x509.Certificate]:
