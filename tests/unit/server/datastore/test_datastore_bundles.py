@@ -114,3 +114,48 @@ def test_bundle_delete_modes(store: SQLDataStore) -> None:
         store.delete_bundle(FED)
     with pytest.raises(InvalidArgumentError):
         store.delete_bundle(TD, "cascade")
+
+
+# --- forced rotation: taint and revoke (SPIRE's sqlstore words) ---------------------------
+
+
+def _ca_der() -> tuple[bytes, str]:
+    from cryptography.hazmat.primitives import serialization
+
+    from spire_py.common.keys import generate_key
+    from spire_py.common.x509util import authority_id, create_ca_certificate, x509_ca_subject
+
+    key = generate_key()
+    cert = create_ca_certificate(key.public_key(), key, subject=x509_ca_subject(), ttl=3600, now=NOW)
+    return cert.public_bytes(serialization.Encoding.DER), authority_id(cert)
+
+
+def test_taint_then_revoke_x509_and_jwt_authorities(store: SQLDataStore) -> None:
+    (a, a_id), (b, _) = _ca_der(), _ca_der()
+    store.create_bundle(Bundle(TD, [a, b], [jwt_key("k1", NOW + 3600), jwt_key("k2", NOW + 3600)]))
+    with pytest.raises(NotFoundError, match="no ca found with provided subject key ID"):
+        store.taint_x509_ca(TD, "00ff")
+    with pytest.raises(InvalidArgumentError, match="it is not possible to revoke an untainted root CA"):
+        store.revoke_x509_ca(TD, a_id)
+    store.taint_x509_ca(TD, a_id)
+    got = store.fetch_bundle(TD)
+    assert got is not None and got.tainted_x509_authorities == [a] and got.sequence_number == 1
+    with pytest.raises(InvalidArgumentError, match="root CA is already tainted"):
+        store.taint_x509_ca(TD, a_id)
+    store.append_bundle(Bundle(TD, [a]))  # an append of the same CA keeps it tainted
+    assert store.fetch_bundle(TD).tainted_x509_authorities == [a]  # type: ignore[union-attr]
+    store.revoke_x509_ca(TD, a_id)
+    got = store.fetch_bundle(TD)
+    assert got is not None and got.x509_authorities == [b] and got.tainted_x509_authorities == []
+    with pytest.raises(NotFoundError, match="no root CA found with provided subject key ID"):
+        store.revoke_x509_ca(TD, a_id)
+
+    with pytest.raises(InvalidArgumentError, match="it is not possible to revoke an untainted key"):
+        store.revoke_jwt_key(TD, "k1")
+    assert store.taint_jwt_key(TD, "k1").tainted
+    with pytest.raises(InvalidArgumentError, match="key is already tainted"):
+        store.taint_jwt_key(TD, "k1")
+    assert store.revoke_jwt_key(TD, "k1").key_id == "k1"
+    assert [k.key_id for k in store.fetch_bundle(TD).jwt_authorities] == ["k2"]  # type: ignore[union-attr]
+    with pytest.raises(NotFoundError, match="no JWT Key found with provided key ID"):
+        store.taint_jwt_key(TD, "k1")
