@@ -38,7 +38,9 @@ def test_tarball_carries_the_python_package_and_no_dev_files(tarball):
     for required in ("pyproject.toml", "README.md", "src/spire_py/__init__.py", "src/spire_py/server/cli/main.py",
                      "MANIFEST.json", "meta/runtime.yml", "playbooks/site.yml",
                      "roles/server/meta/argument_specs.yml", "roles/agent/meta/argument_specs.yml",
-                     "plugins/modules/entry.py", "plugins/filter/to_hcl.py", "changelogs/changelog.yaml"):
+                     "plugins/modules/entry.py", "plugins/filter/to_hcl.py", "changelogs/changelog.yaml",
+                     "LICENSE", "CHANGELOG.rst", "roles/install/files/constraints.txt", "playbooks/upgrade.yml",
+                     "playbooks/tasks/backup.yml", "examples/ha-postgres/inventory.yml"):
         assert required in names, required
     leaked = [n for n in names if n.startswith((".venv", ".git/", ".pytest_cache", "tests/output"))
               or "__pycache__" in n or n.endswith(".pyc") or n == "benchmarks/results.json"]
