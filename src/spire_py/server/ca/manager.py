@@ -95,6 +95,8 @@ class CAManager:
         self.current_jwt_id = "A"
         self.published = Bundle(trust_domain)
         self._bundle_dirty = False
+        # Authorities revoked here: an upstream bundle that still lists one does not bring it back.
+        self._revoked: set[str] = set()
 
     @property
     def journal_id(self) -> Optional[str]:
@@ -378,9 +380,10 @@ class CAManager:
         roots, jwt_keys = latest
         added = False
         for root in roots:
-            added = self.published.add_x509_authority(root) or added
+            if _ski(root) not in self._revoked:
+                added = self.published.add_x509_authority(root) or added
         for kid, key, expires_at in jwt_keys:
-            if kid not in self.published.jwt_authorities:
+            if kid not in self.published.jwt_authorities and kid not in self._revoked:
                 self.published.add_jwt_authority(kid, key, expires_at)
                 added = True
         if added:
@@ -528,6 +531,7 @@ class CAManager:
     def forget_x509_authority(self, authority_id: str) -> None:
         """A revoked X.509 authority leaves what we publish, so it is not appended to the bundle again."""
         with self._lock:
+            self._revoked.add(authority_id)
             self.published.x509_authorities = [c for c in self.published.x509_authorities
                                                if subject_key_id(c.public_key()).hex() != authority_id  # type: ignore[arg-type]
                                                and _ski(c) != authority_id]
@@ -535,6 +539,7 @@ class CAManager:
 
     def forget_jwt_key(self, key_id: str) -> None:
         with self._lock:
+            self._revoked.add(key_id)
             self.published.jwt_authorities.pop(key_id, None)
             self._save()
 

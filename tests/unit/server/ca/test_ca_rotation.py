@@ -434,6 +434,13 @@ def test_jwt_keys_are_published_upstream_and_upstream_bundle_updates_are_merged(
     assert ca.rotate_if_needed()
     assert ca.bundle().x509_authorities == [root, new_root]
     assert not ca.rotate_if_needed()  # nothing new: no change
+    # Revoked here (upstreamauthority revoke): the upstream still listing it does not bring it back.
+    from spire_py.common.x509util import authority_id
+
+    ca.manager.forget_x509_authority(authority_id(root))
+    ca.manager.forget_jwt_key("upstream-kid")
+    assert not ca.rotate_if_needed()
+    assert ca.bundle().x509_authorities == [new_root] and "upstream-kid" not in ca.bundle().jwt_authorities
 
 
 def test_a_retired_authority_is_still_known_as_old_after_a_restart(tmp_path, clock):
