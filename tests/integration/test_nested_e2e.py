@@ -98,6 +98,11 @@ def test_a_nested_server_s_workload_chains_to_the_root_and_survives_a_nested_rot
     prepared = re.search(r"Authority ID: (\S+)", nested.cli("localauthority", "x509", "prepare").stdout)
     assert prepared
     nested.cli("localauthority", "x509", "activate", "-authorityID", prepared.group(1))
+    # The root signed both intermediates: it cannot be tainted while it signs the active one.
+    up = nested.cli("upstreamauthority", "taint", "-subjectKeyID", root_skid.upper(), check=False)
+    assert up.stderr == ("Error: could not taint X.509 upstream authority: rpc error: code = InvalidArgument desc = "
+                         "provided subject key id is not valid: unable to use upstream authority singing current "
+                         "authority\n")
     first_ca = chain[1].serial_number
     rotated: dict[str, Any] = {}
 
