@@ -33,7 +33,14 @@ cleanup() {
       podman logs --tail 30 "$NAME-$c" 2>&1 | sed "s/^/[$c] /" >&2 || true
     done
   fi
-  podman rm -f -t 2 "$NAME-workload" "$NAME-agent" "$NAME-server" >/dev/null 2>&1 || true
+  # One at a time, --ignore: a missing one (the workload runs with --rm) must not keep the others.
+  for c in workload agent server; do
+    podman rm --ignore -f -t 2 "$NAME-$c" >/dev/null 2>&1 || true
+  done
+  if podman ps -a --format '{{.Names}}' | grep -q "^$NAME-"; then
+    printf 'image-smoke: containers %s-* were left behind\n' "$NAME" >&2
+    rc=1
+  fi
   [ -n "$WORK" ] && rm -rf "$WORK"
   exit "$rc"
 }

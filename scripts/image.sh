@@ -143,6 +143,18 @@ PY
   echo "$dir"
 }
 
+# The earlier builds' images, untagged now, with the layers only they used: removing one
+# leaves its parent untagged and childless, hence the passes (bounded).
+prune_untagged() {
+  local ids
+  for _ in $(seq 1 20); do
+    ids=$(podman images -a -q --filter dangling=true --filter label=io.spire_py.image)
+    [ -n "$ids" ] || return 0
+    # shellcheck disable=SC2086
+    podman rmi $ids >/dev/null 2>&1 || return 0
+  done
+}
+
 cmd_build() {
   local base wheels ver ctx t0=$SECONDS
   base=$(cmd_base)
@@ -163,7 +175,7 @@ cmd_build() {
   # builds' stages, untagged, are pruned below with everything only they used.
   podman build -q "${args[@]}" --target build -t "$IMAGE_REPO-build:latest" "$ctx" >/dev/null
   podman build -q "${args[@]}" -t "$IMAGE_REPO:$ver" -t "$IMAGE_REPO:latest" "$ctx" >/dev/null
-  podman image prune -f --filter label=io.spire_py.image >/dev/null 2>&1 || true
+  prune_untagged
   log "$IMAGE_REPO:$ver and :latest built in $((SECONDS - t0))s"
   echo "$IMAGE_REPO:$ver"
 }
