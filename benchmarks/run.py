@@ -40,6 +40,8 @@ FULL = {
     "fleet_interval_ms": 5000,
     "fleet_rounds": 3,
     "fleet_workers": 2,
+    # With SPIRE_PY_TEST_POSTGRES: the same with two servers (HA) on that scratch database.
+    "fleet_ha_ramp": [500, 1000, 2000, 5000, 10000],
 }
 QUICK = {
     "issuance_svids": 100,
