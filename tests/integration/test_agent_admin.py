@@ -221,7 +221,7 @@ def status_of(sock: str, path: str, request: bytes, metadata: tuple = ()) -> Sta
     with grpc.insecure_channel(f"unix:{sock}") as channel:
         call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
         try:
-            call(request, metadata=metadata, timeout=10)
+            call(request, metadata=metadata, timeout=30)
         except grpc.RpcError as exc:
             return Status(exc.code().value[0])
     return Status.OK
