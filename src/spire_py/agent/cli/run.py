@@ -17,7 +17,6 @@ DEFAULT_CONFIG = "conf/agent/agent.conf"
 
 OVERRIDES = {
     "serverAddress": "IP address or DNS name of the SPIRE server",
-    "serverPort": "Port number of the SPIRE server",
     "socketPath": "Path to bind the SPIRE Agent API socket to",
     "trustDomain": "The trust domain that this agent belongs to",
     "trustBundle": "Path to the SPIRE server CA bundle",
@@ -32,6 +31,8 @@ OVERRIDES = {
     "rebootstrapMode": "Can be one of 'never', 'auto', or 'always'",
     "rebootstrapDelay": "The time to delay after seeing a x509 cert mismatch from the server before rebootstrapping",
 }
+
+INT_OVERRIDES = {"serverPort": "Port number of the SPIRE server"}
 
 BOOL_OVERRIDES = {
     "insecureBootstrap": "If true, the agent bootstraps without verifying the server's identity",
@@ -50,12 +51,14 @@ def flags(fs: FlagSet) -> None:
         fs.bool(name, False, usage)
     for name, usage in OVERRIDES.items():
         fs.string(name, "", usage)
+    for name, usage in INT_OVERRIDES.items():
+        fs.int(name, 0, usage)
 
 
 def load(ctx: Context) -> AgentConfig:
     from ..config import load_agent_config
 
-    return load_config(ctx, load_agent_config, [*OVERRIDES, *BOOL_OVERRIDES])
+    return load_config(ctx, load_agent_config, [*OVERRIDES, *INT_OVERRIDES, *BOOL_OVERRIDES])
 
 
 def run_cmd(ctx: Context) -> int:
