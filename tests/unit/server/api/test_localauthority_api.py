@@ -124,3 +124,13 @@ async def test_an_anonymous_tls_caller_is_refused(server: Handle) -> None:
         await server.tls_stub(localauthority_grpc.LocalAuthorityStub).GetX509AuthorityState(
             pb.GetX509AuthorityStateRequest())
     assert exc.value.status == Status.PERMISSION_DENIED
+
+
+async def test_jwt_methods_are_unimplemented_when_jwt_svids_are_disabled(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.unit.helpers.inprocess_server import running_server
+
+    async with running_server(tmp_path, extra_server="disable_jwt_svids = true") as h:
+        await _refused(api(h).GetJWTAuthorityState(pb.GetJWTAuthorityStateRequest()), Status.UNIMPLEMENTED,
+                       "JWT functionality is disabled")
+        state = await api(h).GetX509AuthorityState(pb.GetX509AuthorityStateRequest())
+        assert state.active.authority_id
