@@ -19,6 +19,7 @@ class DaemonConfig(Protocol):
     log_level: str
     log_format: str
     log_file: str
+    log_source_location: bool
     warnings: list[str]
     plugins: list[PluginSpec]
     path: Optional[str]
@@ -45,7 +46,7 @@ def load_config(ctx: Context, loader: Callable[..., C], override_flags: Iterable
 
 
 def start_logging(cfg: DaemonConfig) -> None:
-    log.setup(cfg.log_level, cfg.log_format, cfg.log_file or None)
+    log.setup(cfg.log_level, cfg.log_format, cfg.log_file or None, source_location=cfg.log_source_location)
     for warning in cfg.warnings:
         log.get("config").warning(warning)
 

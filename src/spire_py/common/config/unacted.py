@@ -38,7 +38,6 @@ _PROFILING: tuple[tuple[str, Any], ...] = (("profiling_enabled", False), ("profi
 SERVER: tuple[Unacted, ...] = (
     *_same(
         "server",
-        ("log_source_location", False),
         ("max_attested_node_info_staleness", 0),
         *_PROFILING,
         ("proxy_protocol_trusted_cidrs", []),
@@ -65,7 +64,6 @@ AGENT: tuple[Unacted, ...] = (
         "agent",
         ("availability_target", None),
         ("log_selectors", []),
-        ("log_source_location", False),
         *_PROFILING,
         ("rebootstrap_mode", "never"),
         ("rebootstrap_delay", 600),

@@ -6,6 +6,7 @@ accepted without effect (warned about by validate and run).
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -232,8 +233,9 @@ def test_a_default_value_is_no_setting_and_earns_no_warning(tmp_path, capsys):
 
 @pytest.mark.parametrize("side", ["server", "agent"])
 def test_run_logs_the_unacted_warning(tmp_path, side):
-    # A plugin mistake stops run right after logging starts: nothing is served, the warning is logged.
-    body = "log_source_location = true"
+    # A plugin mistake stops run right after logging starts: nothing is served, the warning is logged
+    # (with log_source_location, as SPIRE's hook does, with the file:line and function that logged it).
+    body = "profiling_enabled = true\nlog_source_location = true"
     if side == "server":
         path = server_conf(tmp_path, body, SERVER_PLUGINS.replace('KeyManager "memory"', 'KeyManager "disk"'))
         line = 5
@@ -243,8 +245,10 @@ def test_run_logs_the_unacted_warning(tmp_path, side):
     proc = subprocess.run([*cli(side), "run", "-config", path],
                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 1
-    assert (f'level=warning msg="{path}:{line}: {side}.log_source_location: not acted on by spire_py yet: '
-            f'the setting is accepted but has no effect" subsystem_name=config') in proc.stderr
+    assert re.search(f'level=warning msg="{re.escape(path)}:{line}: {side}.profiling_enabled: '
+                     'not acted on by spire_py yet: the setting is accepted but has no effect" file="daemon_config.py:[0-9]+" '
+                     "func=spire_py.common.daemon_config.start_logging subsystem_name=config", proc.stderr)
+    assert "log_source_location" not in proc.stderr  # acted on: not warned
     assert proc.stderr.rstrip().splitlines()[-1].startswith(f"Error: {path}:")
 
 
