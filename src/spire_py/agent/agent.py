@@ -349,6 +349,7 @@ class SpireAgent:
             self.cache, self.workload_attestors,
             allow_unauthenticated_verifiers=bool(getattr(self.config, "allow_unauthenticated_verifiers", False)),
             allowed_foreign_jwt_claims=tuple(getattr(self.config, "allowed_foreign_jwt_claims", ()) or ()),
+            log_selectors=tuple(getattr(self.config, "log_selectors", ()) or ()),
         )
         if not apis:
             _log.info("Skipping agent APIs because public endpoint is disabled",

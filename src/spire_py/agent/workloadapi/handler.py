@@ -51,6 +51,13 @@ def filter_hints(entries: Sequence[Entry]) -> list[Entry]:
     return [e for e in entries if not e.hint or keep[e.hint] is e]
 
 
+def loggable_selectors(selectors: Iterable[Selector], prefixes: Sequence[str]) -> str:
+    """SPIRE's ``log_selectors``: the selectors whose rendered form ("k8s:ns:default") is a
+    listed prefix or starts with one followed by ':', sorted and joined with ','; '' when none."""
+    rendered = (f"{s.type}:{s.value}" if s.value else s.type for s in selectors)
+    return ",".join(sorted(r for r in rendered if any(r == p or r.startswith(p + ":") for p in prefixes)))
+
+
 def _status(code: Status, message: str) -> GRPCError:
     return GRPCError(code, message)
 
@@ -113,8 +120,10 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         *,
         allow_unauthenticated_verifiers: bool = False,
         allowed_foreign_jwt_claims: Iterable[str] = (),
+        log_selectors: Sequence[str] = (),
     ) -> None:
         self.cache = cache
+        self.log_selectors = tuple(log_selectors)
         self.attestors = list(attestors)
         self.allow_unauthenticated_verifiers = allow_unauthenticated_verifiers
         self.allowed_foreign_jwt_claims = frozenset(allowed_foreign_jwt_claims) | _ALWAYS_ALLOWED_CLAIMS
@@ -238,8 +247,11 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         return sorted(selectors)
 
     def _no_identity(self, call: _Call, selectors: Sequence[Selector]) -> GRPCError:
-        # Selectors stay out of the log by default, as in SPIRE (labels may be sensitive).
-        call.log(logging.ERROR, "No identity issued", registered=False, selector_count=len(selectors))
+        # Selectors stay out of the log but for the prefixes in log_selectors, as in SPIRE (values may be sensitive).
+        fields: dict[str, Any] = {"registered": False, "selector_count": len(selectors)}
+        if shown := loggable_selectors(selectors, self.log_selectors):
+            fields["selectors"] = shown
+        call.log(logging.ERROR, "No identity issued", **fields)
         return _status(Status.PERMISSION_DENIED, "no identity issued")
 
     def _entries(self, selectors: Sequence[Selector]) -> list[Entry]:

@@ -63,7 +63,6 @@ AGENT: tuple[Unacted, ...] = (
     *_same(
         "agent",
         ("availability_target", None),
-        ("log_selectors", []),
         *_PROFILING,
         ("rebootstrap_mode", "never"),
         ("rebootstrap_delay", 600),
