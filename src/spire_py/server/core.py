@@ -17,6 +17,7 @@ from ..common.spiffeid import TrustDomain
 from .api.status import datastore_error_status
 from .ca.ca import ServerCA
 from .ca.errors import CARequestError
+from .ca.signing_pool import SigningPool
 from .cache import EntryCache
 from .config import ServerConfig
 from .datastore import errors as ds_errors
@@ -44,6 +45,8 @@ class ServerCore:
     bundle_changed: asyncio.Event = field(default_factory=asyncio.Event)
     # The datastore as the APIs see it: agents' nodes and the bundle served from memory.
     cached: CachedDataStore = field(init=False)
+    # Worker processes for large BatchNewX509SVID batches (started on first use).
+    signing_pool: Optional[SigningPool] = field(default_factory=SigningPool)
 
     def __post_init__(self) -> None:
         if isinstance(self.datastore, CachedDataStore):

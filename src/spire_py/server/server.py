@@ -335,6 +335,8 @@ class SpireServer:
         self._stop.set()
         for t in self._tasks:
             t.cancel()
+        if self.core is not None and self.core.signing_pool is not None:
+            self.core.signing_pool.close()  # its worker processes hold the CA key
         for s in self._servers:
             s.close()
         for s in self._servers:

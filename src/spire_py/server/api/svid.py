@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import jwt
 from cryptography import x509
@@ -14,8 +14,9 @@ from ...common import log
 from ...common.registration_proto import id_to_proto
 from ...common.spiffeid import SpiffeId, SpiffeIdError
 from ...proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
-from ...proto.spire.api.types import jwtsvid_pb2
-from ..ca.errors import CARequestError
+from ...proto.spire.api.types import jwtsvid_pb2, x509svid_pb2
+from ..ca.errors import CAError, CARequestError
+from ..ca.signing_pool import MIN_POOLED_BATCH
 from ..core import ServerCore
 from . import convert
 from .auth import caller_of
@@ -94,10 +95,48 @@ class SVIDService(svid_grpc.SVIDBase):
         req = await stream.recv_message()
         caller = caller_of(stream)
         entries = await self._authorized_entries(caller)
-        # One trip to the thread pool for the whole batch: per-item trips cost more than the
-        # signing itself and let other requests interleave between the items.
-        results = await self.core.sign(self._sign_batch, list(req.params), entries)
+        params = list(req.params)
+        # Large batches: signed across worker processes (server/ca/signing_pool.py).
+        results = await self._sign_pooled(params, entries)
+        if results is None:
+            # One trip to the thread pool for the whole batch: per-item trips cost more than the
+            # signing itself and let other requests interleave between the items.
+            results = await self.core.sign(self._sign_batch, params, entries)
         await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=results))
+
+    async def _sign_pooled(self, params: list[Any], entries: dict[str, Any]) -> Optional[list[Any]]:
+        """``_sign_batch`` with the CSRs parsed and signed in the signing pool; None when the
+        batch is too small or the pool cannot sign it (then it is signed in-process)."""
+        pool = self.core.signing_pool
+        if pool is None or len(params) < MIN_POOLED_BATCH:
+            return None
+        Result = svid_pb2.BatchNewX509SVIDResponse.Result
+        results: list[Any] = [None] * len(params)
+        todo: list[tuple[int, Any]] = []
+        for i, p in enumerate(params):
+            e = entries.get(p.entry_id) if p.entry_id else None
+            if not p.entry_id:
+                results[i] = Result(status=status(Status.INVALID_ARGUMENT, "missing entry ID"))
+            elif e is None:
+                results[i] = Result(status=status(Status.NOT_FOUND, "entry not found or not authorized"))
+            elif not p.csr:
+                results[i] = Result(status=status(Status.INVALID_ARGUMENT, "missing CSR"))
+            else:
+                todo.append((i, e))
+        items = [(bytes(params[i].csr), e.spiffe_id, e.x509_svid_ttl or None, list(e.dns_names)) for i, e in todo]
+        try:
+            signed = await self.core.ca.sign_x509_svids_pooled(pool, items) if items else []
+        except (CARequestError, CAError):
+            return None  # in-process signing reports it as it always has
+        if signed is None:
+            return None
+        for (i, e), (code, message, chain, expires_at) in zip(todo, signed):
+            if code:
+                results[i] = Result(status=status(Status(code), message))
+            else:
+                results[i] = Result(status=OK, svid=x509svid_pb2.X509SVID(
+                    id=id_to_proto(e.spiffe_id), cert_chain=chain, expires_at=expires_at))
+        return results
 
     def _sign_batch(self, params: list[Any], entries: dict[str, Any]) -> list[Any]:
         """Check each param, parse its CSR and sign it; every item gets its own status."""

@@ -160,6 +160,22 @@ class ServerCA:
                                 dns_names=list(dns_names or ()), subject=subject)
         return [leaf] + list(slot.upstream_chain)
 
+    async def sign_x509_svids_pooled(self, pool: Any, items: list[tuple[bytes, str, Optional[float], list[str]]]
+                                     ) -> Optional[list[tuple[int, str, list[bytes], int]]]:
+        """A batch of (CSR DER, SPIFFE ID, TTL, DNS names) parsed, checked and signed in the
+        signing pool's worker processes with the active CA (``signing_pool``), each item with its
+        own outcome; None when the batch should be signed in-process instead."""
+        slot = self.manager.active_x509()
+        assert slot.cert is not None and slot.key is not None
+        for _, sid, _, _ in items:
+            self._member_id(sid, "X509-SVID")  # entries' IDs: checked when they were created
+        ttl_items = [(csr, sid, ttl if ttl and ttl > 0 else self.x509_svid_ttl, dns) for csr, sid, ttl, dns in items]
+        signed: Optional[list[tuple[int, str, list[bytes], int]]] = await pool.sign(
+            slot.key, slot.cert, slot.upstream_chain, ttl_items, self._clock())
+        if signed is not None:
+            telemetry.current().incr_counter(CA_SIGN_X509_SVID, float(sum(1 for s in signed if s[0] == 0)))
+        return signed
+
     def sign_server_svid(self, public_key: PublicKey) -> list[x509.Certificate]:
         """The server's own SVID: spiffe://<td>/spire/server, default TTL, no DNS names (as SPIRE)."""
         return self.sign_x509_svid(public_key, server_id(self.trust_domain))
