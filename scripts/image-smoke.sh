@@ -8,8 +8,9 @@
 #   scripts/image-smoke.sh ci     (make test) the same, or prints why it skips and exits 0
 #
 # The containers have no network but loopback (the agent joins the server's namespace) and
-# read-only root file systems; their writable directories are temp dirs made here. Everything
-# they leave is removed on exit.
+# read-only root file systems as on Kubernetes (podman's default tmpfs mounts off; /tmp is a
+# tmpfs for the daemons as the manifests' emptyDir, none for the workload); their writable
+# directories are temp dirs made here. Everything they leave is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -146,7 +147,8 @@ PY
     python3 -c "import kubernetes.client, spire_py.common.plugins.k8s_apiserver"' >&2 \
     || die "deploy/kubernetes's configuration does not validate in the image"
 
-  podman run -d --name "$NAME-server" --network none --read-only \
+  # /tmp: a tmpfs, as the manifests' emptyDir (the daemons need a writable temp directory).
+  podman run -d --name "$NAME-server" --network none --read-only --read-only-tmpfs=false --tmpfs /tmp:rw,size=64m \
     -v "$WORK/server-conf:/run/spire/config:ro" -v "$WORK/server-data:/run/spire/data" \
     -v "$WORK/server-sock:/tmp/spire-server/private" \
     "$image" spire-server run -config /run/spire/config/server.conf >/dev/null
@@ -161,7 +163,7 @@ PY
   podman exec "$NAME-server" spire-server entry create -parentID "$AGENT_ALIAS" -spiffeID "$WORKLOAD_ID" \
     -selector unix:uid:1000 >/dev/null
 
-  podman run -d --name "$NAME-agent" --network "container:$NAME-server" --read-only \
+  podman run -d --name "$NAME-agent" --network "container:$NAME-server" --read-only --read-only-tmpfs=false --tmpfs /tmp:rw,size=64m \
     -v "$WORK/agent-conf:/run/spire/config:ro" -v "$WORK/agent-data:/run/spire/data" \
     -v "$WORK/agent-sock:/run/spire/agent-sockets" \
     "$image" spire-agent run -config /run/spire/config/agent.conf -joinToken "$token" >/dev/null
@@ -171,7 +173,7 @@ PY
 
   # The workload: its own container, the socket directory read-only, no network.
   local out
-  out=$(retry 30 podman run --rm --name "$NAME-workload" --network none --read-only --pid "container:$NAME-agent" \
+  out=$(retry 30 podman run --rm --name "$NAME-workload" --network none --read-only --read-only-tmpfs=false --pid "container:$NAME-agent" \
         -v "$WORK/agent-sock:/run/spire/agent-sockets:ro" \
         "$image" spire-agent api fetch x509 -socketPath /run/spire/agent-sockets/api.sock) \
     || die "the workload got no SVID"

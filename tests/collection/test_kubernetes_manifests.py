@@ -209,6 +209,11 @@ def test_every_daemon_runs_as_uid_1000_without_privileges():
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
             assert c["securityContext"]["readOnlyRootFilesystem"] is True
             assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            if name != "example-workload":
+                # The daemons need a writable /tmp (scripts/image-smoke.sh runs them so, without
+                # podman's default tmpfs: with a read-only /tmp the server stops at start).
+                tmp = mount_of(c, "tmp")
+                assert tmp["mountPath"] == "/tmp" and "emptyDir" in volume_of(spec, "tmp")
     # Only the agent's init container is root, with CHOWN alone, to hand it the socket directory.
     init = pod_spec("DaemonSet", "spire-agent")["initContainers"]
     assert [c["securityContext"]["capabilities"] for c in init] == [{"drop": ["ALL"], "add": ["CHOWN"]}]
