@@ -9,10 +9,12 @@ import time
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from spire_py.common.registration import Selector
+from spire_py.common.registration import Entry, Selector
 from spire_py.common.spiffeid import SpiffeId
 from spire_py.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from spire_py.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
@@ -60,7 +62,6 @@ async def test_the_old_svid_is_refused_once_the_renewed_one_was_used(server: Han
     agent_id, stub, chain, key = await _agent(server)
     as_agent = server.tls_stub(agent_grpc.AgentStub, chain, key)
     renewed = await as_agent.RenewAgent(agent_pb2.RenewAgentRequest(params=agent_pb2.AgentX509SVIDParams(csr=csr_for(key))))
-    from cryptography import x509
     new_chain = [x509.load_der_x509_certificate(d) for d in renewed.svid.cert_chain]
     await stub.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest())  # the old one still works...
     fresh = server.tls_stub(entry_grpc.EntryStub, new_chain, key)
@@ -106,7 +107,6 @@ async def test_an_agent_svid_that_expired_on_an_open_connection_is_refused(serve
 
 async def test_a_connections_certificate_is_parsed_once(server: Handle) -> None:
     _, stub, chain, _ = await _agent(server)
-    from cryptography.hazmat.primitives import serialization
     der = chain[0].public_bytes(serialization.Encoding.DER)
     peer = auth._peers[der]
     await stub.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest())
@@ -119,7 +119,6 @@ async def test_a_bundle_change_is_served_at_once_and_a_peers_within_a_second(ser
     before = await as_agent.GetBundle(bundle_pb2.GetBundleRequest())
     core = server.server.core
     assert core is not None
-    from cryptography.hazmat.primitives import serialization
     extra = (await server.downstream_svid())[0][0].public_bytes(serialization.Encoding.DER)
     await server.admin_stub(bundle_grpc.BundleStub).AppendBundle(bundle_pb2.AppendBundleRequest(
         x509_authorities=[{"asn1": extra}]))
@@ -135,8 +134,6 @@ async def test_a_bundle_change_is_served_at_once_and_a_peers_within_a_second(ser
 
 async def test_another_servers_entry_reaches_the_next_sync_once_entry_events_are_due(
         server: Handle, monkeypatch: Any) -> None:
-    from spire_py.common.registration import Entry
-
     agent_id, stub, _, _ = await _agent(server)
     core = server.server.core
     assert core is not None
