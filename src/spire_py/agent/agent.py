@@ -33,6 +33,7 @@ from .jwt_cache import DEFAULT_MAX_SIZE, JWTSVIDCache
 from .plugins.keymanager.base import AgentKeyManager
 from .plugins.nodeattestor.base import AgentNodeAttestor
 from .plugins.workloadattestor.base import WorkloadAttestor
+from .rotation import RotationStrategy
 from .storage import AgentState, AgentStorage
 from .sync import fetch_entries, fetch_federated_bundles, mint_svids
 from .trust_bundle import load_bootstrap_roots
@@ -89,6 +90,7 @@ class SpireAgent:
         self.error: Optional[str] = None
         self.sync_interval = float(getattr(config, "sync_interval", None) or DEFAULT_SYNC_INTERVAL)
         self.key_type = getattr(config, "workload_x509_svid_key_type", "") or "ec-p256"
+        self.rotation = RotationStrategy(getattr(config, "availability_target", None))
 
     # --- plugins -------------------------------------------------------------------
     def check_plugins(self) -> None:
@@ -182,9 +184,7 @@ class SpireAgent:
 
     def _renew_due(self) -> bool:
         assert self.state is not None
-        leaf = self.state.svid[0]
-        start, end = leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
-        return time.time() >= start + (end - start) / 2
+        return self.rotation.should_rotate_cert(time.time(), self.state.svid[0])
 
     # --- sync ----------------------------------------------------------------------
     async def _jwt_minter(self, entry: Any, audience: list[str]) -> CachedJWT:
@@ -232,7 +232,7 @@ class SpireAgent:
         self.cache.jwt_svids.prune()
         with metrics.call(SYNC_SVIDS):
             if await mint_svids(client, self.cache, entries, self._revisions, self.signing_roots or self.roots,
-                                self.key_type):
+                                self.key_type, self.rotation):
                 changed = True
         if changed:
             await self.cache.publish()
@@ -260,7 +260,7 @@ class SpireAgent:
                 try:
                     if await mint_svids(self.client, self.cache, self.cache.entries, self._revisions,
                                         self.signing_roots or self.roots,
-                                        self.key_type):
+                                        self.key_type, self.rotation):
                         await self.cache.publish()
                 except Exception as exc:  # the next sync retries
                     _log.warning("Failed to sign SVIDs on demand",

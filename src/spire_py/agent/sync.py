@@ -17,6 +17,7 @@ from ..common.registration import Entry
 from ..common.registration_proto import entry_from_proto
 from ..common.spiffeid import unchecked_id_string
 from ..common.bundle import Bundle as SpiffeBundle
+from .rotation import DEFAULT as DEFAULT_ROTATION, FALLBACK_WARNING, RotationStrategy
 from ..proto.spire.api.server.bundle.v1 import bundle_pb2
 from ..proto.spire.api.server.entry.v1 import entry_pb2
 from ..proto.spire.api.server.svid.v1 import svid_pb2
@@ -113,9 +114,9 @@ async def fetch_federated_bundles(client: ServerClient, cache: WorkloadCache, en
     return changed
 
 
-def _due(svid: CachedSVID, now: float) -> bool:
-    """Rotate at half life, as SPIRE does."""
-    return now >= svid.issued_at + (svid.expires_at - svid.issued_at) / 2
+def _due(svid: CachedSVID, now: float, rotation: RotationStrategy = DEFAULT_ROTATION) -> bool:
+    """Rotate at half life, or earlier to keep ``availability_target`` (agent/rotation.py)."""
+    return rotation.should_rotate(now, svid.issued_at, svid.expires_at)
 
 
 def _signed_by(svid: CachedSVID, roots: list[x509.Certificate]) -> bool:
@@ -134,7 +135,7 @@ def _chains(results: Any) -> list[Optional[list[x509.Certificate]]]:
 
 async def mint_svids(
     client: ServerClient, cache: WorkloadCache, entries: dict[str, Entry], revisions: dict[str, int],
-    roots: list[x509.Certificate], key_type: str,
+    roots: list[x509.Certificate], key_type: str, rotation: RotationStrategy = DEFAULT_ROTATION,
 ) -> bool:
     """Mint X.509-SVIDs for workload entries that lack a fresh one; drop the stale. Returns True on change.
 
@@ -154,7 +155,7 @@ async def mint_svids(
     need = [
         e for eid, e in workload.items()
         if eid in cache.svids and (revisions.get(eid) != e.revision_number
-                                   or _due(cache.svids[eid], now) or not _signed_by(cache.svids[eid], roots))
+                                   or _due(cache.svids[eid], now, rotation) or not _signed_by(cache.svids[eid], roots))
     ]
     missing = sorted((e for eid, e in workload.items() if eid not in cache.svids), key=lambda e: e.id)
     need += [e for e in missing if e.id in active]
@@ -181,6 +182,8 @@ async def mint_svids(
                     _log.warning("Failed to mint X509-SVID", extra=log.fields(entry_id=e.id, spiffe_id=e.spiffe_id, error=r.status.message))
                     continue
                 cache.svids[e.id] = CachedSVID(e.id, e.spiffe_id, chain, k, e.hint)
+                if rotation.falls_back((chain[0].not_valid_after_utc - chain[0].not_valid_before_utc).total_seconds()):
+                    _log.warning(FALLBACK_WARNING, extra=log.fields(spiffe_id=e.spiffe_id, entry_id=e.id))
                 revisions[e.id] = e.revision_number
                 changed = True
                 _log.debug("Minted X509-SVID", extra=log.fields(entry_id=e.id, spiffe_id=e.spiffe_id))

@@ -62,7 +62,6 @@ SERVER: tuple[Unacted, ...] = (
 AGENT: tuple[Unacted, ...] = (
     *_same(
         "agent",
-        ("availability_target", None),
         *_PROFILING,
         ("rebootstrap_mode", "never"),
         ("rebootstrap_delay", 600),

@@ -217,11 +217,11 @@ def test_server_validate_warns_about_an_unacted_key_and_still_passes(tmp_path, c
 
 
 def test_agent_validate_warns_about_an_unacted_key_and_still_passes(tmp_path, capsys):
-    path = agent_conf(tmp_path, 'availability_target = "24h"')
+    path = agent_conf(tmp_path, 'profiling_enabled = true')
     assert agent_main(["validate", "-config", path]) == 0
     out, err = capsys.readouterr()
     assert out == "SPIRE agent configuration file is valid.\n"
-    assert err == (f"Warning: {path}:7: agent.availability_target: "
+    assert err == (f"Warning: {path}:7: agent.profiling_enabled: "
                    "not acted on by spire_py yet: the setting is accepted but has no effect\n")
 
 
