@@ -171,6 +171,23 @@ PY
     >/dev/null || die "the agent never became healthy"
   log "agent healthy after $((SECONDS - t0))s"
 
+  # The liveness and readiness probes of deploy/kubernetes, as written there, pass in the
+  # containers (same socket paths as the manifests').
+  "$VPY" - "$NAME" <<'PY' || die "a probe of deploy/kubernetes fails"
+import subprocess, sys, yaml
+for manifest, side in (("server-statefulset.yaml", "server"), ("agent-daemonset.yaml", "agent")):
+    with open(f"deploy/kubernetes/{manifest}") as f:
+        container = yaml.safe_load(f)["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("livenessProbe", "readinessProbe"):
+        cmd = container[probe]["exec"]["command"]
+        run = subprocess.run(["podman", "exec", f"{sys.argv[1]}-{side}", *cmd], capture_output=True, text=True,
+                             timeout=60)
+        print(f"{side} {probe}: {' '.join(cmd)}: rc={run.returncode} {(run.stdout + run.stderr).strip()}",
+              file=sys.stderr)
+        if run.returncode != 0:
+            sys.exit(1)
+PY
+
   # The workload: its own container, the socket directory read-only, no network.
   local out
   out=$(retry 30 podman run --rm --name "$NAME-workload" --network none --read-only --read-only-tmpfs=false --pid "container:$NAME-agent" \
