@@ -19,7 +19,7 @@ from ..common.bundle import Bundle as SpiffeBundle
 from ..common.errors import SpireError
 from ..common.spiffeid import TrustDomain
 from ..common.telemetry.names import (AGENT_NODE_ATTEST, AGENT_SVID_ROTATE, CACHE_RECORDS, CACHE_SVIDS,
-                                      SYNC_ENTRIES, SYNC_SVIDS)
+                                      SVID_TYPE_X509, SYNC_ENTRIES, SYNC_SVIDS)
 from ..common.telemetry.telemetry import Telemetry
 from ..common.tls import spiffe_id_of
 from ..proto.spire.api.server.agent.v1 import agent_pb2
@@ -35,7 +35,8 @@ from .plugins.nodeattestor.base import AgentNodeAttestor
 from .plugins.workloadattestor.base import WorkloadAttestor
 from .rotation import RotationStrategy
 from .storage import AgentState, AgentStorage
-from .sync import fetch_entries, fetch_federated_bundles, mint_svids
+from .sync import (count_entry_changes, count_tainted_x509, drop_tainted_jwts, fetch_entries, fetch_federated_bundles,
+                   mint_svids)
 from .trust_bundle import load_bootstrap_roots
 
 _log = log.get("agent")
@@ -75,6 +76,9 @@ class SpireAgent:
         # Roots whose SVIDs are kept: the bundle's minus those tainted (LocalAuthority API), whose
         # SVIDs are re-signed at the next sync as SPIRE's agent does.
         self.signing_roots: list[x509.Certificate] = []
+        # Tainted authorities already processed (telemetry counts each taint once, as SPIRE).
+        self._tainted_x509: set[x509.Certificate] = set()
+        self._tainted_jwt: set[str] = set()
         self.state: Optional[AgentState] = None
         self.client: Optional[ServerClient] = None
         self._revisions: dict[str, int] = {}
@@ -203,13 +207,18 @@ class SpireAgent:
         roots = [x509.load_der_x509_certificate(a.asn1) for a in b.x509_authorities]
         tainted = [r for r, a in zip(roots, b.x509_authorities) if a.tainted]
         self.signing_roots = [r for r in roots if r not in tainted]
+        if not self._tainted_x509.issuperset(tainted):
+            count_tainted_x509(self.cache, tainted)
+        self._tainted_x509 = set(tainted)
         if tainted and self._signed_by_tainted(tainted):
             _log.info("Agent SVID is signed by a tainted authority; renewing", extra=log.fields(
                 spiffe_id=self.agent_id))
             await self._renew()
             client = self.client
-        if self.cache.jwt_svids.drop_signed_by({k.key_id for k in b.jwt_authorities if k.tainted}):
+        tainted_kids = {k.key_id for k in b.jwt_authorities if k.tainted}
+        if drop_tainted_jwts(self.cache, tainted_kids, not self._tainted_jwt.issuperset(tainted_kids)):
             _log.info("JWT-SVIDs signed by a tainted key dropped from the cache")
+        self._tainted_jwt = tainted_kids
         changed = False
         bundle = SpiffeBundle.from_proto(self.td, b)
         if roots != self.roots:
@@ -225,6 +234,7 @@ class SpireAgent:
         with metrics.call(SYNC_ENTRIES):
             entries = await fetch_entries(client, self.cache.entries)
         if entries != self.cache.entries:
+            count_entry_changes(self.cache.entries, entries)
             self.cache.entries = entries
             changed = True
         if await fetch_federated_bundles(client, self.cache, entries):
@@ -237,8 +247,8 @@ class SpireAgent:
         if changed:
             await self.cache.publish()
         self.last_sync_success = time.time()
-        metrics.set_gauge(CACHE_RECORDS, len(entries))
-        metrics.set_gauge(CACHE_SVIDS, len(self.cache.svids))
+        metrics.set_gauge(CACHE_RECORDS, len(entries), SVID_TYPE_X509)
+        metrics.set_gauge(CACHE_SVIDS, len(self.cache.svids), SVID_TYPE_X509)
 
     async def _wait_for_sync(self) -> None:
         """Sleep until the next sync; meanwhile sign SVIDs a new subscriber lacks (evicted by the
@@ -350,6 +360,7 @@ class SpireAgent:
             allow_unauthenticated_verifiers=bool(getattr(self.config, "allow_unauthenticated_verifiers", False)),
             allowed_foreign_jwt_claims=tuple(getattr(self.config, "allowed_foreign_jwt_claims", ()) or ()),
             log_selectors=tuple(getattr(self.config, "log_selectors", ()) or ()),
+            rate_limits=dict(getattr(self.config, "workload_api_ratelimit", {}) or {}),
         )
         if not apis:
             _log.info("Skipping agent APIs because public endpoint is disabled",

@@ -14,6 +14,9 @@ from typing import Callable, Iterable, Optional
 
 from cachetools import TLRUCache
 
+from ..common import telemetry
+from ..common.telemetry.names import JWT_SVID_CACHE_SIZE
+
 DEFAULT_MAX_SIZE = 1000  # SPIRE's DefaultSVIDCacheMaxSize, for jwt_svid_cache_max_size = 0
 
 
@@ -48,10 +51,17 @@ class JWTSVIDCache:
 
     def put(self, spiffe_id: str, audience: Iterable[str], jwt: CachedJWT) -> None:
         self._lru[cache_key(spiffe_id, audience)] = jwt  # evicts the least recently used when full
+        self._report()
+
+    def _report(self) -> None:
+        """SPIRE's jwt_svid_cache_size, set after each change (a mint, a prune, a taint)."""
+        telemetry.current().set_gauge(JWT_SVID_CACHE_SIZE, len(self._lru))
 
     def prune(self) -> int:
         """Drop expired tokens now (the sync loop calls it); returns how many."""
-        return len(self._lru.expire())
+        gone = len(self._lru.expire())
+        self._report()
+        return gone
 
     def drop_signed_by(self, key_ids: set[str]) -> int:
         """Forget tokens signed by these (tainted) JWT keys, so the next request gets a fresh one."""
@@ -60,6 +70,7 @@ class JWTSVIDCache:
         stale = [k for k, jwt in list(self._lru.items()) if _kid(jwt.token) in key_ids]
         for k in stale:
             self._lru.pop(k, None)
+        self._report()
         return len(stale)
 
     def __len__(self) -> int:

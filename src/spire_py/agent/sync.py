@@ -11,11 +11,14 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from ..common import log
+from ..common import log, telemetry
 from ..common.keys import generate_key
 from ..common.registration import Entry
 from ..common.registration_proto import entry_from_proto
 from ..common.spiffeid import unchecked_id_string
+from ..common.telemetry.names import (EXPIRING_SVIDS, LRU_ENTRY_ADD, LRU_ENTRY_REMOVE, LRU_ENTRY_UPDATE,
+                                      OUTDATED_SVIDS, PROCESS_TAINTED_JWT, PROCESS_TAINTED_X509, TAINTED_JWT_SVIDS,
+                                      TAINTED_X509_SVIDS)
 from ..common.bundle import Bundle as SpiffeBundle
 from .rotation import DEFAULT as DEFAULT_ROTATION, FALLBACK_WARNING, RotationStrategy
 from ..proto.spire.api.server.bundle.v1 import bundle_pb2
@@ -124,6 +127,45 @@ def _signed_by(svid: CachedSVID, roots: list[x509.Certificate]) -> bool:
     return any(top.issuer == r.subject for r in roots)
 
 
+def count_entry_changes(old: dict[str, Entry], new: dict[str, Entry]) -> None:
+    """SPIRE's lru_cache_entry_add/remove/update for a sync that changed the entries (an
+    unchanged entry is the same object: fetch_entries reuses it)."""
+    added = updated = 0
+    for eid, e in new.items():
+        cur = old.get(eid)
+        if cur is None:
+            added += 1
+        elif cur is not e and cur != e:
+            updated += 1
+    removed = sum(1 for eid in old if eid not in new)
+    metrics = telemetry.current()
+    metrics.incr_counter(LRU_ENTRY_ADD, added)
+    metrics.incr_counter(LRU_ENTRY_REMOVE, removed)
+    metrics.incr_counter(LRU_ENTRY_UPDATE, updated)
+
+
+def count_tainted_x509(cache: WorkloadCache, tainted: list[x509.Certificate]) -> int:
+    """Newly tainted X.509 authorities: how many cached SVIDs they signed (mint_svids re-signs
+    them, as it does every SVID not signed by a usable root); SPIRE's call counter and sample."""
+    metrics = telemetry.current()
+    with metrics.call(PROCESS_TAINTED_X509):
+        count = sum(1 for svid in cache.svids.values() if _signed_by(svid, tainted))
+    metrics.add_sample(TAINTED_X509_SVIDS, count)
+    return count
+
+
+def drop_tainted_jwts(cache: WorkloadCache, key_ids: set[str], new: bool) -> int:
+    """Forget JWT-SVIDs signed by tainted keys; SPIRE's call counter and sample when ``new`` keys
+    were tainted since the last sync."""
+    if not new:
+        return cache.jwt_svids.drop_signed_by(key_ids)
+    metrics = telemetry.current()
+    with metrics.call(PROCESS_TAINTED_JWT):
+        dropped = cache.jwt_svids.drop_signed_by(key_ids)
+    metrics.add_sample(TAINTED_JWT_SVIDS, dropped)
+    return dropped
+
+
 def _keys_and_csrs(count: int, key_type: str) -> tuple[list[PrivateKeyTypes], list[bytes]]:
     keys: list[PrivateKeyTypes] = [generate_key(key_type) for _ in range(count)]
     return keys, [make_csr(k) for k in keys]
@@ -152,11 +194,26 @@ async def mint_svids(
     for eid in cache.evict_svids(active):
         revisions.pop(eid, None)
         changed = True
-    need = [
-        e for eid, e in workload.items()
-        if eid in cache.svids and (revisions.get(eid) != e.revision_number
-                                   or _due(cache.svids[eid], now, rotation) or not _signed_by(cache.svids[eid], roots))
-    ]
+    need = []
+    expiring = outdated = 0
+    for eid, e in workload.items():
+        svid = cache.svids.get(eid)
+        if svid is None:
+            continue
+        # Counted as SPIRE's sync counts them: expiring first, then changed entries.
+        if _due(svid, now, rotation):
+            expiring += 1
+        elif revisions.get(eid) != e.revision_number:
+            outdated += 1
+        elif _signed_by(svid, roots):
+            continue
+        need.append(e)
+    if expiring or outdated:
+        metrics = telemetry.current()
+        if expiring:
+            metrics.add_sample(EXPIRING_SVIDS, expiring)
+        if outdated:
+            metrics.add_sample(OUTDATED_SVIDS, outdated)
     missing = sorted((e for eid, e in workload.items() if eid not in cache.svids), key=lambda e: e.id)
     need += [e for e in missing if e.id in active]
     # Entries nobody subscribes to are prefetched while there is room (SPIRE's remainder rule).

@@ -12,7 +12,8 @@
 - A side-specific ``guard`` (authorization, rate limits) runs before every handler and an
   ``observer`` (audit log) after it; the handler finds the call in :func:`current_call`.
 - With telemetry on, every call counts in SPIRE's ``rpc.<service>.<method>`` call counter
-  (``status`` and ``method`` labels); the counter is found when the method is wrapped.
+  (``status`` and ``method`` labels); the counter is found when the method is wrapped. The
+  agent's APIs also count SPIRE's per-service ``connection``/``connections`` (one per RPC).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from grpclib.server import Server
 
 from . import log
 from . import telemetry
-from .telemetry.names import rpc_names
+from .telemetry.names import CONNECTIONS, rpc_names
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_STATUS_MESSAGE = 1024
@@ -169,15 +170,21 @@ def wrap_handler(
 ) -> Callable[[Any], Awaitable[None]]:
     metrics = telemetry.current()
     calls = None
+    active = None
     if metrics.enabled:
         short, key = rpc_names(method)
         calls = metrics.call_counter(key, (("method", short),))
+        keys = CONNECTIONS.get(method.lstrip("/").partition("/")[0])
+        if keys is not None:
+            active = metrics.active_calls(*keys)
 
     async def handle(stream: Any) -> None:
         call = Call(method=method, stream=stream)
         _bound_receive(stream, call, max_message_bytes, on_request)
         token = _current.set(call)
         status, message = Status.OK, ""
+        if active is not None:
+            active.opened()
         try:
             if guard is not None:
                 await guard(call)
@@ -195,6 +202,8 @@ def wrap_handler(
             raise GRPCError(Status.INTERNAL, message) from None
         finally:
             _current.reset(token)
+            if active is not None:
+                active.closed()
             if calls is not None:
                 calls.done(call.started, status)
             if observer is not None:

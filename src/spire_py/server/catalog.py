@@ -22,6 +22,7 @@ from .datastore.api import DataStore
 from .datastore.telemetry import instrument
 from .plugins.context import ServerPluginContext
 from .plugins.keymanager.base import KeyManager
+from .plugins.keymanager.telemetry import instrument as instrument_key_manager
 from .plugins.nodeattestor.base import NodeAttestor
 from .plugins.upstreamauthority.base import UpstreamAuthority
 
@@ -66,7 +67,7 @@ class ServerCatalog:
                 # the registry maps each type to its base class; every call is counted (telemetry)
                 self._datastore = instrument(cast(DataStore, plugin))
             elif spec.type == "KeyManager":
-                self._key_manager = cast(KeyManager, plugin)
+                self._key_manager = instrument_key_manager(cast(KeyManager, plugin))  # counted, as SPIRE's
             elif spec.type == "UpstreamAuthority":
                 self._upstream = cast(UpstreamAuthority, plugin)
             elif spec.type == "NodeAttestor":

@@ -12,7 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
-from ..common import log
+from grpclib.const import Status
+
+from ..common import log, telemetry
+from ..common.telemetry.names import NODE_MANAGER_PRUNE
 
 _log = log.get("node_manager")
 
@@ -50,6 +53,7 @@ class NodePruner:
         expired_before = int(time.time() - self.expired_for)
         ds = self.core.datastore
         total = 0
+        started, status = time.monotonic(), Status.OK
         try:
             while True:
                 n = await self.core.db(ds.prune_attested_expired_nodes, expired_before, self.include_tofu,
@@ -58,7 +62,9 @@ class NodePruner:
                 if self.batch_size <= 0 or n < self.batch_size:
                     break
         except Exception as exc:  # the next period retries; maintenance goes on
+            status = getattr(exc, "status", None) or Status.UNKNOWN
             _log.error("Failed during periodic pruning of expired nodes", extra=log.fields(error=str(exc)))
+        telemetry.current().call_counter(NODE_MANAGER_PRUNE).done(started, status)
         if total:
             _log.info("Pruned expired attested nodes", extra=log.fields(
                 count=total, expired_before=expired_before, include_non_reattestable=self.include_tofu))

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any, Iterable, Optional, Sequence
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from ...common import telemetry
 from ...common.registration import Entry, Selector
+from ...common.telemetry.names import DELEGATED_FIRST_UPDATE
 from ...common.registration_proto import id_to_proto
 from ...common.x509util import certs_to_der_chain
 from ...proto.spire.api.agent.delegatedidentity.v1 import delegatedidentity_grpc
@@ -116,6 +119,8 @@ class DelegatedIdentityService(delegatedidentity_grpc.DelegatedIdentityBase):
 
     async def _subscribe_x509_svids(self, stream: Any) -> None:
         call = _Call("SubscribeToX509SVIDs")
+        started = time.monotonic()
+        measured = False
         req = await stream.recv_message()
         delegate = await self._authorize(stream, call)
         selectors = await self._requested(call, req.pid, req.selectors)
@@ -130,6 +135,9 @@ class DelegatedIdentityService(delegatedidentity_grpc.DelegatedIdentityBase):
                 resp = self._x509_response(_visible(self.cache.entries_for(selectors)))
                 if resp is not None:
                     wire = resp.SerializeToString(deterministic=True)
+                    if not measured and resp.x509_svids:  # SPIRE's latency to the first update with an SVID
+                        telemetry.current().measure_since(DELEGATED_FIRST_UPDATE, started)
+                        measured = True
                     if wire != last:
                         await stream.send_message(resp)
                         last = wire

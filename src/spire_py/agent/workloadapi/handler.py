@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from google.protobuf import json_format, struct_pb2
 from grpclib.const import Status
@@ -23,13 +23,14 @@ from ...common import log, telemetry
 from ...common.jwtsvid import validate_jwt_svid
 from ...common.registration import Entry, Selector
 from ...common.spiffeid import SpiffeId, SpiffeIdError
-from ...common.telemetry.names import DISCOVERED_SELECTORS, WORKLOAD_ATTESTATION, WORKLOAD_ATTESTOR
+from ...common.telemetry.names import DISCOVERED_SELECTORS, JWT_BUNDLES_UPDATE, WORKLOAD_ATTESTATION, WORKLOAD_ATTESTOR
 from ...common.x509util import certs_to_der_chain
 from ...proto.workload import workload_pb2 as pb
 from ...proto.workload.workload_grpc import SpiffeWorkloadAPIBase
 from ..cache import WorkloadCache
 from ..plugins.workloadattestor.base import WorkloadAttestationError, WorkloadAttestor
 from .caller import Caller, CallerGone, CallerRegistry
+from .ratelimit import WorkloadRateLimiter
 from .jwks import jwks_json
 
 _log = log.get("workload_api")
@@ -121,9 +122,11 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         allow_unauthenticated_verifiers: bool = False,
         allowed_foreign_jwt_claims: Iterable[str] = (),
         log_selectors: Sequence[str] = (),
+        rate_limits: Optional[Mapping[str, int]] = None,
     ) -> None:
         self.cache = cache
         self.log_selectors = tuple(log_selectors)
+        self.rate_limiter = WorkloadRateLimiter(rate_limits or {})
         self.attestors = list(attestors)
         self.allow_unauthenticated_verifiers = allow_unauthenticated_verifiers
         self.allowed_foreign_jwt_claims = frozenset(allowed_foreign_jwt_claims) | _ALWAYS_ALLOWED_CLAIMS
@@ -206,6 +209,8 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 raise _status(
                     Status.UNAUTHENTICATED, f"could not verify existence of the original caller: {exc}"
                 ) from None
+            if self.rate_limiter and not call.quiet:  # experimental.ratelimit; never the agent itself
+                self.rate_limiter.check(call.method, selectors)
             return selectors
         finally:
             if owned:
@@ -326,10 +331,11 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
             out.update(self.cache.federated_bundles_for(entries))
         return out
 
-    async def _bundle_stream(self, stream: Any, call: _Call, make: Any) -> None:
-        await self._tracked(self._bundle_loop(stream, call, make))
+    async def _bundle_stream(self, stream: Any, call: _Call, make: Any, sent: Any = None) -> None:
+        await self._tracked(self._bundle_loop(stream, call, make, sent))
 
-    async def _bundle_loop(self, stream: Any, call: _Call, make: Any) -> None:
+    async def _bundle_loop(self, stream: Any, call: _Call, make: Any, sent: Any) -> None:
+        """``sent``: a counter moved by each update sent (SPIRE's bundles_update.jwt)."""
         self._check_header(stream, call)
         await stream.recv_message()
         selectors = await self._attest(stream, call)
@@ -346,6 +352,8 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 if wire != last:
                     await stream.send_message(resp)
                     last = wire
+                    if sent is not None:
+                        sent.incr()
                     call.log(logging.DEBUG, "Fetched bundles", registered=bool(entries),
                              trust_domains=",".join(sorted(bundles)))
             await self._next_change(version)
@@ -366,7 +374,8 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
                 resp.bundles[td] = jwks_json(b)
             return resp
 
-        await self._bundle_stream(stream, _Call("FetchJWTBundles"), make)
+        await self._bundle_stream(stream, _Call("FetchJWTBundles"), make,
+                                  telemetry.current().counter(JWT_BUNDLES_UPDATE))
 
     # --- JWT-SVIDs ----------------------------------------------------------------------
     async def FetchJWTSVID(self, stream: Any) -> None:

@@ -147,6 +147,28 @@ class _Timed:
         self._counter.done(self._started, status)
 
 
+class ActiveCalls:
+    """SPIRE's per-service "connection" counter and "connections" gauge: ``opened`` at a call's
+    start counts it and raises the gauge, ``closed`` at its end lowers it (one per service,
+    shared by its methods)."""
+
+    __slots__ = ("_counter", "_gauge", "active")
+
+    def __init__(self, counter: Any, gauge: Any) -> None:
+        self._counter = counter
+        self._gauge = gauge
+        self.active = 0
+
+    def opened(self) -> None:
+        self.active += 1
+        self._counter.incr(1.0)
+        self._gauge.set(self.active)
+
+    def closed(self) -> None:
+        self.active -= 1
+        self._gauge.set(self.active)
+
+
 class Filter:
     """SPIRE's (go-metrics') prefix and label filters."""
 
@@ -185,6 +207,7 @@ class Metrics:
         self._push = push
         self._series: dict[tuple[str, Key, Labels], Any] = {}
         self._calls: dict[tuple[Key, Labels], CallCounter] = {}
+        self._active: dict[tuple[Key, Key], ActiveCalls] = {}
 
     # --- handles (cached) ------------------------------------------------------------
     def _get(self, kind: str, key: Sequence[str], labels: Labels) -> Any:
@@ -215,6 +238,13 @@ class Metrics:
         if c is None:
             c = self._calls[k] = CallCounter(self, k[0], labels)
         return c
+
+    def active_calls(self, counter: Sequence[str], gauge: Sequence[str]) -> ActiveCalls:
+        k = (tuple(counter), tuple(gauge))
+        a = self._active.get(k)
+        if a is None:
+            a = self._active[k] = ActiveCalls(self.counter(counter), self.gauge(gauge))
+        return a
 
     # --- one-line forms (SPIRE's IncrCounterWithLabels, ...) ----------------------------
     def incr_counter(self, key: Sequence[str], value: float = 1.0, labels: Labels = ()) -> None:

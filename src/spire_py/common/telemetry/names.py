@@ -34,6 +34,11 @@ AGENTS_COUNT: Key = ("node", "agents_by_id_cache", "count")  # gauge
 NODE_ATTEST: Key = ("node_attestor", "attest")  # call counter, label attestor (spire_py's)
 BUNDLE_MANAGER_FETCH: Key = ("bundle_manager", "fetch", "federated_bundle")  # call counter, trust_domain_id
 BUNDLE_MANAGER_UPDATE: Key = ("bundle_manager", "update", "federated_bundle")  # counter, trust_domain_id
+NODE_MANAGER_PRUNE: Key = ("node", "manager", "prune")  # call counter (pruning expired agents)
+# KeyManager calls (SPIRE's wrapper: GetKey counts as get_public_key, GetKeys as get_public_keys)
+SERVER_KM_GENERATE_KEY: Key = ("server_key_manager", "generate_key")  # call counter
+SERVER_KM_GET_PUBLIC_KEY: Key = ("server_key_manager", "get_public_key")  # call counter
+SERVER_KM_GET_PUBLIC_KEYS: Key = ("server_key_manager", "get_public_keys")  # call counter
 
 _B, _E, _N, _T = "bundle", "registration_entry", "node", "join_token"
 
@@ -103,6 +108,35 @@ CACHE_SVIDS: Key = ("lru_cache_svid_map_size",)  # gauge
 WORKLOAD_ATTESTATION: Key = ("workload_api", "workload_attestation")  # call counter
 WORKLOAD_ATTESTOR: Key = ("workload_api", "workload_attestor")  # call counter, label attestor
 DISCOVERED_SELECTORS: Key = ("workload_api", "discovered_selectors")  # sample
+JWT_BUNDLES_UPDATE: Key = ("workload_api", "bundles_update", "jwt")  # counter
+JWT_SVID_CACHE_SIZE: Key = ("jwt_svid_cache_size",)  # gauge
+SVID_TYPE_X509 = (("svid_type", "X509"),)  # the LRU gauges' label, as SPIRE's X.509 cache sets it
+LRU_ENTRY_ADD: Key = ("lru_cache_entry_add",)  # counter
+LRU_ENTRY_REMOVE: Key = ("lru_cache_entry_remove",)  # counter
+LRU_ENTRY_UPDATE: Key = ("lru_cache_entry_update",)  # counter
+EXPIRING_SVIDS: Key = ("cache_manager", "expiring_svids")  # sample (the workload cache has no suffix)
+OUTDATED_SVIDS: Key = ("cache_manager", "outdated_svids")  # sample
+TAINTED_X509_SVIDS: Key = ("cache_manager", "tainted_x509_svids", "workload")  # sample
+TAINTED_JWT_SVIDS: Key = ("cache_manager", "tainted_jwt_svids", "workload")  # sample
+PROCESS_TAINTED_X509: Key = ("cache_manager", "workload", "process_tainted_x509_svids")  # call counter
+PROCESS_TAINTED_JWT: Key = ("cache_manager", "workload", "process_tainted_jwt_svids")  # call counter
+# What SPIRE's agent wrapper counts (its telemetry.md still lists the old plugin's
+# generate_key_pair/fetch_private_key/store_private_key, which nothing emits).
+AGENT_KM_GENERATE_KEY: Key = ("agent_key_manager", "generate_key")  # call counter
+AGENT_KM_GET_KEY: Key = ("agent_key_manager", "get_key")  # call counter
+DELEGATED_FIRST_UPDATE: Key = ("delegated_identity_api", "subscribe_x509_svids", "first_update", "elapsed_time")  # sample
+
+# Per-service "connections" (SPIRE's endpoints middleware: one per RPC, the gauge counts RPCs in
+# flight): raw gRPC service -> (counter, gauge).
+CONNECTIONS: dict[str, tuple[Key, Key]] = {
+    service: ((api, "connection"), (api, "connections")) for service, api in (
+        ("SpiffeWorkloadAPI", "workload_api"),
+        ("envoy.service.secret.v3.SecretDiscoveryService", "sds_api"),
+        ("spire.api.agent.delegatedidentity.v1.DelegatedIdentity", "delegated_identity_api"),
+        ("spire.agent.debug.v1.Debug", "debug_api"),
+        ("spire.api.agent.logger.v1.Logger", "logger_api"),
+    )
+}
 
 # --- RPCs ------------------------------------------------------------------------------
 _SERVICE_NAMES = (
@@ -174,17 +208,40 @@ METRICS: tuple[tuple[str, str, Key, str, str], ...] = (
     ("server", CALL, NODE_ATTEST, "attestor, status", "Node attestation by attestor and result (spire_py's; SPIRE counts the AttestAgent RPC only)."),
     ("server", CALL, BUNDLE_MANAGER_FETCH, "trust_domain_id, status", "The bundle manager fetching a federated bundle."),
     ("server", COUNT, BUNDLE_MANAGER_UPDATE, "trust_domain_id", "The bundle manager storing a changed federated bundle."),
+    ("server", CALL, NODE_MANAGER_PRUNE, "status", "Pruning expired agents (prune_attested_nodes_expired_for)."),
+    ("server", CALL, SERVER_KM_GENERATE_KEY, "status", "The KeyManager generating a CA or JWT key."),
+    ("server", CALL, SERVER_KM_GET_PUBLIC_KEY, "status", "The KeyManager fetching a key by id."),
+    ("server", CALL, SERVER_KM_GET_PUBLIC_KEYS, "status", "The KeyManager listing its keys."),
     *(("server", CALL, key, "status", f"DataStore calls: `{key[-1]}` on {' '.join(key[1:-1])} records.")
       for key in sorted(set(DATASTORE.values()))),
     ("agent", CALL, AGENT_NODE_ATTEST, "attestor, status", "The agent attesting to the server."),
     ("agent", CALL, AGENT_SVID_ROTATE, "status", "The agent renewing its SVID."),
     ("agent", CALL, SYNC_ENTRIES, "status", "A sync fetching entries and bundles (elapsed_time: sync duration)."),
     ("agent", CALL, SYNC_SVIDS, "status", "A sync having SVIDs signed."),
-    ("agent", GAUGE_, CACHE_RECORDS, "", "Entries the agent holds after the last sync."),
-    ("agent", GAUGE_, CACHE_SVIDS, "", "X.509-SVIDs in the agent's cache."),
+    ("agent", GAUGE_, CACHE_RECORDS, "svid_type", "Entries the agent holds after the last sync (svid_type X509)."),
+    ("agent", GAUGE_, CACHE_SVIDS, "svid_type", "X.509-SVIDs in the agent's cache (svid_type X509)."),
     ("agent", CALL, WORKLOAD_ATTESTATION, "status", "Attesting a Workload API caller (all attestors)."),
     ("agent", CALL, WORKLOAD_ATTESTOR, "attestor, status", "One workload attestor's latency and result."),
     ("agent", SAMPLE_, DISCOVERED_SELECTORS, "", "Selectors found for a caller."),
+    *(row for keys, name in zip(CONNECTIONS.values(), ("Workload API", "SDS API", "Delegated Identity API",
+                                                       "Debug API", "Logger API"))
+      for row in (("agent", COUNT, keys[0], "", f"{name} calls (SPIRE counts each RPC as a connection)."),
+                  ("agent", GAUGE_, keys[1], "", f"{name} calls in progress (open streams included)."))),
+    ("agent", COUNT, JWT_BUNDLES_UPDATE, "", "JWT bundle sets sent on FetchJWTBundles streams."),
+    ("agent", GAUGE_, JWT_SVID_CACHE_SIZE, "", "JWT-SVIDs in the agent's JWT-SVID cache."),
+    ("agent", COUNT, LRU_ENTRY_ADD, "", "Entries added to the agent's cache by a sync."),
+    ("agent", COUNT, LRU_ENTRY_REMOVE, "", "Entries removed from the agent's cache by a sync."),
+    ("agent", COUNT, LRU_ENTRY_UPDATE, "", "Entries changed in the agent's cache by a sync."),
+    ("agent", SAMPLE_, EXPIRING_SVIDS, "", "X.509-SVIDs a sync renews because they reached half their life (when > 0)."),
+    ("agent", SAMPLE_, OUTDATED_SVIDS, "", "X.509-SVIDs a sync renews because their entry changed (when > 0)."),
+    ("agent", CALL, PROCESS_TAINTED_X509, "status", "Processing newly tainted X.509 authorities."),
+    ("agent", SAMPLE_, TAINTED_X509_SVIDS, "", "Cached X.509-SVIDs signed by a newly tainted authority (re-signed)."),
+    ("agent", CALL, PROCESS_TAINTED_JWT, "status", "Processing newly tainted JWT keys."),
+    ("agent", SAMPLE_, TAINTED_JWT_SVIDS, "", "Cached JWT-SVIDs dropped because their key was tainted."),
+    ("agent", CALL, AGENT_KM_GENERATE_KEY, "status", "The KeyManager generating a key (agent SVID keys)."),
+    ("agent", CALL, AGENT_KM_GET_KEY, "status", "The KeyManager fetching a key."),
+    ("agent", SAMPLE_, DELEGATED_FIRST_UPDATE, "",
+     "Delegated Identity API: ms from SubscribeToX509SVIDs to its first X.509-SVID update."),
 )
 
 
@@ -243,9 +300,18 @@ def markdown() -> str:
         lines.append(f"| {side} | {kind} | `{'.'.join(key)}` | {labels} | {text} |")
     lines += [
         "",
-        "Not emitted yet (SPIRE has them): the",
-        "key manager call counters, SDS and Delegated Identity",
-        "API connections, the agent's tainted/expiring SVID samples and LRU add/remove counters.",
+        "The agent's `<api>.connection` counters and `<api>.connections` gauges count RPCs as",
+        "SPIRE's do (its middleware counts each call, and the gauge is the calls in flight, open",
+        "streams included), not socket connections. `agent_key_manager` counts what SPIRE's",
+        "wrapper counts (`generate_key`, `get_key`); SPIRE's telemetry.md still lists the old",
+        "plugin interface's `generate_key_pair`/`fetch_private_key`/`store_private_key`.",
+        "",
+        "Not emitted (SPIRE has them): `server_key_manager.sign_data` (the CA signs with the",
+        "key object the KeyManager hands out), the event-based cache gauges (`node.agents_by_expiresat_cache.count`,",
+        "`entry.nodealiases_by_*_cache.count`, `*.skipped_*_event_ids.count`: the entry cache is",
+        "not event-based), `registration_entry.manager.prune`, `workload_api.rate_limit_exceeded`",
+        "(the Workload API rate limits are not built), the SVIDStore cache's `svid_store` samples",
+        "and the agent's `sync_*_total` gauges.",
         "",
     ]
     return "\n".join(lines)
