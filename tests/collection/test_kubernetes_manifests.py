@@ -214,7 +214,17 @@ def test_every_daemon_runs_as_uid_1000_without_privileges():
                 # podman's default tmpfs: with a read-only /tmp the server stops at start).
                 tmp = mount_of(c, "tmp")
                 assert tmp["mountPath"] == "/tmp" and "emptyDir" in volume_of(spec, "tmp")
-    # Only the agent's init container is root, with CHOWN alone, to hand it the socket directory.
-    init = pod_spec("DaemonSet", "spire-agent")["initContainers"]
-    assert [c["securityContext"]["capabilities"] for c in init] == [{"drop": ["ALL"], "add": ["CHOWN"]}]
-    assert init[0]["command"] == ["chown", "1000:1000", "/run/spire/agent-sockets"]
+    # Only the agent's first init container is root, with CHOWN alone, to hand it the socket directory.
+    socket_dir, wait = pod_spec("DaemonSet", "spire-agent")["initContainers"]
+    assert socket_dir["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert socket_dir["command"] == ["chown", "1000:1000", "/run/spire/agent-sockets"]
+    assert wait["securityContext"]["runAsUser"] == 1000 and wait["securityContext"]["runAsNonRoot"] is True
+    assert wait["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_agents_wait_for_the_published_bundle_with_a_bound():
+    wait = pod_spec("DaemonSet", "spire-agent")["initContainers"][1]
+    bundle = agent_conf()["agent"]["trust_bundle_path"]
+    assert f"[ -s {bundle} ] && exit 0" in wait["args"][0]
+    assert "seq 1 600" in wait["args"][0] and wait["args"][0].rstrip().endswith("exit 1")
+    assert mount_of(wait, "spire-bundle")["mountPath"] == bundle.rsplit("/", 1)[0]
