@@ -1,4 +1,5 @@
-"""Token buckets per caller address, as SPIRE's per-IP limiters: callers over the rate wait, not fail.
+"""Token buckets per caller address, as SPIRE's per-IP limiters: callers over the rate wait, not fail
+(``wait``), or, as the agent's per-selector-set Workload API limits, are refused (``allow``).
 
 A bucket holds ``limit`` tokens (the burst) and refills ``limit`` per second. A request for
 more tokens than the burst can never be served and is refused at once (RESOURCE_EXHAUSTED,
@@ -38,6 +39,17 @@ class TokenBucket:
         self._tokens -= count
         return 0.0 if self._tokens >= 0 else -self._tokens / self.limit
 
+    def allow(self, count: int = 1) -> bool:
+        """Take ``count`` tokens if the bucket holds them (Go's rate.Limiter.AllowN): a refused
+        caller takes nothing."""
+        now = self._clock()
+        self._tokens = min(float(self.limit), self._tokens + (now - self._last) * self.limit)
+        self._last = now
+        if self._tokens < count:
+            return False
+        self._tokens -= count
+        return True
+
 
 class PerAddressLimiter:
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
@@ -54,6 +66,14 @@ class PerAddressLimiter:
             bucket = TokenBucket(self.limit, self._clock)
         self._buckets[address] = bucket  # re-inserting keeps an active address from expiring
         return bucket.reserve(count)
+
+    def allow(self, address: str, count: int = 1) -> bool:
+        """Whether ``address`` (any key) may go now; see TokenBucket.allow."""
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            bucket = TokenBucket(self.limit, self._clock)
+        self._buckets[address] = bucket
+        return bucket.allow(count)
 
     async def wait(self, address: str, count: int = 1) -> None:
         delay = self.reserve(address, count)

@@ -71,9 +71,6 @@ AGENT: tuple[Unacted, ...] = (
         ("experimental.broker", None),
         ("experimental.feature_flags", []),
     ),
-    *(Unacted(f"agent.experimental.ratelimit.{method}", "workload_api_ratelimit", 0) for method in (
-        "fetch_x509_svid", "fetch_jwt_svid", "fetch_x509_bundles", "fetch_jwt_bundles", "stream_secrets",
-        "fetch_secrets")),
     Unacted("telemetry.Prometheus.tls", "tls"),
 )
 
