@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from ..spiffeid import SpiffeId, SpiffeIdError, TrustDomain
 from .schema import BOOL, INT, STR, STR_LIST, Block, BlockList, Ctx, Field, Schema, Values
@@ -134,13 +134,38 @@ class TelemetryConfig:
     blocked_labels: list[str] = field(default_factory=list)
 
 
+# Serving /metrics with the daemon's own rotating SVID, or authorizing scrapers by SPIFFE ID,
+# is not built: a file asking for either is refused rather than served with less.
+_NO_SVID_TLS = ("is not supported by spire_py: serve the Prometheus endpoint with cert_file and key_file "
+                "(and client_ca_file for mTLS)")
+
+
+def prometheus_tls_problem(tls: Any) -> Optional[str]:
+    """SPIRE's checks of a Prometheus ``tls`` block, in its words (``tls``: the parsed block or
+    a PrometheusTLSConfig)."""
+    get = tls.get if isinstance(tls, dict) else lambda k: getattr(tls, k)
+    use_svid, cert, key = get("use_spire_svid"), get("cert_file"), get("key_file")
+    if use_svid and (cert or key):
+        return "cert_file and key_file cannot be configured when use_spire_svid is enabled"
+    if not use_svid and (not cert or not key):
+        return "cert_file and key_file must both be configured unless use_spire_svid is enabled"
+    if get("authorized_spiffe_ids") and get("client_ca_file"):
+        return "client_ca_file cannot be configured with authorized_spiffe_ids"
+    return None
+
+
+def _check_ids_unsupported(values: list[str]) -> Optional[str]:
+    return check_spiffe_ids(values) or (f"authorized_spiffe_ids {_NO_SVID_TLS}" if values else None)
+
+
 _TLS_SCHEMA = Schema(
     [
         Field("cert_file", STR, default=""),
         Field("key_file", STR, default=""),
         Field("client_ca_file", STR, default=""),
-        Field("use_spire_svid", BOOL, default=False),
-        Field("authorized_spiffe_ids", STR_LIST, check=check_spiffe_ids),
+        Field("use_spire_svid", BOOL, default=False,
+              check=lambda v: f"use_spire_svid {_NO_SVID_TLS}" if v else None),
+        Field("authorized_spiffe_ids", STR_LIST, check=_check_ids_unsupported),
     ],
     unknown="warn",  # SPIRE does not check this block
 )
@@ -148,7 +173,9 @@ _PROMETHEUS_SCHEMA = Schema(
     [
         Field("host", STR, default=""),
         Field("port", INT, default=0, check=check_port),
-        Field("tls", Block(_TLS_SCHEMA), default=None),
+        Field("tls", Block(_TLS_SCHEMA), default=None,
+              check=lambda v: (f"failed to create TLS config for Prometheus: {p}"
+                               if (p := prometheus_tls_problem(v)) else None)),
     ]
 )
 _ADDRESS_SCHEMA = Schema([Field("address", STR, default="")])

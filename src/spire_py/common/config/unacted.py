@@ -55,8 +55,6 @@ SERVER: tuple[Unacted, ...] = (
     Unacted("server.federation.bundle_endpoint.acme", "acme"),
     # the deprecated spelling of event_timeout
     Unacted("server.experimental.sql_transaction_timeout", "event_timeout"),
-    # The Prometheus endpoint serves plain HTTP; SPIRE's optional TLS for it is not built.
-    Unacted("telemetry.Prometheus.tls", "tls"),
 )
 
 AGENT: tuple[Unacted, ...] = (
@@ -71,7 +69,6 @@ AGENT: tuple[Unacted, ...] = (
         ("experimental.broker", None),
         ("experimental.feature_flags", []),
     ),
-    Unacted("telemetry.Prometheus.tls", "tls"),
 )
 
 UNACTED: dict[str, tuple[Unacted, ...]] = {"server": SERVER, "agent": AGENT}

@@ -51,7 +51,7 @@ def sinks_from_config(cfg: Any, service: str) -> list[Sink]:
     if cfg is None:
         return sinks
     if cfg.prometheus is not None:
-        sinks.append(PrometheusSink(cfg.prometheus.host, cfg.prometheus.port))
+        sinks.append(PrometheusSink(cfg.prometheus.host, cfg.prometheus.port, cfg.prometheus.tls))
     sinks += [DogStatsdSink(s.address) for s in cfg.dogstatsd]
     sinks += [StatsdSink(s.address) for s in cfg.statsd]
     sinks += [M3Sink(s.address, s.env, service) for s in cfg.m3]
