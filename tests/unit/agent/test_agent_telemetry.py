@@ -112,3 +112,16 @@ def test_agent_key_manager_calls_are_counted(recorded) -> None:
     assert g["spire_agent.agent_key_manager.generate_key|status=OK"] == 1
     assert g["spire_agent.agent_key_manager.get_key|status=OK"] == 2
     assert g["spire_agent.agent_key_manager.generate_key.elapsed_time|status=OK"] == 1
+
+
+def test_a_rate_limited_call_counts_with_its_full_method(recorded) -> None:
+    from grpclib.exceptions import GRPCError
+
+    from spire_py.agent.workloadapi.ratelimit import WorkloadRateLimiter
+
+    limiter = WorkloadRateLimiter({"fetch_jwt_svid": 1}, clock=lambda: 100.0)
+    limiter.check("FetchJWTSVID", [uid(1)])
+    assert not got(recorded)  # allowed: nothing counted
+    with pytest.raises(GRPCError):
+        limiter.check("FetchJWTSVID", [uid(1)])
+    assert got(recorded) == {"spire_agent.workload_api.rate_limit_exceeded|method=/SpiffeWorkloadAPI/FetchJWTSVID": 1}

@@ -17,9 +17,10 @@ from typing import Callable, Iterable, Mapping
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from ...common import log
+from ...common import log, telemetry
 from ...common.ratelimit import PerAddressLimiter
 from ...common.registration import Selector
+from ...common.telemetry.names import RATE_LIMIT_EXCEEDED
 
 _log = log.get("workload_api")
 
@@ -73,4 +74,5 @@ class WorkloadRateLimiter:
         full_method = _FULL.get(method, method)
         limiter = self._limiters.get(full_method)
         if limiter is not None and not limiter.allow(selector_set_key(selectors)):
+            telemetry.current().incr_counter(RATE_LIMIT_EXCEEDED, labels=(("method", full_method),))
             raise GRPCError(Status.UNAVAILABLE, f"rate limit exceeded for {full_method}")

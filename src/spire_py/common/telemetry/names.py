@@ -108,6 +108,7 @@ CACHE_SVIDS: Key = ("lru_cache_svid_map_size",)  # gauge
 WORKLOAD_ATTESTATION: Key = ("workload_api", "workload_attestation")  # call counter
 WORKLOAD_ATTESTOR: Key = ("workload_api", "workload_attestor")  # call counter, label attestor
 DISCOVERED_SELECTORS: Key = ("workload_api", "discovered_selectors")  # sample
+RATE_LIMIT_EXCEEDED: Key = ("workload_api", "rate_limit_exceeded")  # counter, label method (full gRPC method)
 JWT_BUNDLES_UPDATE: Key = ("workload_api", "bundles_update", "jwt")  # counter
 JWT_SVID_CACHE_SIZE: Key = ("jwt_svid_cache_size",)  # gauge
 SVID_TYPE_X509 = (("svid_type", "X509"),)  # the LRU gauges' label, as SPIRE's X.509 cache sets it
@@ -227,6 +228,8 @@ METRICS: tuple[tuple[str, str, Key, str, str], ...] = (
                                                        "Debug API", "Logger API"))
       for row in (("agent", COUNT, keys[0], "", f"{name} calls (SPIRE counts each RPC as a connection)."),
                   ("agent", GAUGE_, keys[1], "", f"{name} calls in progress (open streams included)."))),
+    ("agent", COUNT, RATE_LIMIT_EXCEEDED, "method",
+     "Workload API/SDS calls refused by `experimental.ratelimit` (method: the full gRPC method)."),
     ("agent", COUNT, JWT_BUNDLES_UPDATE, "", "JWT bundle sets sent on FetchJWTBundles streams."),
     ("agent", GAUGE_, JWT_SVID_CACHE_SIZE, "", "JWT-SVIDs in the agent's JWT-SVID cache."),
     ("agent", COUNT, LRU_ENTRY_ADD, "", "Entries added to the agent's cache by a sync."),
@@ -309,8 +312,7 @@ def markdown() -> str:
         "Not emitted (SPIRE has them): `server_key_manager.sign_data` (the CA signs with the",
         "key object the KeyManager hands out), the event-based cache gauges (`node.agents_by_expiresat_cache.count`,",
         "`entry.nodealiases_by_*_cache.count`, `*.skipped_*_event_ids.count`: the entry cache is",
-        "not event-based), `registration_entry.manager.prune`, `workload_api.rate_limit_exceeded`",
-        "(the Workload API rate limits are not built), the SVIDStore cache's `svid_store` samples",
+        "not event-based), `registration_entry.manager.prune`, the SVIDStore cache's `svid_store` samples",
         "and the agent's `sync_*_total` gauges.",
         "",
     ]
