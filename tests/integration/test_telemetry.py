@@ -60,7 +60,14 @@ def test_scrapes_show_rpc_and_issuance_counters_that_moved(start_agent, make_ser
     assert total(after, "spire_agent_workload_api_workload_attestation_total", status="OK") >= 3
     assert total(after, "spire_agent_workload_api_workload_attestor_total", attestor="unix") >= 3
     assert total(after, "spire_agent_manager_sync_fetch_entries_updates_total", status="OK") >= 1
-    assert total(after, "spire_agent_lru_cache_svid_map_size") >= 1
+    assert total(after, "spire_agent_lru_cache_svid_map_size", svid_type="X509") >= 1
+    # SPIRE counts each Workload API RPC as a connection; the gauge is back to 0 once they ended.
+    conns = "spire_agent_workload_api_connection_total"
+    assert total(after, conns) >= total(before, conns) + 3, after
+    wait_for(lambda: total(scrape(agent_port), "spire_agent_workload_api_connections") == 0, 10, "no call in flight")
+    assert total(after, "spire_agent_jwt_svid_cache_size") >= 1  # the workload's JWT-SVID
+    assert total(after, "spire_agent_lru_cache_entry_add_total") >= 1  # the first sync after the restart
+    assert total(after, "spire_agent_agent_key_manager_get_key_total", status="OK") >= 1
     assert total(after, "spire_agent_started", trust_domain_id=TD) == 1
 
     body = scrape(server_port)
@@ -69,6 +76,7 @@ def test_scrapes_show_rpc_and_issuance_counters_that_moved(start_agent, make_ser
     assert total(body, "spire_server_rpc_svid_v1_svid_batch_new_x509svid_total", status="OK") >= 1
     assert total(body, "spire_server_server_ca_sign_x509_svid_total") >= 3  # server, agent, workload SVIDs
     assert total(body, "spire_server_ca_manager_x509_ca_prepare_total", status="OK") >= 1
+    assert total(body, "spire_server_server_key_manager_generate_key_total", status="OK") >= 2  # X.509 CA, JWT key
     assert total(body, "spire_server_rpc_agent_v1_agent_attest_agent_elapsed_time_count", status="OK") == 1
     # The datastore behind it: the token taken once, the entry created, a repeated token refused.
     assert total(body, "spire_server_datastore_join_token_fetch_total", status="OK") == 1, body
