@@ -225,7 +225,6 @@ class AgentConfig:
     sync_interval: Optional[float] = None  # None: the agent's default
     jwt_svid_cache_hit_timeout: Optional[float] = None
     use_sync_authorized_entries: bool = True
-    require_pq_kem: bool = False
     workload_api_ratelimit: dict[str, int] = field(default_factory=dict)  # method -> calls/s, 0 = off
     broker: Optional[BrokerConfig] = None
     feature_flags: list[str] = field(default_factory=list)
@@ -406,7 +405,10 @@ def _experimental(ctx: Ctx, cfg: AgentConfig, a: Values, raw: dict[str, Any]) ->
     cfg.jwt_svid_cache_hit_timeout = timeout
     if e["use_sync_authorized_entries"] is not None:
         cfg.use_sync_authorized_entries = e["use_sync_authorized_entries"]
-    cfg.require_pq_kem = e["require_pq_kem"]
+    if e["require_pq_kem"]:
+        # Fail closed: TLS here (OpenSSL through Python's ssl) cannot be limited to ML-KEM groups.
+        raise ctx.error(path + ["require_pq_kem"], "require_pq_kem is not supported by spire_py: the TLS stack "
+                        "cannot require a post-quantum key exchange; remove it or set it to false")
     cfg.workload_api_ratelimit = dict(e["ratelimit"])
     cfg.feature_flags = e["feature_flags"]
     if e["broker"] is not None:

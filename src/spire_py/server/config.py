@@ -207,7 +207,6 @@ class ServerConfig:
     events_based_cache: bool = False
     prune_events_older_than: float = 12 * 3600
     event_timeout: Optional[float] = None
-    require_pq_kem: bool = False
     wit_key_type: str = "ec-p256"
     wit_issuer: str = ""
     feature_flags: list[str] = field(default_factory=list)
@@ -352,9 +351,13 @@ def _experimental(ctx: Ctx, cfg: ServerConfig, s: Values, raw: dict[str, Any]) -
         raise ctx.error(path + ["named_pipe_name"],
                         "named_pipe_name is not supported in this platform; please use socket_path instead")
     for name in ("agent_spiffe_id_as_selector", "cache_reload_interval", "full_cache_reload_interval",
-                 "events_based_cache", "prune_events_older_than", "require_pq_kem", "wit_issuer", "feature_flags"):
+                 "events_based_cache", "prune_events_older_than", "wit_issuer", "feature_flags"):
         setattr(cfg, name, e[name])
     cfg.event_timeout = e["event_timeout"] if e["event_timeout"] is not None else e["sql_transaction_timeout"]
+    if e["require_pq_kem"]:
+        # Fail closed: TLS here (OpenSSL through Python's ssl) cannot be limited to ML-KEM groups.
+        raise ctx.error(path + ["require_pq_kem"], "require_pq_kem is not supported by spire_py: the TLS stack "
+                        "cannot require a post-quantum key exchange; remove it or set it to false")
     if "auth_opa_policy_engine" in e.present:
         # Ignoring it would run the default policy while the operator believes theirs is enforced.
         raise ctx.error(path + ["auth_opa_policy_engine"],

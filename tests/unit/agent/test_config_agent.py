@@ -59,8 +59,7 @@ def test_full_hcl_file_with_every_key_loads():
     assert (cfg.profiling_enabled, cfg.profiling_port, cfg.profiling_freq, cfg.profiling_names) == (True, 6061, 10, ["cpu"])
     assert (cfg.sds.default_svid_name, cfg.sds.default_bundle_name, cfg.sds.default_all_bundles_name,
             cfg.sds.disable_spiffe_cert_validation) == ("my_svid", "my_roots", "everything", True)
-    assert (cfg.sync_interval, cfg.jwt_svid_cache_hit_timeout, cfg.use_sync_authorized_entries, cfg.require_pq_kem) == (
-        10, 10, True, True)
+    assert (cfg.sync_interval, cfg.jwt_svid_cache_hit_timeout, cfg.use_sync_authorized_entries) == (10, 10, True)
     assert cfg.workload_api_ratelimit["fetch_jwt_svid"] == 500
     assert cfg.broker.socket_path == "/run/spire/broker/api.sock"
     assert cfg.broker.brokers[0]["id"] == "spiffe://example.org/broker"

@@ -65,7 +65,7 @@ def test_full_hcl_file_with_every_key_loads():
         720 * 3600, 500, True)
     assert (cfg.ratelimit.attestation, cfg.ratelimit.signing) == (False, True)
     # experimental: typed, and kept as written
-    assert cfg.agent_spiffe_id_as_selector and cfg.events_based_cache and cfg.require_pq_kem
+    assert cfg.agent_spiffe_id_as_selector and cfg.events_based_cache
     assert (cfg.cache_reload_interval, cfg.full_cache_reload_interval, cfg.prune_events_older_than,
             cfg.event_timeout) == (10, 12 * 3600, 6 * 3600, 1200)
     assert (cfg.wit_key_type, cfg.wit_issuer, cfg.feature_flags) == ("ec-p256", "https://wit.example.org", ["some_flag"])

@@ -204,6 +204,20 @@ def test_even_an_empty_auth_opa_policy_engine_is_refused(tmp_path):
         load_server_config(server_conf(tmp_path, "experimental { auth_opa_policy_engine {} }"))
 
 
+@pytest.mark.parametrize("side", ["server", "agent"])
+def test_require_pq_kem_true_is_refused_where_it_is_written(tmp_path, capsys, side):
+    # Fail closed: OpenSSL through Python's ssl cannot limit the key exchange to ML-KEM groups.
+    path, line = (server_conf(tmp_path, "experimental {\n    require_pq_kem = true\n}"), 6) if side == "server" else (
+        agent_conf(tmp_path, "experimental {\n    require_pq_kem = true\n}"), 8)
+    assert MAINS[side](["validate", "-config", path]) == 1
+    assert capsys.readouterr().err == (
+        f"SPIRE {side} configuration file is invalid: {path}:{line}: {side}.experimental.require_pq_kem: "
+        "require_pq_kem is not supported by spire_py: the TLS stack cannot require a post-quantum key exchange; "
+        "remove it or set it to false\n")
+    false = (server_conf if side == "server" else agent_conf)(tmp_path, "experimental { require_pq_kem = false }")
+    assert MAINS[side](["validate", "-config", false]) == 0
+
+
 # --- settings without effect --------------------------------------------------------
 
 

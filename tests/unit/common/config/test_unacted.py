@@ -33,6 +33,8 @@ IN_CONFIG = {
     "server.default_svid_ttl": "the deprecated spelling of default_x509_svid_ttl, which it sets",
     "server.experimental.named_pipe_name": "refused: there are no named pipes off Windows",
     "server.experimental.auth_opa_policy_engine": "refused: no OPA engine",
+    "server.experimental.require_pq_kem": "refused when true: the TLS stack cannot require a post-quantum KEM",
+    "agent.experimental.require_pq_kem": "refused when true: the TLS stack cannot require a post-quantum KEM",
     "agent.insecure_bootstrap": "lets the agent start without trust_bundle_*; it then trusts its first server",
     "agent.join_token_file": "read into join_token",
     "agent.retry_bootstrap": "ignored by SPIRE too; warned as deprecated",
