@@ -34,7 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .harness import (ROOT, Row, ServerProcess, bundle_roots, cpu_seconds, create_entries, entry_pb, join_token,
-                      percentile, rss_mb, sampling)
+                      percentile, rss_mb, sampling, tree_cpu_seconds)
 
 BENCH = "Fleet scale"
 ENTRIES_PER_AGENT = 10
@@ -233,10 +233,10 @@ async def _step(servers: list[ServerProcess], admin: Any, roots: list[x509.Certi
         for w in workers:
             w.send({"start": start, "end": end})
         await asyncio.sleep(max(0.0, start - time.time()))
-        cpu0, probe0 = sum(map(cpu_seconds, pids)), sum(cpu_seconds(w.proc.pid) for w in workers)
+        cpu0, probe0 = sum(map(tree_cpu_seconds, pids)), sum(cpu_seconds(w.proc.pid) for w in workers)
         with sampling(profile, f"fleet-{len(servers)}x-{n}", pids[0]):
             await asyncio.sleep(max(0.0, end - time.time()))
-        cpu1, probe1 = sum(map(cpu_seconds, pids)), sum(cpu_seconds(w.proc.pid) for w in workers)
+        cpu1, probe1 = sum(map(tree_cpu_seconds, pids)), sum(cpu_seconds(w.proc.pid) for w in workers)
         rss = sum(map(rss_mb, pids))
         results = [await w.receive(cfg["grace"] + 30) for w in workers]
     finally:
