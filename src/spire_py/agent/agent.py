@@ -70,7 +70,8 @@ class SpireAgent:
         # 0 (or unset) means SPIRE's default size for both SVID caches.
         self.cache = WorkloadCache(
             self.td, jwt_svids=JWTSVIDCache(int(getattr(config, "jwt_svid_cache_max_size", 0) or 0)),
-            x509_svid_max_size=int(getattr(config, "x509_svid_cache_max_size", 0) or 0) or DEFAULT_MAX_SIZE)
+            x509_svid_max_size=int(getattr(config, "x509_svid_cache_max_size", 0) or 0) or DEFAULT_MAX_SIZE,
+            jwt_cache_hit_timeout=getattr(config, "jwt_svid_cache_hit_timeout", None))
         self.ready = False
         self.roots: list[x509.Certificate] = []
         # Roots whose SVIDs are kept: the bundle's minus those tainted (LocalAuthority API), whose

@@ -401,6 +401,8 @@ def _experimental(ctx: Ctx, cfg: AgentConfig, a: Values, raw: dict[str, Any]) ->
     timeout = e["jwt_svid_cache_hit_timeout"]
     if timeout is not None and not 5 <= timeout < 30:
         raise ctx.error(path + ["jwt_svid_cache_hit_timeout"], "must be at least 5s and less than 30s")
+    if timeout is not None:
+        ctx.warn(path + ["jwt_svid_cache_hit_timeout"], "The use of 'jwt_svid_cache_hit_timeout' is experimental")
     cfg.sync_interval = e["sync_interval"]
     cfg.jwt_svid_cache_hit_timeout = timeout
     if e["use_sync_authorized_entries"] is not None:
