@@ -162,10 +162,16 @@ cmd_build() {
   ver=$(version)
   ctx=$(mktemp -d "${TMPDIR:-/tmp}/spire-image-context.XXXXXX")
   trap 'rm -rf "$ctx"' RETURN
-  # The tracked and unignored files of src/ (no caches, no other checkout's leftovers).
-  git ls-files -z --cached --others --exclude-standard -- src pyproject.toml README.md \
-    | (while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done) \
-    | tar --null -T - -cf - | tar -C "$ctx" -xf -
+  # The tracked and unignored files of src/ (no caches, no other checkout's leftovers); outside
+  # a git work tree (an unpacked release), the files less the caches.
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git ls-files -z --cached --others --exclude-standard -- src pyproject.toml README.md \
+      | (while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done) \
+      | tar --null -T - -cf - | tar -C "$ctx" -xf -
+  else
+    tar --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' -cf - src pyproject.toml README.md \
+      | tar -C "$ctx" -xf -
+  fi
   mkdir -p "$ctx/wheels"
   cp "$wheels"/*.whl "$ctx/wheels/"
   cp .containerignore "$ctx/"
