@@ -36,7 +36,7 @@ from .plugins.workloadattestor.base import WorkloadAttestor
 from .rotation import RotationStrategy
 from .storage import AgentState, AgentStorage
 from .sync import (count_entry_changes, count_tainted_x509, drop_tainted_jwts, fetch_entries, fetch_federated_bundles,
-                   mint_svids)
+                   get_authorized_entries, mint_svids)
 from .trust_bundle import load_bootstrap_roots
 
 _log = log.get("agent")
@@ -96,6 +96,8 @@ class SpireAgent:
         self.sync_interval = float(getattr(config, "sync_interval", None) or DEFAULT_SYNC_INTERVAL)
         self.key_type = getattr(config, "workload_x509_svid_key_type", "") or "ec-p256"
         self.rotation = RotationStrategy(getattr(config, "availability_target", None))
+        # experimental.use_sync_authorized_entries = false: the older GetAuthorizedEntries, all entries each sync
+        self.use_sync_authorized_entries = bool(getattr(config, "use_sync_authorized_entries", True))
 
     # --- plugins -------------------------------------------------------------------
     def check_plugins(self) -> None:
@@ -233,7 +235,8 @@ class SpireAgent:
             changed = True
         metrics = telemetry.current()
         with metrics.call(SYNC_ENTRIES):
-            entries = await fetch_entries(client, self.cache.entries)
+            fetch = fetch_entries if self.use_sync_authorized_entries else get_authorized_entries
+            entries = await fetch(client, self.cache.entries)
         if entries != self.cache.entries:
             count_entry_changes(self.cache.entries, entries)
             self.cache.entries = entries

@@ -82,6 +82,18 @@ async def fetch_entries(client: ServerClient, known: dict[str, Entry]) -> dict[s
         return result
 
 
+async def get_authorized_entries(client: ServerClient, known: dict[str, Entry]) -> dict[str, Entry]:
+    """All entries the server authorizes for us in one GetAuthorizedEntries answer, as SPIRE's
+    agent asks with ``use_sync_authorized_entries = false``; an unchanged entry keeps its object."""
+    resp = await client.entry.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest(), timeout=RPC_TIMEOUT)
+    result: dict[str, Entry] = {}
+    for pb in resp.entries:
+        e = entry_from_sync(pb)
+        cur = known.get(e.id)
+        result[e.id] = cur if cur is not None and cur == e else e
+    return result
+
+
 def _same_bundle(a: SpiffeBundle, b: SpiffeBundle) -> bool:
     return (a.sequence_number, a.x509_authorities, a.jwt_authorities.keys()) == (
         b.sequence_number, b.x509_authorities, b.jwt_authorities.keys())

@@ -62,7 +62,6 @@ AGENT: tuple[Unacted, ...] = (
         *_PROFILING,
         ("rebootstrap_mode", "never"),
         ("rebootstrap_delay", 600),
-        ("experimental.use_sync_authorized_entries", True),
         ("experimental.broker", None),
         ("experimental.feature_flags", []),
     ),
