@@ -3,12 +3,18 @@ scraped over HTTP and heard by UDP listeners on loopback."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
 import socket
+import ssl
 import time
 import urllib.request
+
+from cryptography import x509
+
+from spire_py.common.tls import spiffe_id_of
 
 from tests.integration.helpers.harness import TD, fetch, free_port, wait_for
 from tests.unit.common.telemetry.test_sinks import _decode_m3
@@ -135,3 +141,52 @@ def test_sigusr1_without_inmem_says_so_and_keeps_running(spire_server):
     os.kill(spire_server.proc.proc.pid, signal.SIGUSR1)
     wait_for(lambda: "in-memory telemetry is not enabled" in spire_server.proc.logs(), 10, "SIGUSR1 log line")
     assert spire_server.proc.alive() and spire_server.healthy()
+
+
+def test_prometheus_over_spiffe_mtls_serves_only_authorized_svids(make_server, tmp_path):
+    """use_spire_svid + authorized_spiffe_ids on a real server: a scraper with an X.509-SVID
+    minted for the authorized ID reads /metrics over mTLS, the server presenting its own SVID;
+    another ID and no certificate are refused."""
+    port = free_port()
+    server = make_server(extra_top=f"""
+telemetry {{
+    Prometheus {{
+        host = "127.0.0.1"
+        port = {port}
+        tls {{
+            use_spire_svid = true
+            authorized_spiffe_ids = ["spiffe://{TD}/prometheus"]
+        }}
+    }}
+}}""")
+
+    def ctx_for(spiffe_id: str | None) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        d = tmp_path / (spiffe_id or "none").rsplit("/", 1)[-1]
+        d.mkdir()
+        server.cli("x509", "mint", "-spiffeID", spiffe_id or f"spiffe://{TD}/unused", "-write", str(d))
+        ctx.load_verify_locations(cafile=str(d / "bundle.pem"))
+        if spiffe_id:
+            ctx.load_cert_chain(str(d / "svid.pem"), str(d / "key.pem"))
+        return ctx
+
+    def get(ctx: ssl.SSLContext) -> tuple[str, str]:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            assert conn.sock is not None
+            peer = str(spiffe_id_of(x509.load_der_x509_certificate(conn.sock.getpeercert(binary_form=True))))
+            return peer, conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
+    peer, body = get(ctx_for(f"spiffe://{TD}/prometheus"))
+    assert peer == f"spiffe://{TD}/spire/server"
+    assert total(body, "spire_server_server_ca_sign_x509_svid_total") >= 1
+    for ctx in (ctx_for(f"spiffe://{TD}/intruder"), ctx_for(None)):
+        try:
+            get(ctx)
+        except (ssl.SSLError, ConnectionError, http.client.HTTPException):
+            continue
+        raise AssertionError("an unauthorized scraper read /metrics")

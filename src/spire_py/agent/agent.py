@@ -82,6 +82,7 @@ class SpireAgent:
         self._tainted_jwt: set[str] = set()
         self.state: Optional[AgentState] = None
         self.client: Optional[ServerClient] = None
+        self._identity: Optional[tuple[list[x509.Certificate], Any]] = None  # the agent SVID and its key
         self._revisions: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -143,6 +144,7 @@ class SpireAgent:
         if self.client is not None:
             self.client.close()
         key = self.key_manager.get_key(self.state.key_id) if self.state else None
+        self._identity = (self.state.svid, key) if self.state and key is not None else None
         self.client = ServerClient(self.config.server_address, int(self.config.server_port), self.td, self.roots,
                                    self.state.svid if self.state else None, key)
         return self.client
@@ -336,6 +338,7 @@ class SpireAgent:
         await asyncio.to_thread(self.load_plugins)
         # Telemetry first: attestation, the first sync and the Workload API record into it.
         self.telemetry = Telemetry(self.config.telemetry, "spire_agent", self.td.name, self.catalog.telemetry_sinks())
+        self.telemetry.serve_with(lambda: self._identity, lambda: self.roots)  # Prometheus tls use_spire_svid
         await self.telemetry.start()
         self.roots = self.storage.load_bundle() or await load_bootstrap_roots(self.config, self.td) or []
         state = self.storage.load_state()

@@ -73,6 +73,8 @@ class SpireServer:
         self._health: Optional[health_http.HealthListener] = None
         self._tls: Optional[tls.RotatingServerContext] = None
         self._svid_chain: list[x509.Certificate] = []
+        self._identity: Optional[tuple[list[x509.Certificate], Any]] = None  # the server SVID and its key
+        self._roots: list[x509.Certificate] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.catalog = ServerCatalog(config)
@@ -97,6 +99,7 @@ class SpireServer:
         catalog = await asyncio.to_thread(self.load_plugins)
         # Telemetry first: the CA's start-up and every RPC server built below record into it.
         self.telemetry = Telemetry(cfg.telemetry, "spire_server", self.trust_domain.name, catalog.telemetry_sinks())
+        self.telemetry.serve_with(lambda: self._identity, lambda: self._roots)  # Prometheus tls use_spire_svid
         await self.telemetry.start()
         datastore = catalog.data_store()
 
@@ -239,6 +242,7 @@ class SpireServer:
         chain = self.core.ca.sign_x509_svid(key.public_key(), server_id(self.trust_domain), None)
         ctx = tls.server_context(chain, key, self._roots)
         self._svid_chain = chain
+        self._identity = (chain, key)
         if self.bundle_endpoint is not None:
             self.bundle_endpoint.set_svid(chain, key)
         if self._tls is None:

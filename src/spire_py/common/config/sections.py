@@ -134,12 +134,6 @@ class TelemetryConfig:
     blocked_labels: list[str] = field(default_factory=list)
 
 
-# Serving /metrics with the daemon's own rotating SVID, or authorizing scrapers by SPIFFE ID,
-# is not built: a file asking for either is refused rather than served with less.
-_NO_SVID_TLS = ("is not supported by spire_py: serve the Prometheus endpoint with cert_file and key_file "
-                "(and client_ca_file for mTLS)")
-
-
 def prometheus_tls_problem(tls: Any) -> Optional[str]:
     """SPIRE's checks of a Prometheus ``tls`` block, in its words (``tls``: the parsed block or
     a PrometheusTLSConfig)."""
@@ -154,18 +148,13 @@ def prometheus_tls_problem(tls: Any) -> Optional[str]:
     return None
 
 
-def _check_ids_unsupported(values: list[str]) -> Optional[str]:
-    return check_spiffe_ids(values) or (f"authorized_spiffe_ids {_NO_SVID_TLS}" if values else None)
-
-
 _TLS_SCHEMA = Schema(
     [
         Field("cert_file", STR, default=""),
         Field("key_file", STR, default=""),
         Field("client_ca_file", STR, default=""),
-        Field("use_spire_svid", BOOL, default=False,
-              check=lambda v: f"use_spire_svid {_NO_SVID_TLS}" if v else None),
-        Field("authorized_spiffe_ids", STR_LIST, check=_check_ids_unsupported),
+        Field("use_spire_svid", BOOL, default=False),
+        Field("authorized_spiffe_ids", STR_LIST, check=check_spiffe_ids),
     ],
     unknown="warn",  # SPIRE does not check this block
 )

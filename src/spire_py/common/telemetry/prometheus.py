@@ -5,10 +5,10 @@ Names are SPIRE's (go-metrics'): the key parts joined with ``_``. prometheus-cli
 counters with the conventional ``_total`` suffix; samples are summaries (``_count``, ``_sum``,
 milliseconds for ``elapsed_time``).
 
-With a ``tls`` block the endpoint is HTTPS (TLS 1.2 at least, as SPIRE's) with ``cert_file`` and
-``key_file``; ``client_ca_file`` makes it mTLS: a scraper without a certificate that CA
-signed is refused in the handshake. ``use_spire_svid`` and ``authorized_spiffe_ids`` are
-refused when the file is read (common/config/sections.py).
+With a ``tls`` block the endpoint is HTTPS (prometheus_tls.py): ``cert_file``/``key_file`` or
+the daemon's SVID (``use_spire_svid``), clients checked against ``client_ca_file`` or
+authorized by SPIFFE ID (``authorized_spiffe_ids``); the daemon hands its SVID and bundle
+over with ``serve_with``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from __future__ import annotations
 import ssl
 from typing import Any, Iterator, Optional
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app, start_http_server
 from prometheus_client.core import Metric
 
 from .. import log
 from ..config.sections import prometheus_tls_problem
 from .metrics import COUNTER, GAUGE, Metrics
 from .names import prometheus_name
+from .prometheus_tls import BundleSource, EndpointTLS, SvidSource, serve
 
 _log = log.get("telemetry")
 
@@ -62,11 +63,13 @@ class PrometheusSink:
         # SPIRE listens on localhost unless told otherwise.
         self.host = host or "localhost"
         self.port = port
-        self.tls = tls
+        self.trust_domain = ""  # set by Telemetry: authorized_spiffe_ids must be in it
+        self.tls: Optional[EndpointTLS] = None
         if tls is not None:
             problem = prometheus_tls_problem(tls)
             if problem:
                 raise ValueError(f"failed to create TLS config for Prometheus: {problem}")
+            self.tls = EndpointTLS(tls)
         self.registry = CollectorRegistry(auto_describe=False)
         self._server: Optional[Any] = None
         self._thread: Optional[Any] = None
@@ -76,18 +79,21 @@ class PrometheusSink:
         if self.host not in ("localhost", "127.0.0.1", "::1"):
             _log.warning("Prometheus telemetry listens on a remote address; make sure access to this port is "
                          "tightly controlled", extra=log.fields(address=f"{self.host}:{self.port}"))
-        tls: dict[str, Any] = {}
-        if self.tls is not None:
-            tls = dict(certfile=self.tls.cert_file, keyfile=self.tls.key_file,
-                       client_cafile=self.tls.client_ca_file or None,
-                       client_auth_required=bool(self.tls.client_ca_file),
-                       tls_min_version=ssl.TLSVersion.TLSv1_2)
         try:
-            self._server, self._thread = start_http_server(self.port, self.host, registry=self.registry, **tls)
+            if self.tls is not None:
+                self.tls.check(self.trust_domain)
+                self._server, self._thread = serve(self.host, self.port, make_wsgi_app(self.registry), self.tls)
+            else:
+                self._server, self._thread = start_http_server(self.port, self.host, registry=self.registry)
         except ssl.SSLError as exc:
             raise RuntimeError(f"telemetry: failed to create TLS config for Prometheus: {exc}") from None
         except OSError as exc:
             raise RuntimeError(f"telemetry: Prometheus cannot listen on {self.host}:{self.port}: {exc}") from None
+
+    def serve_with(self, svid: SvidSource, bundle: BundleSource) -> None:
+        """The daemon's current SVID and bundle, for ``use_spire_svid`` and ``authorized_spiffe_ids``."""
+        if self.tls is not None:
+            self.tls.svid, self.tls.bundle = svid, bundle
 
     @property
     def address(self) -> tuple[str, int]:

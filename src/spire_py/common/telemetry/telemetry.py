@@ -21,6 +21,7 @@ from . import names
 from .inmem import InMemSink
 from .metrics import NULL, Filter, Labels, Metrics, set_current
 from .prometheus import PrometheusSink
+from .prometheus_tls import BundleSource, SvidSource
 from .push import DogStatsdSink, M3Sink, StatsdSink, drain
 
 _log = log.get("telemetry")
@@ -68,6 +69,9 @@ class Telemetry:
         self._started = time.monotonic()
         self._task: Optional[asyncio.Task[None]] = None
         self.trust_domain = trust_domain
+        for sink in sinks:
+            if isinstance(sink, PrometheusSink):
+                sink.trust_domain = trust_domain
         if not sinks:
             self.metrics: Metrics = NULL
             return
@@ -79,6 +83,12 @@ class Telemetry:
         self.metrics = Metrics(
             cfg.metric_prefix or service, extra_labels=extra, push=bool(self._push),
             filter=Filter(cfg.allowed_prefixes, cfg.blocked_prefixes, cfg.allowed_labels, cfg.blocked_labels))
+
+    def serve_with(self, svid: SvidSource, bundle: BundleSource) -> None:
+        """Before ``start``: the daemon's SVID and bundle, for a Prometheus ``tls`` block that uses them."""
+        for sink in self.sinks:
+            if isinstance(sink, PrometheusSink):
+                sink.serve_with(svid, bundle)
 
     @property
     def inmem_enabled(self) -> bool:

@@ -40,8 +40,6 @@ IN_CONFIG = {
     "agent.retry_bootstrap": "ignored by SPIRE too; warned as deprecated",
     "agent.experimental.named_pipe_name": "refused: there are no named pipes off Windows",
     "agent.experimental.admin_named_pipe_name": "refused: there are no named pipes off Windows",
-    "telemetry.Prometheus.tls.use_spire_svid": "refused: /metrics is served with cert_file/key_file only",
-    "telemetry.Prometheus.tls.authorized_spiffe_ids": "refused: scrapers are authorized by client_ca_file only",
 }
 
 # Blocks whose keys are flattened onto the config object rather than read through it.

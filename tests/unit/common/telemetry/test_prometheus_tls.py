@@ -1,6 +1,6 @@
 """Prometheus ``tls``: /metrics over HTTPS with cert_file/key_file, and with client_ca_file a
-scraper without a certificate from that CA is refused in the handshake. SPIRE's checks of the
-block, and its SVID-based options (not built) refused when the file is read, at their line."""
+scraper without a certificate from that CA is refused in the handshake; SPIRE's checks of the
+block at their line. The SVID-based options are in test_prometheus_spiffe_tls.py."""
 
 from __future__ import annotations
 
@@ -130,11 +130,14 @@ def _load(tmp_path: Path, tls_body: str):
 
 @pytest.mark.parametrize("body, words", [
     ('cert_file = "/c.pem"', "cert_file and key_file must both be configured unless use_spire_svid is enabled"),
-    ('use_spire_svid = true', "use_spire_svid is not supported by spire_py"),
-    ('cert_file = "/c.pem"\nkey_file = "/k.pem"\nauthorized_spiffe_ids = ["spiffe://example.org/prometheus"]',
-     "authorized_spiffe_ids is not supported by spire_py"),
+    ('use_spire_svid = true\ncert_file = "/c.pem"',
+     "cert_file and key_file cannot be configured when use_spire_svid is enabled"),
+    ('cert_file = "/c.pem"\nkey_file = "/k.pem"\nclient_ca_file = "/ca.pem"\n'
+     'authorized_spiffe_ids = ["spiffe://example.org/prometheus"]',
+     "client_ca_file cannot be configured with authorized_spiffe_ids"),
+    ('use_spire_svid = true\nauthorized_spiffe_ids = ["example.org/prometheus"]', "invalid SPIFFE ID"),
 ])
-def test_tls_blocks_that_cannot_be_honoured_are_refused_at_their_line(tmp_path, body, words) -> None:
+def test_tls_blocks_spire_refuses_are_refused_at_their_line(tmp_path, body, words) -> None:
     with pytest.raises(ConfigError) as exc:
         _load(tmp_path, body)
     assert words in str(exc.value)
