@@ -38,10 +38,25 @@ def _pem_chain(chain: Iterable[x509.Certificate]) -> bytes:
 
 
 def load_cert_chain(ctx: ssl.SSLContext, chain: list[x509.Certificate], key: PrivateKeyTypes) -> None:
-    # ssl wants files; write them to a private temp dir that lives only for the call.
+    # ssl loads certificates and keys only from paths. On Linux they go through anonymous
+    # memory files (memfd, read back through /proc/self/fd): the private key never touches a
+    # file system, and a read-only root file system with no writable /tmp still works.
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fds = [os.memfd_create("spire-tls-chain", os.MFD_CLOEXEC), os.memfd_create("spire-tls-key", os.MFD_CLOEXEC)]
+        try:
+            for fd, data in zip(fds, (_pem_chain(chain), key_pem)):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    # Elsewhere: a private temp dir that lives only for the call.
     with tempfile.TemporaryDirectory(prefix="spire-tls-") as d:
         os.chmod(d, 0o700)
         cert_path, key_path = os.path.join(d, "svid.pem"), os.path.join(d, "key.pem")
