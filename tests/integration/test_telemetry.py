@@ -190,3 +190,51 @@ telemetry {{
         except (ssl.SSLError, ConnectionError, http.client.HTTPException):
             continue
         raise AssertionError("an unauthorized scraper read /metrics")
+
+
+def test_agent_prometheus_serves_its_agent_svid_to_an_authorized_scraper(start_agent, make_server, tmp_path):
+    """The agent's use_spire_svid is its agent SVID; its bundle authorizes the scraper."""
+    port = free_port()
+    server = make_server()
+    token = server.token()
+    agent = start_agent(server, token)
+    agent.proc.stop()
+    with open(agent.conf, "a") as f:
+        f.write(f"""
+telemetry {{
+    Prometheus {{
+        host = "127.0.0.1"
+        port = {port}
+        tls {{
+            use_spire_svid = true
+            authorized_spiffe_ids = ["spiffe://{TD}/prometheus"]
+        }}
+    }}
+}}
+""")
+    agent.restart()
+    d = tmp_path / "scraper"
+    d.mkdir()
+    server.cli("x509", "mint", "-spiffeID", f"spiffe://{TD}/prometheus", "-write", str(d))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cafile=str(d / "bundle.pem"))
+    ctx.load_cert_chain(str(d / "svid.pem"), str(d / "key.pem"))
+    got: dict[str, str] = {}
+
+    def scraped() -> bool:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            assert conn.sock is not None
+            got["peer"] = str(spiffe_id_of(x509.load_der_x509_certificate(conn.sock.getpeercert(binary_form=True))))
+            got["body"] = conn.getresponse().read().decode()
+            return True
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    wait_for(scraped, 30, "an mTLS scrape of the agent")
+    assert got["peer"] == f"spiffe://{TD}/spire/agent/join_token/{token}"
+    assert total(got["body"], "spire_agent_started", trust_domain_id=TD) == 1
