@@ -132,7 +132,13 @@ class SigningPool:
         """The batch signed across the workers, or None when it should be signed in-process."""
         if len(items) < MIN_POOLED_BATCH or self.workers < 2:
             return None
-        pool = self._pool_for(key, issuer, chain)
+        try:
+            pool = self._pool_for(key, issuer, chain)
+        except Exception as exc:  # no processes or semaphores here (a sandbox): sign in-process
+            _log.warning("Unable to start signing workers; signing in-process", extra=log.fields(error=str(exc)))
+            with self._lock:
+                self._in_process.add(issuer.public_bytes(serialization.Encoding.DER))
+            return None
         if pool is None:
             return None
         loop = asyncio.get_running_loop()

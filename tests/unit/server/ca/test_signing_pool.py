@@ -134,3 +134,14 @@ async def test_a_pooled_batch_answers_each_item_as_in_process_signing_does(tmp_p
     assert [_outcome(r) for r in pooled] == [_outcome(r) for r in alone]
     assert [r.status.code for r in pooled] == [0] * 8 + [3, 3, 5, 3, 3]
     assert _outcome(pooled[0])[3] == ["w0.test"]
+
+
+async def test_workers_that_cannot_start_leave_signing_in_process(monkeypatch: Any) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("no /dev/shm here")
+
+    monkeypatch.setattr(signing_pool, "ProcessPoolExecutor", refuse)
+    key, ca = _ca("sandboxed")
+    pool = SigningPool(workers=2)
+    assert await pool.sign(key, ca, [], _items(8), 0.0) is None
+    assert await pool.sign(key, ca, [], _items(8), 0.0) is None and pool._pool is None
