@@ -73,6 +73,7 @@ def test_scrapes_show_rpc_and_issuance_counters_that_moved(start_agent, make_ser
     wait_for(lambda: total(scrape(agent_port), "spire_agent_workload_api_connections") == 0, 10, "no call in flight")
     assert total(after, "spire_agent_jwt_svid_cache_size") >= 1  # the workload's JWT-SVID
     assert total(after, "spire_agent_lru_cache_entry_add_total") >= 1  # the first sync after the restart
+    assert total(after, "spire_agent_sync_entries_total") >= 1 and total(after, "spire_agent_sync_bundles_total") >= 1
     assert total(after, "spire_agent_agent_key_manager_get_key_total", status="OK") >= 1
     assert total(after, "spire_agent_started", trust_domain_id=TD) == 1
 

@@ -33,6 +33,7 @@ from .jwt_cache import DEFAULT_MAX_SIZE, JWTSVIDCache
 from .plugins.keymanager.base import AgentKeyManager
 from .plugins.nodeattestor.base import AgentNodeAttestor
 from .plugins.workloadattestor.base import WorkloadAttestor
+from .rebootstrap import Rebootstrap, unknown_authority
 from .rotation import RotationStrategy
 from .storage import AgentState, AgentStorage
 from .sync import (count_entry_changes, count_tainted_x509, drop_tainted_jwts, fetch_entries, fetch_federated_bundles,
@@ -97,6 +98,8 @@ class SpireAgent:
         self.sync_interval = float(getattr(config, "sync_interval", None) or DEFAULT_SYNC_INTERVAL)
         self.key_type = getattr(config, "workload_x509_svid_key_type", "") or "ec-p256"
         self.rotation = RotationStrategy(getattr(config, "availability_target", None))
+        self.rebootstrap = Rebootstrap(getattr(config, "rebootstrap_mode", "never"),
+                                       getattr(config, "rebootstrap_delay", 600))
         # experimental.use_sync_authorized_entries = false: the older GetAuthorizedEntries, all entries each sync
         self.use_sync_authorized_entries = bool(getattr(config, "use_sync_authorized_entries", True))
 
@@ -172,6 +175,7 @@ class SpireAgent:
         self.storage.store_state(self.state)
         self.cache.agent_id = self.agent_id
         self._connect()
+        self.rebootstrap.check_reattestable(reattestable)
 
     async def _renew(self) -> None:
         assert self.client is not None and self.state is not None
@@ -312,13 +316,37 @@ class SpireAgent:
                 raise AgentRefused(f"re-attestation refused: {exc}") from None
             raise
 
+    async def _rebootstrap(self) -> None:
+        """Forget the bundle and SVID, take the bootstrap bundle again and re-attest with it."""
+        self.storage.clear_state()
+        self.storage.store_bundle([])
+        self.state = None
+        roots = await load_bootstrap_roots(self.config, self.td)
+        if not roots:
+            raise AttestationFailed("rebootstrap: no bootstrap trust bundle")
+        self.roots, self.signing_roots = roots, []
+        await self._attest()
+        self.storage.store_bundle(self.roots)
+        _log.info("Rebootstrapped: attested again with the bootstrap trust bundle",
+                  extra=log.fields(spiffe_id=self.agent_id))
+
+    async def _sync_or_rebootstrap(self) -> None:
+        try:
+            await self.sync_once()
+        except Exception as exc:
+            if not (self.rebootstrap.enabled and unknown_authority(exc)) or not self.rebootstrap.disagreed():
+                raise
+            await self._rebootstrap()
+            await self.sync_once()
+        self.rebootstrap.agreed()
+
     async def _sync_or_recover(self) -> None:
         if self.state is not None and not self._usable(self.state):
             if not self.state.reattestable:
                 raise AgentRefused("agent SVID expired and the node attestor cannot re-attest")
             await self._reattest()
         try:
-            await self.sync_once()
+            await self._sync_or_rebootstrap()
         except GRPCError as exc:
             if exc.status not in (Status.PERMISSION_DENIED, Status.UNAUTHENTICATED):
                 raise
@@ -347,6 +375,7 @@ class SpireAgent:
             self.cache.agent_id = self.agent_id
             self._connect()
             _log.info("Resuming with stored agent SVID", extra=log.fields(spiffe_id=self.agent_id))
+            self.rebootstrap.check_reattestable(bool(state and state.reattestable))
         else:
             await self._attest()
         self.cache.jwt_minter = self._jwt_minter

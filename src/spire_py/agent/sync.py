@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -17,8 +17,9 @@ from ..common.registration import Entry
 from ..common.registration_proto import entry_from_proto
 from ..common.spiffeid import unchecked_id_string
 from ..common.telemetry.names import (EXPIRING_SVIDS, LRU_ENTRY_ADD, LRU_ENTRY_REMOVE, LRU_ENTRY_UPDATE,
-                                      OUTDATED_SVIDS, PROCESS_TAINTED_JWT, PROCESS_TAINTED_X509, TAINTED_JWT_SVIDS,
-                                      TAINTED_X509_SVIDS)
+                                      OUTDATED_SVIDS, PROCESS_TAINTED_JWT, PROCESS_TAINTED_X509, SYNC_BUNDLES_TOTAL,
+                                      SYNC_ENTRIES_DROPPED, SYNC_ENTRIES_MISSING, SYNC_ENTRIES_STALE,
+                                      SYNC_ENTRIES_TOTAL, TAINTED_JWT_SVIDS, TAINTED_X509_SVIDS)
 from ..common.bundle import Bundle as SpiffeBundle
 from .rotation import DEFAULT as DEFAULT_ROTATION, FALLBACK_WARNING, RotationStrategy
 from ..proto.spire.api.server.bundle.v1 import bundle_pb2
@@ -139,9 +140,20 @@ def _signed_by(svid: CachedSVID, roots: list[x509.Certificate]) -> bool:
     return any(top.issuer == r.subject for r in roots)
 
 
-def count_entry_changes(old: dict[str, Entry], new: dict[str, Entry]) -> None:
-    """SPIRE's lru_cache_entry_add/remove/update for a sync that changed the entries (an
-    unchanged entry is the same object: fetch_entries reuses it)."""
+class EntryChanges(NamedTuple):
+    added: int
+    updated: int
+    removed: int
+
+
+NO_CHANGES = EntryChanges(0, 0, 0)
+
+
+def count_entry_changes(old: dict[str, Entry], new: dict[str, Entry]) -> EntryChanges:
+    """SPIRE's lru_cache_entry_add/remove/update for one sync (an unchanged entry is the same
+    object: fetch_entries reuses it, so an unchanged sync costs identity checks)."""
+    if old is new:
+        return NO_CHANGES
     added = updated = 0
     for eid, e in new.items():
         cur = old.get(eid)
@@ -150,10 +162,23 @@ def count_entry_changes(old: dict[str, Entry], new: dict[str, Entry]) -> None:
         elif cur is not e and cur != e:
             updated += 1
     removed = sum(1 for eid in old if eid not in new)
+    if added or updated or removed:
+        metrics = telemetry.current()
+        metrics.incr_counter(LRU_ENTRY_ADD, added)
+        metrics.incr_counter(LRU_ENTRY_REMOVE, removed)
+        metrics.incr_counter(LRU_ENTRY_UPDATE, updated)
+    return EntryChanges(added, updated, removed)
+
+
+def set_sync_stats(changes: EntryChanges, entries: int, bundles: int) -> None:
+    """SPIRE's SyncAuthorizedEntries gauges: entries held, fetched new (missing), fetched again
+    (stale), dropped, and bundles held."""
     metrics = telemetry.current()
-    metrics.incr_counter(LRU_ENTRY_ADD, added)
-    metrics.incr_counter(LRU_ENTRY_REMOVE, removed)
-    metrics.incr_counter(LRU_ENTRY_UPDATE, updated)
+    metrics.set_gauge(SYNC_ENTRIES_TOTAL, entries)
+    metrics.set_gauge(SYNC_ENTRIES_MISSING, changes.added)
+    metrics.set_gauge(SYNC_ENTRIES_STALE, changes.updated)
+    metrics.set_gauge(SYNC_ENTRIES_DROPPED, changes.removed)
+    metrics.set_gauge(SYNC_BUNDLES_TOTAL, bundles)
 
 
 def count_tainted_x509(cache: WorkloadCache, tainted: list[x509.Certificate]) -> int:

@@ -14,7 +14,8 @@ import pytest
 from spire_py.agent import sync
 from spire_py.agent.jwt_cache import CachedJWT, JWTSVIDCache
 from spire_py.agent.plugins.keymanager.memory import MemoryKeyManager
-from spire_py.agent.sync import count_entry_changes, count_tainted_x509, drop_tainted_jwts
+from spire_py.agent.sync import (EntryChanges, count_entry_changes, count_tainted_x509, drop_tainted_jwts,
+                                 set_sync_stats)
 from spire_py.common.registration import Entry
 from spire_py.common.telemetry import metrics
 from tests.unit.agent.test_svid_cache_bound import AGENT, mint, setup, uid
@@ -68,6 +69,17 @@ def test_entry_changes_count_added_removed_and_updated(recorded) -> None:
     g = got(recorded)
     assert (g["spire_agent.lru_cache_entry_add"], g["spire_agent.lru_cache_entry_update"],
             g["spire_agent.lru_cache_entry_remove"]) == (3, 1, 1)
+    same = {"a": a}
+    assert count_entry_changes(same, same) == (0, 0, 0)  # an unchanged sync (same dict) costs nothing
+
+
+def test_sync_stats_gauges_are_spires(recorded) -> None:
+    set_sync_stats(EntryChanges(added=2, updated=1, removed=3), entries=7, bundles=2)
+    g = got(recorded)
+    assert {k: v for k, v in g.items() if k.startswith("spire_agent.sync_")} == {
+        "spire_agent.sync_entries_total": 7, "spire_agent.sync_entries_missing": 2,
+        "spire_agent.sync_entries_stale": 1, "spire_agent.sync_entries_dropped": 3,
+        "spire_agent.sync_bundles_total": 2}
 
 
 async def test_a_sync_samples_expiring_and_outdated_svids(recorded, monkeypatch) -> None:

@@ -60,8 +60,6 @@ AGENT: tuple[Unacted, ...] = (
     *_same(
         "agent",
         *_PROFILING,
-        ("rebootstrap_mode", "never"),
-        ("rebootstrap_delay", 600),
         ("experimental.broker", None),
         ("experimental.feature_flags", []),
     ),

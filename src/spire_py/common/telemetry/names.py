@@ -111,6 +111,11 @@ DISCOVERED_SELECTORS: Key = ("workload_api", "discovered_selectors")  # sample
 RATE_LIMIT_EXCEEDED: Key = ("workload_api", "rate_limit_exceeded")  # counter, label method (full gRPC method)
 JWT_BUNDLES_UPDATE: Key = ("workload_api", "bundles_update", "jwt")  # counter
 JWT_SVID_CACHE_SIZE: Key = ("jwt_svid_cache_size",)  # gauge
+SYNC_ENTRIES_TOTAL: Key = ("sync_entries_total",)  # gauges set by a SyncAuthorizedEntries sync
+SYNC_ENTRIES_MISSING: Key = ("sync_entries_missing",)
+SYNC_ENTRIES_STALE: Key = ("sync_entries_stale",)
+SYNC_ENTRIES_DROPPED: Key = ("sync_entries_dropped",)
+SYNC_BUNDLES_TOTAL: Key = ("sync_bundles_total",)
 SVID_TYPE_X509 = (("svid_type", "X509"),)  # the LRU gauges' label, as SPIRE's X.509 cache sets it
 LRU_ENTRY_ADD: Key = ("lru_cache_entry_add",)  # counter
 LRU_ENTRY_REMOVE: Key = ("lru_cache_entry_remove",)  # counter
@@ -232,6 +237,11 @@ METRICS: tuple[tuple[str, str, Key, str, str], ...] = (
      "Workload API/SDS calls refused by `experimental.ratelimit` (method: the full gRPC method)."),
     ("agent", COUNT, JWT_BUNDLES_UPDATE, "", "JWT bundle sets sent on FetchJWTBundles streams."),
     ("agent", GAUGE_, JWT_SVID_CACHE_SIZE, "", "JWT-SVIDs in the agent's JWT-SVID cache."),
+    ("agent", GAUGE_, SYNC_ENTRIES_TOTAL, "", "Entries held after the last sync (SyncAuthorizedEntries only, as SPIRE)."),
+    ("agent", GAUGE_, SYNC_ENTRIES_MISSING, "", "Entries the last sync fetched because the agent lacked them."),
+    ("agent", GAUGE_, SYNC_ENTRIES_STALE, "", "Entries the last sync fetched again because they changed."),
+    ("agent", GAUGE_, SYNC_ENTRIES_DROPPED, "", "Entries the last sync dropped."),
+    ("agent", GAUGE_, SYNC_BUNDLES_TOTAL, "", "Bundles held after the last sync (own and federated)."),
     ("agent", COUNT, LRU_ENTRY_ADD, "", "Entries added to the agent's cache by a sync."),
     ("agent", COUNT, LRU_ENTRY_REMOVE, "", "Entries removed from the agent's cache by a sync."),
     ("agent", COUNT, LRU_ENTRY_UPDATE, "", "Entries changed in the agent's cache by a sync."),
@@ -318,8 +328,8 @@ def markdown() -> str:
         "Not emitted (SPIRE has them): `server_key_manager.sign_data` (the CA signs with the",
         "key object the KeyManager hands out), the event-based cache gauges (`node.agents_by_expiresat_cache.count`,",
         "`entry.nodealiases_by_*_cache.count`, `*.skipped_*_event_ids.count`: the entry cache is",
-        "not event-based), `registration_entry.manager.prune`, the SVIDStore cache's `svid_store` samples",
-        "and the agent's `sync_*_total` gauges.",
+        "not event-based), `registration_entry.manager.prune` and the SVIDStore cache's `svid_store`",
+        "samples.",
         "",
     ]
     return "\n".join(lines)

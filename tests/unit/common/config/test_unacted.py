@@ -150,7 +150,8 @@ def test_the_sample_full_configs_warn_once_per_unacted_key_set():
 
     agent = load_agent_config(str(DATA / "agent_full.conf"))
     warned = [w.split(": ")[1] for w in agent.warnings if w.endswith(MESSAGE)]
-    assert {"agent.experimental.broker", "agent.rebootstrap_mode"} <= set(warned)
+    assert {"agent.experimental.broker", "agent.profiling_enabled"} <= set(warned)
+    assert "agent.rebootstrap_mode" not in warned  # acted on since the rebootstrap work
     assert not any(w.startswith("agent.sds.") for w in warned)  # honoured by the SDS API
     assert "agent.experimental.use_sync_authorized_entries" not in warned  # set to its default, true
 
