@@ -1,4 +1,5 @@
-"""Periodic pruning of expired attested nodes, as SPIRE's node manager (pkg/server/node).
+"""Periodic pruning of expired attested nodes, as SPIRE's node manager (pkg/server/node),
+and of expired registration entries, as its registration manager (pkg/server/registration).
 
 With ``prune_attested_nodes_expired_for`` set, every that-long the server deletes
 the nodes whose SVID expired more than that long ago: never banned nodes (the
@@ -15,7 +16,7 @@ from typing import Any, Callable, Optional
 from grpclib.const import Status
 
 from ..common import log, telemetry
-from ..common.telemetry.names import NODE_MANAGER_PRUNE
+from ..common.telemetry.names import ENTRY_MANAGER_PRUNE, NODE_MANAGER_PRUNE
 
 _log = log.get("node_manager")
 
@@ -71,3 +72,35 @@ class NodePruner:
             # Join-token agents' alias entries went with them: the entry cache must drop them now.
             await self.core.refresh_cache()
         return total
+
+
+ENTRY_PRUNE_INTERVAL = 5 * 60.0  # SPIRE's registration manager cadence
+
+
+class EntryPruner:
+    """Every five minutes, delete registration entries whose ``expires_at`` has passed (SPIRE's
+    registration manager; its first pass is one period after start)."""
+
+    def __init__(self, core: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self.core = core
+        self.clock = clock
+        self.next_run = clock() + ENTRY_PRUNE_INTERVAL
+
+    async def tick(self) -> int:
+        if self.clock() < self.next_run:
+            return 0
+        self.next_run = self.clock() + ENTRY_PRUNE_INTERVAL
+        return await self.prune()
+
+    async def prune(self) -> int:
+        started, status, pruned = time.monotonic(), Status.OK, 0
+        try:
+            pruned = await self.core.db(self.core.datastore.prune_entries, int(time.time()))
+        except Exception as exc:  # the next period retries
+            status = getattr(exc, "status", None) or Status.UNKNOWN
+            _log.error("Failed pruning registration entries", extra=log.fields(error=str(exc)))
+        telemetry.current().call_counter(ENTRY_MANAGER_PRUNE).done(started, status)
+        if pruned:
+            _log.info("Pruned expired registration entries", extra=log.fields(count=pruned))
+            await self.core.refresh_cache()
+        return pruned

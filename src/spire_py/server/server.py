@@ -39,7 +39,7 @@ from .core import ServerCore
 from .datastore.models import Bundle, JWTKey
 from .federation.endpoint import BundleEndpoint
 from .federation.manager import FederationManager
-from .pruning import NodePruner
+from .pruning import EntryPruner, NodePruner
 
 _log = log.get("server")
 
@@ -265,6 +265,7 @@ class SpireServer:
         tick = maintenance_tick(core.ca.ca_ttl)
         next_event_prune = time.monotonic()  # first tick prunes, then every EVENT_PRUNE_INTERVAL
         node_pruner = NodePruner.from_config(core, self.config)  # None unless prune_attested_nodes_expired_for
+        entry_pruner = EntryPruner(core)  # expired registration entries, every 5 minutes (SPIRE's)
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), tick)
@@ -281,6 +282,7 @@ class SpireServer:
                 await core.db(core.datastore.prune_join_tokens, int(time.time()) - JOIN_TOKEN_GRACE)
                 if node_pruner is not None:
                     await node_pruner.tick()
+                await entry_pruner.tick()
                 if time.monotonic() >= next_event_prune:
                     # Events older than prune_events_older_than (SPIRE: 12 h) are no longer needed by any cache.
                     keep = int(getattr(self.config, "prune_events_older_than", 0) or 12 * 3600)

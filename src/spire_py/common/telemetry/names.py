@@ -35,6 +35,7 @@ NODE_ATTEST: Key = ("node_attestor", "attest")  # call counter, label attestor (
 BUNDLE_MANAGER_FETCH: Key = ("bundle_manager", "fetch", "federated_bundle")  # call counter, trust_domain_id
 BUNDLE_MANAGER_UPDATE: Key = ("bundle_manager", "update", "federated_bundle")  # counter, trust_domain_id
 NODE_MANAGER_PRUNE: Key = ("node", "manager", "prune")  # call counter (pruning expired agents)
+ENTRY_MANAGER_PRUNE: Key = ("registration_entry", "manager", "prune")  # call counter (pruning expired entries)
 # KeyManager calls (SPIRE's wrapper: GetKey counts as get_public_key, GetKeys as get_public_keys)
 SERVER_KM_GENERATE_KEY: Key = ("server_key_manager", "generate_key")  # call counter
 SERVER_KM_GET_PUBLIC_KEY: Key = ("server_key_manager", "get_public_key")  # call counter
@@ -66,6 +67,7 @@ DATASTORE: dict[str, Key] = {
     "count_entries": ("datastore", _E, "count"),
     "update_entry": ("datastore", _E, "update"),
     "delete_entry": ("datastore", _E, "delete"),
+    "prune_entries": ("datastore", _E, "prune"),
     "list_entry_events": ("datastore", "registration_entry_event", "list"),
     "fetch_entry_events": ("datastore", "registration_entry_event", "fetch"),
     "prune_entry_events": ("datastore", "registration_entry_event", "prune"),
@@ -215,6 +217,7 @@ METRICS: tuple[tuple[str, str, Key, str, str], ...] = (
     ("server", CALL, BUNDLE_MANAGER_FETCH, "trust_domain_id, status", "The bundle manager fetching a federated bundle."),
     ("server", COUNT, BUNDLE_MANAGER_UPDATE, "trust_domain_id", "The bundle manager storing a changed federated bundle."),
     ("server", CALL, NODE_MANAGER_PRUNE, "status", "Pruning expired agents (prune_attested_nodes_expired_for)."),
+    ("server", CALL, ENTRY_MANAGER_PRUNE, "status", "Pruning expired registration entries (every 5 minutes)."),
     ("server", CALL, SERVER_KM_GENERATE_KEY, "status", "The KeyManager generating a CA or JWT key."),
     ("server", CALL, SERVER_KM_GET_PUBLIC_KEY, "status", "The KeyManager fetching a key by id."),
     ("server", CALL, SERVER_KM_GET_PUBLIC_KEYS, "status", "The KeyManager listing its keys."),
@@ -328,8 +331,7 @@ def markdown() -> str:
         "Not emitted (SPIRE has them): `server_key_manager.sign_data` (the CA signs with the",
         "key object the KeyManager hands out), the event-based cache gauges (`node.agents_by_expiresat_cache.count`,",
         "`entry.nodealiases_by_*_cache.count`, `*.skipped_*_event_ids.count`: the entry cache is",
-        "not event-based), `registration_entry.manager.prune` and the SVIDStore cache's `svid_store`",
-        "samples.",
+        "not event-based) and the SVIDStore cache's `svid_store` samples.",
         "",
     ]
     return "\n".join(lines)
