@@ -45,6 +45,8 @@ def encode_bundle(b: Bundle) -> bytes:
         doc["tainted_x509_authorities"] = [
             base64.b64encode(der).decode("ascii") for der in b.tainted_x509_authorities if der in b.x509_authorities
         ]
+    if b.revoked_authorities:
+        doc["revoked_authorities"] = dict(b.revoked_authorities)
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
@@ -66,6 +68,7 @@ def decode_bundle(data: bytes) -> Bundle:
             refresh_hint=int(doc.get("refresh_hint", 0)),
             sequence_number=int(doc.get("sequence_number", 0)),
             tainted_x509_authorities=[base64.b64decode(c) for c in doc.get("tainted_x509_authorities", [])],
+            revoked_authorities={str(k): int(v) for k, v in doc.get("revoked_authorities", {}).items()},
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise DataStoreError(f"datastore-sql: stored bundle is corrupt: {exc}") from exc
@@ -93,18 +96,20 @@ def _cert_not_after(der: bytes) -> int:
 
 
 def merge_bundles(current: Bundle, extra: Bundle) -> tuple[Bundle, bool]:
-    """Add authorities of ``extra`` missing from ``current`` (x509 by DER, JWT by key id)."""
+    """Add authorities of ``extra`` missing from ``current`` (x509 by DER, JWT by key id), except
+    those revoked in ``current``."""
     merged = _copy(current)
     changed = False
+    revoked = merged.revoked_authorities
     known_der = set(merged.x509_authorities)
     for der in extra.x509_authorities:
-        if der not in known_der:
+        if der not in known_der and not (revoked and _subject_key_id(der) in revoked):
             merged.x509_authorities.append(der)
             known_der.add(der)
             changed = True
     known_kid = {k.key_id for k in merged.jwt_authorities}
     for key in extra.jwt_authorities:
-        if key.key_id not in known_kid:
+        if key.key_id not in known_kid and key.key_id not in revoked:
             merged.jwt_authorities.append(JWTKey(key.key_id, key.public_key, key.expires_at, key.tainted))
             known_kid.add(key.key_id)
             changed = True
@@ -125,13 +130,14 @@ def prune_bundle_contents(b: Bundle, expires_before: int) -> tuple[Bundle, bool]
     ]
     pruned.tainted_x509_authorities = [d for d in pruned.tainted_x509_authorities if d in pruned.x509_authorities]
     pruned.jwt_authorities = [k for k in pruned.jwt_authorities if k.expires_at > expires_before]
+    pruned.revoked_authorities = {i: exp for i, exp in b.revoked_authorities.items() if exp > expires_before}
     if b.x509_authorities and not pruned.x509_authorities:
         raise ConflictError("prune failed: would prune all certificates")
     if b.jwt_authorities and not pruned.jwt_authorities:
         raise ConflictError("prune failed: would prune all JWT signing keys")
-    changed = len(pruned.x509_authorities) != len(b.x509_authorities) or len(
-        pruned.jwt_authorities
-    ) != len(b.jwt_authorities)
+    changed = (len(pruned.x509_authorities) != len(b.x509_authorities)
+               or len(pruned.jwt_authorities) != len(b.jwt_authorities)
+               or len(pruned.revoked_authorities) != len(b.revoked_authorities))
     return pruned, changed
 
 
@@ -215,9 +221,12 @@ class BundleStore(TransactionalStore):
             found = self._bundle_row(conn, b.trust_domain_id, lock=True)
             if found is None:
                 self._insert_bundle(conn, b)
-            else:
-                self._store_bundle(conn, found[0], b)
-        return _copy(b)
+                return _copy(b)
+            # What was revoked stays revoked: a replaced bundle does not forget it.
+            stored = _copy(b)
+            stored.revoked_authorities = {**found[1].revoked_authorities, **b.revoked_authorities}
+            self._store_bundle(conn, found[0], stored)
+        return stored
 
     def append_bundle(self, b: Bundle) -> Bundle:
         _check_bundle(b)
@@ -326,6 +335,7 @@ class BundleStore(TransactionalStore):
                     raise InvalidArgumentError("it is not possible to revoke an untainted root CA")
                 b.x509_authorities.remove(der)
                 b.tainted_x509_authorities.remove(der)
+                b.revoked_authorities[subject_key_id] = _cert_not_after(der)
                 return
             raise NotFoundError("no root CA found with provided subject key ID")
 
@@ -351,6 +361,7 @@ class BundleStore(TransactionalStore):
                     if not k.tainted:
                         raise InvalidArgumentError("it is not possible to revoke an untainted key")
                     b.jwt_authorities.remove(k)
+                    b.revoked_authorities[key_id] = k.expires_at
                     return k
             raise NotFoundError("no JWT Key found with provided key ID")
 

@@ -50,6 +50,9 @@ class Bundle:
     sequence_number: int = 0
     # DER of the X.509 authorities tainted through the LocalAuthority API (a subset of x509_authorities).
     tainted_x509_authorities: list[bytes] = field(default_factory=list)
+    # Authorities revoked here (X.509 subject key ID in lowercase hex, or JWT key ID) → when they expire:
+    # an append that still carries one (an upstream that lists it) does not bring it back; pruned at expiry.
+    revoked_authorities: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -159,3 +159,25 @@ def test_taint_then_revoke_x509_and_jwt_authorities(store: SQLDataStore) -> None
     assert [k.key_id for k in store.fetch_bundle(TD).jwt_authorities] == ["k2"]  # type: ignore[union-attr]
     with pytest.raises(NotFoundError, match="no JWT Key found with provided key ID"):
         store.taint_jwt_key(TD, "k1")
+
+
+def test_a_revoked_authority_is_not_appended_again_and_is_forgotten_at_expiry(store: SQLDataStore) -> None:
+    # An upstream (nested SPIRE) that still lists a revoked root must not bring it back, even after a
+    # restart: the revoked IDs are stored with the bundle until the authority expires.
+    (a, a_id), (b, _) = _ca_der(), _ca_der()
+    store.create_bundle(Bundle(TD, [a, b], [jwt_key("k1", NOW + 3600), jwt_key("k2", NOW + 3600)]))
+    store.taint_x509_ca(TD, a_id)
+    store.revoke_x509_ca(TD, a_id)
+    store.taint_jwt_key(TD, "k1")
+    store.revoke_jwt_key(TD, "k1")
+    got = store.append_bundle(Bundle(TD, [a, b], [jwt_key("k1", NOW + 3600)]))
+    assert got.x509_authorities == [b] and [k.key_id for k in got.jwt_authorities] == ["k2"]
+    fetched = store.fetch_bundle(TD)
+    assert fetched is not None and set(fetched.revoked_authorities) == {a_id, "k1"}
+    # A replaced bundle keeps the revoked set.
+    store.set_bundle(Bundle(TD, [b], [jwt_key("k2", NOW + 3600)]))
+    assert store.append_bundle(Bundle(TD, [a])).x509_authorities == [b]
+    # Once expired, the revoked IDs are pruned with the authorities.
+    store.append_bundle(Bundle(TD, [make_cert(NOW + 90000)], [jwt_key("k3", NOW + 90000)]))
+    assert store.prune_bundle(TD, NOW + 7200)
+    assert store.fetch_bundle(TD).revoked_authorities == {}  # type: ignore[union-attr]
