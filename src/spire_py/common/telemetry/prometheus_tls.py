@@ -65,7 +65,10 @@ class EndpointTLS:
             raise RuntimeError("telemetry: failed to create TLS config for Prometheus: authorized_spiffe_ids "
                                "requires access to SPIRE trust bundles")
         if not self.cfg.use_spire_svid:
-            self.context()  # unreadable files stop start-up, as SPIRE's
+            try:
+                self.context()  # missing or unreadable files stop start-up, as SPIRE's
+            except (OSError, ValueError) as exc:
+                raise RuntimeError(f"telemetry: failed to create TLS config for Prometheus: {exc}") from None
 
     def context(self) -> ssl.SSLContext:
         svid = self.svid() if self.cfg.use_spire_svid and self.svid is not None else None

@@ -111,12 +111,13 @@ async def test_client_ca_file_requires_a_client_certificate_from_that_ca(pki) ->
         sink.close()
 
 
-def test_an_unreadable_key_stops_start_up(tmp_path, pki) -> None:
+def test_an_unreadable_or_missing_key_stops_start_up(tmp_path, pki) -> None:
     bad = tmp_path / "bad.key"
     bad.write_text("not a key")
-    sink = PrometheusSink("127.0.0.1", 0, PrometheusTLSConfig(cert_file=pki["cert"], key_file=str(bad)))
-    with pytest.raises(RuntimeError, match="telemetry: failed to create TLS config for Prometheus"):
-        sink.start(Metrics("spire_agent"))
+    for key_file in (str(bad), str(tmp_path / "missing.key")):
+        sink = PrometheusSink("127.0.0.1", 0, PrometheusTLSConfig(cert_file=pki["cert"], key_file=key_file))
+        with pytest.raises(RuntimeError, match="telemetry: failed to create TLS config for Prometheus"):
+            sink.start(Metrics("spire_agent"))
 
 
 def _load(tmp_path: Path, tls_body: str):
