@@ -1,17 +1,20 @@
 """UpstreamAuthority "spire": a nested SPIRE server, whose intermediate CA an upstream SPIRE server signs.
 
 As SPIRE's plugin: the downstream server is a workload of an agent of the upstream server.
-It takes its X509-SVID (the one of its ``downstream = true`` entry) and the upstream trust
-bundle from that agent's Workload API at ``workload_api_socket``, and calls the upstream
-server at ``server_address:server_port`` over mTLS, requiring the peer to be
-``spiffe://<td>/spire/server``:
+It streams its X509-SVID (the one of its ``downstream = true`` entry) and the upstream trust
+bundle from that agent's Workload API at ``workload_api_socket`` (FetchX509SVID, reconnecting
+with backoff, as go-spiffe's X509Source: a rotated SVID is used for the next connection at once),
+and calls the upstream server at ``server_address:server_port`` over mTLS, requiring the peer
+to be ``spiffe://<td>/spire/server``:
 
 - ``SVID/NewDownstreamX509CA`` signs the CSR of each new intermediate (preferred TTL: the
   CA TTL); the upstream roots come from ``Bundle/GetBundle``;
 - ``Bundle/PublishJWTAuthority`` publishes each new JWT key upstream, so JWT-SVIDs of the
   nested server verify with the upstream bundle; the upstream's JWT keys come back;
-- the upstream bundle is polled every 5 s (SPIRE's upstreamPollFreq) and the CA manager
-  merges what is new into the local bundle, so upstream rotations reach downstream workloads.
+- the upstream bundle is polled every 5 s (SPIRE's upstreamPollFreq), and at once when the
+  Workload API stream brings a new trust bundle; the CA manager merges what is new into the
+  local bundle, and the upstream's taints (``tainted`` on an X.509 authority or JWT key) are
+  kept so the nested server taints them too (SPIRE's bundleUpdater.SyncX509Roots).
 
 The gRPC calls run on the plugin's own event loop thread: the CA manager calls the
 UpstreamAuthority from worker threads. ``experimental.workload_api_named_pipe_name`` is
@@ -25,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Coroutine, Optional, TypeVar, Union
 
@@ -38,7 +40,7 @@ from ....common.config.schema import RAW
 from ....common.keys import PrivateKey, PublicKey, load_private_key, load_public_key_der, public_key_der
 from ....common.plugin import Field, Plugin, PluginConfigError, PluginContext, Schema, STR, register
 from ....common.spiffeid import TrustDomain, server_id
-from ....common.x509util import split_der_chain
+from ....common.x509util import authority_id, split_der_chain
 from ....proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from ....proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from ....proto.spire.api.types import bundle_pb2 as types_bundle_pb2
@@ -50,6 +52,8 @@ _log = log.get("upstreamauthority.spire")
 T = TypeVar("T")
 
 UPSTREAM_POLL_INTERVAL = 5.0  # SPIRE's upstreamPollFreq
+WATCH_BACKOFF_INITIAL = 1.0  # Workload API stream reconnection, doubling up to WATCH_BACKOFF_MAX
+WATCH_BACKOFF_MAX = 30.0
 CALL_TIMEOUT = 30.0
 WORKLOAD_HEADER = {"workload.spiffe.io": "true"}
 EXPERIMENTAL_KEYS = ("workload_api_named_pipe_name", "require_pq_kem")
@@ -87,14 +91,17 @@ class _SVID:
     key: PrivateKey
     bundle: list[x509.Certificate]
 
-    def due(self, now: float) -> bool:
-        """Refetch at half the SVID's life, as the agent rotates it then."""
-        leaf = self.chain[0]
-        start, end = leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
-        return now >= start + (end - start) / 2
-
 
 JWTKeyTuple = tuple[str, PublicKey, int]
+
+
+@dataclass
+class UpstreamTaints:
+    """What the upstream bundle lists, by authority ID, and which of those it has tainted."""
+    x509: set[str] = field(default_factory=set)  # subject key IDs (lowercase hex)
+    jwt: set[str] = field(default_factory=set)  # key IDs
+    tainted_x509: set[str] = field(default_factory=set)
+    tainted_jwt: set[str] = field(default_factory=set)
 
 
 def _jwt_keys(pbs: Any) -> list[JWTKeyTuple]:
@@ -121,16 +128,24 @@ class SpireUpstreamAuthority(Plugin):
     CONFIG_TYPE = SpireUpstreamConfig
 
     def __init__(self, trust_domain: Union[TrustDomain, str], server_address: str, server_port: int,
-                 workload_api_socket: str, poll_interval: float = UPSTREAM_POLL_INTERVAL) -> None:
+                 workload_api_socket: str, poll_interval: float = UPSTREAM_POLL_INTERVAL,
+                 backoff_initial: float = WATCH_BACKOFF_INITIAL) -> None:
         self.trust_domain = trust_domain if isinstance(trust_domain, TrustDomain) else TrustDomain.parse(trust_domain)
         self.server_address = server_address
         self.server_port = server_port
         self.workload_api_socket = workload_api_socket
         self.poll_interval = poll_interval
+        self.backoff_initial = backoff_initial
         self._svid: Optional[_SVID] = None
+        self._svid_error = ""
+        self._svid_updates = 0  # SVIDs received on the stream (tests and logs)
         self._channel: Optional[tls.SpiffeChannel] = None
         self._bundle_lock = threading.Lock()
         self._upstream: Optional[tuple[list[x509.Certificate], list[JWTKeyTuple]]] = None
+        self._taints: Optional[UpstreamTaints] = None
+        self._watcher: Optional[asyncio.Task[None]] = None
+        self._svid_attempt: Optional[asyncio.Event] = None  # set after each stream attempt or update
+        self._poke: Optional[asyncio.Event] = None  # poll the upstream bundle now
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="upstream-spire", daemon=True)
         self._thread.start()
@@ -166,30 +181,66 @@ class SpireUpstreamAuthority(Plugin):
         self._run(start(), timeout=5)
 
     async def _poll(self) -> None:
+        poke = self._poke_event()
         while True:
+            poke.clear()
             try:
                 await self._fetch_bundle()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the upstream may be away for a while; the next poll retries
                 _log.warning("Failed to fetch bundle while polling", extra=log.fields(error=str(exc)))
-            await asyncio.sleep(self.poll_interval)
+            try:
+                await asyncio.wait_for(poke.wait(), self.poll_interval)
+            except asyncio.TimeoutError:
+                pass
 
-    # --- Workload API: our SVID and the upstream trust bundle -----------------------------------
-    async def _fetch_svid(self) -> _SVID:
-        ch = Channel(path=self.workload_api_socket)
-        try:
-            stub = workload_grpc.SpiffeWorkloadAPIStub(ch)
-            async with stub.FetchX509SVID.open(timeout=CALL_TIMEOUT, metadata=WORKLOAD_HEADER) as stream:
-                await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-                msg = await stream.recv_message()
-                await stream.cancel()
-        except (GRPCError, OSError, asyncio.TimeoutError) as exc:
-            raise UpstreamAuthorityError(f"unable to fetch X509-SVID from the Workload API at "
-                                         f"{self.workload_api_socket}: {exc}") from None
-        finally:
-            ch.close()
-        if msg is None or not msg.svids:
+    def _poke_event(self) -> asyncio.Event:
+        if self._poke is None:
+            self._poke = asyncio.Event()
+        return self._poke
+
+    # --- Workload API: our SVID and the upstream trust bundle, streamed -----------------------------
+    def _ensure_watcher(self) -> asyncio.Event:
+        if self._svid_attempt is None:
+            self._svid_attempt = asyncio.Event()
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_svid(), name="upstream-svid-watch")
+        return self._svid_attempt
+
+    async def _watch_svid(self) -> None:
+        """Keep a FetchX509SVID stream open; each response replaces our SVID. A broken stream is
+        opened again after a backoff (doubling up to WATCH_BACKOFF_MAX, reset by a response)."""
+        backoff = self.backoff_initial
+        while True:
+            ch = Channel(path=self.workload_api_socket)
+            try:
+                stub = workload_grpc.SpiffeWorkloadAPIStub(ch)
+                async with stub.FetchX509SVID.open(metadata=WORKLOAD_HEADER) as stream:
+                    await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+                    while True:
+                        msg = await stream.recv_message()
+                        if msg is None:
+                            raise UpstreamAuthorityError("the Workload API closed the X509-SVID stream")
+                        self._set_svid(self._parse_svid(msg))
+                        backoff = self.backoff_initial
+            except asyncio.CancelledError:
+                raise
+            except (GRPCError, OSError, asyncio.TimeoutError, UpstreamAuthorityError) as exc:
+                self._svid_error = str(exc) if isinstance(exc, UpstreamAuthorityError) else (
+                    f"unable to fetch X509-SVID from the Workload API at {self.workload_api_socket}: {exc}")
+                _log.warning("X509-SVID stream from the Workload API failed; retrying",
+                             extra=log.fields(error=self._svid_error, retry_in=backoff))
+            finally:
+                ch.close()
+            if self._svid_attempt is not None:
+                self._svid_attempt.set()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, WATCH_BACKOFF_MAX)
+
+    @staticmethod
+    def _parse_svid(msg: Any) -> tuple[str, _SVID]:
+        if not msg.svids:
             raise UpstreamAuthorityError("the Workload API returned no X509-SVID")
         first = msg.svids[0]
         try:
@@ -198,20 +249,42 @@ class SpireUpstreamAuthority(Plugin):
             key = load_private_key(first.x509_svid_key)
         except Exception as exc:
             raise UpstreamAuthorityError(f"the Workload API returned an unreadable X509-SVID: {exc}") from None
-        _log.debug("X509-SVID fetched from the Workload API", extra=log.fields(spiffe_id=first.spiffe_id))
-        return _SVID(chain, key, bundle)
+        return first.spiffe_id, _SVID(chain, key, bundle)
+
+    def _set_svid(self, parsed: tuple[str, _SVID]) -> None:
+        """A new SVID: the next call dials with it (calls under way finish on the old connection).
+        A new trust bundle on the stream means the upstream changed: poll its bundle now."""
+        spiffe_id, svid = parsed
+        old, self._svid = self._svid, svid
+        self._svid_error = ""
+        self._svid_updates += 1
+        if self._channel is not None:
+            self._loop.call_later(CALL_TIMEOUT, self._channel.close)
+            self._channel = None
+        if old is not None and old.bundle != svid.bundle:
+            self._poke_event().set()
+        if self._svid_attempt is not None:
+            self._svid_attempt.set()
+        _log.debug("X509-SVID received from the Workload API", extra=log.fields(
+            spiffe_id=spiffe_id, expiration=svid.chain[0].not_valid_after_utc.isoformat()))
 
     async def _server(self) -> tls.SpiffeChannel:
-        """The mTLS channel to the upstream server, rebuilt when our SVID is due for renewal."""
-        if self._svid is None or self._channel is None or self._svid.due(time.time()):
-            svid = await self._fetch_svid()
+        """The mTLS channel to the upstream server with our newest SVID (waiting for the first one)."""
+        attempt = self._ensure_watcher()
+        if self._svid is None:
+            attempt.clear()
+            try:
+                await asyncio.wait_for(attempt.wait(), CALL_TIMEOUT)
+            except asyncio.TimeoutError:
+                pass
+        svid = self._svid
+        if svid is None:
+            raise UpstreamAuthorityError(self._svid_error or (
+                f"unable to fetch X509-SVID from the Workload API at {self.workload_api_socket}: timed out"))
+        if self._channel is None:
             ctx = tls.client_context(svid.bundle, svid.chain, svid.key)
-            old = self._channel
-            self._svid = svid
             self._channel = tls.SpiffeChannel(self.server_address, self.server_port, ssl_context=ctx,
                                               expected=server_id(self.trust_domain))
-            if old is not None:
-                old.close()
         return self._channel
 
     async def _call(self, what: str, fn: Any) -> Any:
@@ -221,16 +294,24 @@ class SpireUpstreamAuthority(Plugin):
         except GRPCError as exc:
             raise UpstreamAuthorityError(f"{what}: rpc error: code = {exc.status.name} desc = {exc.message}") from None
         except (OSError, asyncio.TimeoutError, tls.PeerAuthError) as exc:
-            # A broken connection: drop it so the next call dials again with a fresh SVID.
-            self._svid = None
+            # A broken connection: drop it so the next call dials again (with the newest SVID).
+            if self._channel is ch:
+                self._channel = None
+                ch.close()
             raise UpstreamAuthorityError(f"{what}: {exc or type(exc).__name__}") from None
 
     async def _fetch_bundle(self) -> types_bundle_pb2.Bundle:
         resp: types_bundle_pb2.Bundle = await self._call("failed to get bundle", lambda ch: bundle_grpc.BundleStub(
             ch).GetBundle(bundle_pb2.GetBundleRequest(), timeout=CALL_TIMEOUT))
         roots = _certs([a.asn1 for a in resp.x509_authorities], "upstream X.509 authorities")
+        ids = [authority_id(c) for c in roots]
+        taints = UpstreamTaints(
+            x509=set(ids), jwt={k.key_id for k in resp.jwt_authorities},
+            tainted_x509={i for i, a in zip(ids, resp.x509_authorities) if a.tainted and i},
+            tainted_jwt={k.key_id for k in resp.jwt_authorities if k.tainted})
         with self._bundle_lock:
             self._upstream = (roots, _jwt_keys(resp.jwt_authorities))
+            self._taints = taints
         return resp
 
     # --- what the CA manager calls --------------------------------------------------------------
@@ -270,6 +351,17 @@ class SpireUpstreamAuthority(Plugin):
                 self._upstream = (self._upstream[0], keys)
         return keys
 
+    def upstream_taints(self) -> Optional[UpstreamTaints]:
+        """The upstream bundle's authority IDs and its tainted ones, as last fetched (None before)."""
+        with self._bundle_lock:
+            t = self._taints
+            return None if t is None else UpstreamTaints(set(t.x509), set(t.jwt), set(t.tainted_x509),
+                                                         set(t.tainted_jwt))
+
+    def svid_updates(self) -> int:
+        """How many X509-SVIDs the Workload API stream has delivered."""
+        return self._svid_updates
+
     def upstream_bundle(self) -> Optional[tuple[list[x509.Certificate], list[JWTKeyTuple]]]:
         """The upstream bundle's X.509 roots and JWT keys as last seen (None before the first poll)."""
         with self._bundle_lock:
@@ -277,9 +369,10 @@ class SpireUpstreamAuthority(Plugin):
 
     async def close(self) -> None:
         async def shutdown() -> None:
-            if self._poller is not None:
-                self._poller.cancel()
-                await asyncio.gather(self._poller, return_exceptions=True)
+            for task in (self._poller, self._watcher):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             if self._channel is not None:
                 self._channel.close()
         try:
