@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app, start_http_serve
 from prometheus_client.core import Metric
 
 from .. import log
+from .errors import TelemetryError
 from ..config.sections import prometheus_tls_problem
 from .metrics import COUNTER, GAUGE, Metrics
 from .names import prometheus_name
@@ -85,10 +86,12 @@ class PrometheusSink:
                 self._server, self._thread = serve(self.host, self.port, make_wsgi_app(self.registry), self.tls)
             else:
                 self._server, self._thread = start_http_server(self.port, self.host, registry=self.registry)
+        except TelemetryError:
+            raise
         except ssl.SSLError as exc:
-            raise RuntimeError(f"telemetry: failed to create TLS config for Prometheus: {exc}") from None
+            raise TelemetryError(f"telemetry: failed to create TLS config for Prometheus: {exc}") from None
         except OSError as exc:
-            raise RuntimeError(f"telemetry: Prometheus cannot listen on {self.host}:{self.port}: {exc}") from None
+            raise TelemetryError(f"telemetry: Prometheus cannot listen on {self.host}:{self.port}: {exc}") from None
 
     def serve_with(self, svid: SvidSource, bundle: BundleSource) -> None:
         """The daemon's current SVID and bundle, for ``use_spire_svid`` and ``authorized_spiffe_ids``."""

@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .. import log
+from .errors import TelemetryError
 from ..tls import PeerAuthError, load_cert_chain, spiffe_id_of
 
 _log = log.get("telemetry")
@@ -56,19 +57,21 @@ class EndpointTLS:
         prefix = f"spiffe://{trust_domain}/"
         foreign = sorted(i for i in self.authorized if not i.startswith(prefix))
         if foreign:
-            raise RuntimeError(f"telemetry: Prometheus authorized_spiffe_ids must be in trust domain "
+            raise TelemetryError(f"telemetry: Prometheus authorized_spiffe_ids must be in trust domain "
                                f"{trust_domain!r}: {', '.join(foreign)}")
         if self.cfg.use_spire_svid and self.svid is None:
-            raise RuntimeError("telemetry: failed to create TLS config for Prometheus: use_spire_svid requires "
+            raise TelemetryError("telemetry: failed to create TLS config for Prometheus: use_spire_svid requires "
                                "access to the current SPIRE SVID")
         if self.authorized and self.bundle is None:
-            raise RuntimeError("telemetry: failed to create TLS config for Prometheus: authorized_spiffe_ids "
+            raise TelemetryError("telemetry: failed to create TLS config for Prometheus: authorized_spiffe_ids "
                                "requires access to SPIRE trust bundles")
         if not self.cfg.use_spire_svid:
             try:
                 self.context()  # missing or unreadable files stop start-up, as SPIRE's
             except (OSError, ValueError) as exc:
-                raise RuntimeError(f"telemetry: failed to create TLS config for Prometheus: {exc}") from None
+                files = ", ".join(f"{k} {getattr(self.cfg, k)!r}" for k in ("cert_file", "key_file", "client_ca_file")
+                                  if getattr(self.cfg, k))
+                raise TelemetryError(f"telemetry: failed to create TLS config for Prometheus ({files}): {exc}") from None
 
     def context(self) -> ssl.SSLContext:
         svid = self.svid() if self.cfg.use_spire_svid and self.svid is not None else None

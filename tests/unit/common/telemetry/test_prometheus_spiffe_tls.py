@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from spire_py.common.config.sections import PrometheusTLSConfig
+from spire_py.common.telemetry.errors import TelemetryError
 from spire_py.common.telemetry.metrics import Metrics
 from spire_py.common.telemetry.prometheus import PrometheusSink
 
@@ -168,5 +169,5 @@ def test_what_cannot_be_served_stops_start_up(tls, sources, words) -> None:
     sink.trust_domain = TD
     if sources:
         sink.serve_with(lambda: None, lambda: [])
-    with pytest.raises(RuntimeError, match=words):
+    with pytest.raises(TelemetryError, match=words):
         sink.start(Metrics("spire_server"))

@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from spire_py.common.config import ConfigError
 from spire_py.common.config.sections import PrometheusTLSConfig
+from spire_py.common.telemetry.errors import TelemetryError
 from spire_py.common.telemetry.metrics import Metrics
 from spire_py.common.telemetry.prometheus import PrometheusSink
 from spire_py.server.config import load_server_config
@@ -116,7 +117,7 @@ def test_an_unreadable_or_missing_key_stops_start_up(tmp_path, pki) -> None:
     bad.write_text("not a key")
     for key_file in (str(bad), str(tmp_path / "missing.key")):
         sink = PrometheusSink("127.0.0.1", 0, PrometheusTLSConfig(cert_file=pki["cert"], key_file=key_file))
-        with pytest.raises(RuntimeError, match="telemetry: failed to create TLS config for Prometheus"):
+        with pytest.raises(TelemetryError, match="telemetry: failed to create TLS config for Prometheus"):
             sink.start(Metrics("spire_agent"))
 
 
@@ -149,3 +150,17 @@ def test_cert_key_and_client_ca_load_without_an_unacted_warning(tmp_path) -> Non
     cfg = _load(tmp_path, 'cert_file = "/c.pem"\nkey_file = "/k.pem"\nclient_ca_file = "/ca.pem"')
     assert cfg.telemetry.prometheus.tls.client_ca_file == "/ca.pem"
     assert not [w for w in cfg.warnings if "telemetry" in w]
+
+
+def test_a_taken_port_is_one_error_line_for_run() -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(OSError, match="telemetry: Prometheus cannot listen on 127.0.0.1:") as exc:
+            PrometheusSink("127.0.0.1", taken.getsockname()[1]).start(Metrics("spire_agent"))
+        assert isinstance(exc.value, TelemetryError)  # run prints an OSError as one line, no traceback
+    finally:
+        taken.close()
