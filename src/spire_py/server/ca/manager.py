@@ -97,6 +97,8 @@ class CAManager:
         self._bundle_dirty = False
         # Authorities revoked here: an upstream bundle that still lists one does not bring it back.
         self._revoked: set[str] = set()
+        # Upstream authorities whose taint was acted on (SPIRE's processedTaintedAuthorities).
+        self._processed_tainted: set[str] = set()
 
     @property
     def journal_id(self) -> Optional[str]:
@@ -307,6 +309,7 @@ class CAManager:
             changed = False
             try:
                 changed = self._rotate_x509(now)
+                changed = self._rotate_for_upstream_taints(now) or changed
             except Exception as exc:
                 # As SPIRE's rotator: without a usable X.509 CA give up, else still rotate the JWT key.
                 if self.current_x509.is_empty():
@@ -390,6 +393,30 @@ class CAManager:
             _log.info("Upstream bundle updated", extra=log.fields(
                 x509_authorities=len(roots), jwt_authorities=len(jwt_keys)))
         return added
+
+    def _rotate_for_upstream_taints(self, now: float) -> bool:
+        """SPIRE's processTaintedUpstreamAuthorities: when the upstream taints the authority our
+        signing CA chains to, a new CA (signed by what the upstream signs with now) is prepared and
+        activated at once, before the taint reaches our bundle and our agents re-sign. A failure
+        leaves the taint unprocessed, so the next rotation step tries again."""
+        seen = getattr(self.upstream, "upstream_taints", None)
+        taints = seen() if callable(seen) else None
+        if taints is None:
+            return False
+        new = set(taints.tainted_x509) - self._processed_tainted
+        if not new:
+            return False
+        changed = False
+        if _chains_to(self.current_x509, new):
+            _log.info("Current root CA is signed by a tainted upstream authority, preparing rotation",
+                      extra=log.fields(subject_key_id=",".join(sorted(new))))
+            nxt = self.next_x509
+            if nxt.status != PREPARED or _chains_to(nxt, set(taints.tainted_x509)):
+                self._prepare_x509(now)
+            self.activate_x509_now()
+            changed = True
+        self._processed_tainted |= new
+        return changed
 
     def _publish_jwt_upstream(self, slot: JWTKeySlot) -> None:
         """Publish a new JWT key to an UpstreamAuthority that takes it (the spire one); its answer, the
@@ -542,6 +569,22 @@ class CAManager:
             self._revoked.add(key_id)
             self.published.jwt_authorities.pop(key_id, None)
             self._save()
+
+
+def _chains_to(slot: X509CASlot, authority_ids: set[str]) -> bool:
+    """Whether an upstream-signed CA's chain was issued by one of ``authority_ids`` (SKIDs)."""
+    if slot.cert is None or not slot.upstream_chain:
+        return False
+    for cert in slot.upstream_chain:
+        if _ski(cert) in authority_ids:
+            return True
+        try:
+            aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        except x509.ExtensionNotFound:
+            continue
+        if aki is not None and aki.hex() in authority_ids:
+            return True
+    return False
 
 
 def _ski(cert: x509.Certificate) -> str:
