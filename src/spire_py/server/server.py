@@ -39,6 +39,7 @@ from .core import ServerCore
 from .datastore.models import Bundle, JWTKey
 from .federation.endpoint import BundleEndpoint
 from .federation.manager import FederationManager
+from . import proxy_protocol
 from .pruning import EntryPruner, NodePruner
 
 _log = log.get("server")
@@ -179,7 +180,12 @@ class SpireServer:
     async def _listen_tcp(self, server: GrpcServer) -> None:
         assert self._tls is not None
         tls.small_tls_read_buffers()  # one buffer per connected agent: thousands of them
-        await server.start(self.config.bind_address, self.config.bind_port, ssl=self._tls.listener, reuse_address=True)
+        if self.config.proxy_protocol_trusted_cidrs:
+            await proxy_protocol.start_server(server, self.config.bind_address, self.config.bind_port,
+                                              self._tls.listener, self.config.proxy_protocol_trusted_cidrs)
+        else:
+            await server.start(self.config.bind_address, self.config.bind_port, ssl=self._tls.listener,
+                               reuse_address=True)
         self._servers.append(server)
 
     # --- federation ----------------------------------------------------------------------
