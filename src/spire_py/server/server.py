@@ -41,6 +41,7 @@ from .federation.endpoint import BundleEndpoint
 from .federation.manager import FederationManager
 from . import proxy_protocol
 from .pruning import EntryPruner, NodePruner
+from .upstream_taints import sync_upstream_authorities
 
 _log = log.get("server")
 
@@ -282,6 +283,7 @@ class SpireServer:
                 changed = await core.sign(core.ca.rotate_if_needed, time.time())
                 changed = await self._prune_bundle() or changed
                 await self._publish_bundle()
+                changed = await sync_upstream_authorities(core) or changed
                 if changed or self._svid_due():
                     await core.sign(self._rotate_server_svid)
                 # Expired tokens linger an hour so a late agent is told "expired", not "unknown".
