@@ -37,7 +37,7 @@ from .rebootstrap import Rebootstrap, unknown_authority
 from .rotation import RotationStrategy
 from .storage import AgentState, AgentStorage
 from .sync import (count_entry_changes, count_tainted_x509, drop_tainted_jwts, fetch_entries, fetch_federated_bundles,
-                   get_authorized_entries, mint_svids)
+                   get_authorized_entries, mint_svids, set_sync_stats)
 from .trust_bundle import load_bootstrap_roots
 
 _log = log.get("agent")
@@ -243,12 +243,14 @@ class SpireAgent:
         with metrics.call(SYNC_ENTRIES):
             fetch = fetch_entries if self.use_sync_authorized_entries else get_authorized_entries
             entries = await fetch(client, self.cache.entries)
+        changes = count_entry_changes(self.cache.entries, entries)
         if entries != self.cache.entries:
-            count_entry_changes(self.cache.entries, entries)
             self.cache.entries = entries
             changed = True
         if await fetch_federated_bundles(client, self.cache, entries):
             changed = True
+        if self.use_sync_authorized_entries:  # SPIRE sets these with SyncAuthorizedEntries only
+            set_sync_stats(changes, len(entries), len(self.cache.bundles))
         self.cache.jwt_svids.prune()
         with metrics.call(SYNC_SVIDS):
             if await mint_svids(client, self.cache, entries, self._revisions, self.signing_roots or self.roots,
