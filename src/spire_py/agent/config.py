@@ -52,6 +52,7 @@ from ..common.config.sections import (
     telemetry_from,
 )
 from ..common.config.source import read_bounded
+from ..common.config.fflag import check_feature_flags
 from ..common.config.unacted import warn_unacted
 from ..common.spiffeid import SpiffeId, SpiffeIdError
 
@@ -412,6 +413,7 @@ def _experimental(ctx: Ctx, cfg: AgentConfig, a: Values, raw: dict[str, Any]) ->
         raise ctx.error(path + ["require_pq_kem"], "require_pq_kem is not supported by spire_py: the TLS stack "
                         "cannot require a post-quantum key exchange; remove it or set it to false")
     cfg.workload_api_ratelimit = dict(e["ratelimit"])
+    check_feature_flags(ctx, "agent", e["feature_flags"])
     cfg.feature_flags = e["feature_flags"]
     if e["broker"] is not None:
         cfg.broker = _broker(ctx, path + ["broker"], e["broker"])

@@ -53,6 +53,7 @@ from ..common.config.sections import (
     parse_trust_domain,
     telemetry_from,
 )
+from ..common.config.fflag import check_feature_flags
 from ..common.config.unacted import warn_unacted
 from ..common.duration import format_duration
 
@@ -354,6 +355,7 @@ def _experimental(ctx: Ctx, cfg: ServerConfig, s: Values, raw: dict[str, Any]) -
                  "events_based_cache", "prune_events_older_than", "wit_issuer", "feature_flags"):
         setattr(cfg, name, e[name])
     cfg.event_timeout = e["event_timeout"] if e["event_timeout"] is not None else e["sql_transaction_timeout"]
+    check_feature_flags(ctx, "server", e["feature_flags"])
     if e["require_pq_kem"]:
         # Fail closed: TLS here (OpenSSL through Python's ssl) cannot be limited to ML-KEM groups.
         raise ctx.error(path + ["require_pq_kem"], "require_pq_kem is not supported by spire_py: the TLS stack "

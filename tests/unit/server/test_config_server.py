@@ -68,7 +68,7 @@ def test_full_hcl_file_with_every_key_loads():
     assert cfg.agent_spiffe_id_as_selector and cfg.events_based_cache
     assert (cfg.cache_reload_interval, cfg.full_cache_reload_interval, cfg.prune_events_older_than,
             cfg.event_timeout) == (10, 12 * 3600, 6 * 3600, 1200)
-    assert (cfg.wit_key_type, cfg.wit_issuer, cfg.feature_flags) == ("ec-p256", "https://wit.example.org", ["some_flag"])
+    assert (cfg.wit_key_type, cfg.wit_issuer, cfg.feature_flags) == ("ec-p256", "https://wit.example.org", ["i_am_a_test_flag"])
     assert cfg.experimental["cache_reload_interval"] == "10s"
     # federation
     be = cfg.federation.bundle_endpoint

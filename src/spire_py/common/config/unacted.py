@@ -47,7 +47,6 @@ SERVER: tuple[Unacted, ...] = (
         ("experimental.event_timeout", 15 * 60),
         ("experimental.wit_key_type", None),
         ("experimental.wit_issuer", ""),
-        ("experimental.feature_flags", []),
     ),
     # ACME certificates for the bundle endpoint are not built; run refuses them (server/federation/endpoint.py)
     Unacted("server.federation.bundle_endpoint.acme", "acme"),
@@ -60,7 +59,6 @@ AGENT: tuple[Unacted, ...] = (
         "agent",
         *_PROFILING,
         ("experimental.broker", None),
-        ("experimental.feature_flags", []),
     ),
 )
 

@@ -218,6 +218,23 @@ def test_require_pq_kem_true_is_refused_where_it_is_written(tmp_path, capsys, si
     assert MAINS[side](["validate", "-config", false]) == 0
 
 
+@pytest.mark.parametrize("side", ["server", "agent"])
+def test_feature_flags_are_checked_as_spire_loads_them(tmp_path, capsys, side):
+    conf = server_conf if side == "server" else agent_conf
+    line = 6 if side == "server" else 8
+    path = conf(tmp_path, 'experimental {\n    feature_flags = ["zeta", "i_am_a_test_flag", "alpha"]\n}')
+    assert MAINS[side](["validate", "-config", path]) == 1
+    assert capsys.readouterr().err == (
+        f"SPIRE {side} configuration file is invalid: {path}:{line}: {side}.experimental.feature_flags: "
+        "error loading feature flags: unknown feature flag(s): [alpha zeta]\n")
+    path = conf(tmp_path, 'experimental {\n    feature_flags = ["i_am_a_test_flag", "wit-svid"]\n}')
+    assert MAINS[side](["validate", "-config", path]) == 0
+    # WIT-SVIDs are a server feature spire_py does not issue; the agent reads no flag, as SPIRE's
+    warned = (f'Warning: {path}:{line}: server.experimental.feature_flags: feature flag "wit-svid" is not acted on '
+              "by spire_py yet: WIT-SVIDs are not issued\n")
+    assert capsys.readouterr().err == (warned if side == "server" else "")
+
+
 # --- settings without effect --------------------------------------------------------
 
 

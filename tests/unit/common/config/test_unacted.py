@@ -35,6 +35,8 @@ IN_CONFIG = {
     "server.experimental.auth_opa_policy_engine": "refused: no OPA engine",
     "server.experimental.require_pq_kem": "refused when true: the TLS stack cannot require a post-quantum KEM",
     "agent.experimental.require_pq_kem": "refused when true: the TLS stack cannot require a post-quantum KEM",
+    "server.experimental.feature_flags": "checked as SPIRE's fflag.Load; wit-svid warned (no WIT-SVIDs)",
+    "agent.experimental.feature_flags": "checked as SPIRE's fflag.Load (the agent reads no flag)",
     "agent.insecure_bootstrap": "lets the agent start without trust_bundle_*; it then trusts its first server",
     "agent.join_token_file": "read into join_token",
     "agent.retry_bootstrap": "ignored by SPIRE too; warned as deprecated",
