@@ -40,7 +40,6 @@ SERVER: tuple[Unacted, ...] = (
         "server",
         ("max_attested_node_info_staleness", 0),
         *_PROFILING,
-        ("experimental.agent_spiffe_id_as_selector", False),
         ("experimental.cache_reload_interval", 5),
         ("experimental.full_cache_reload_interval", 24 * 3600),
         ("experimental.events_based_cache", False),

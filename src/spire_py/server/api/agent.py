@@ -11,6 +11,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ...common import log, rpc, telemetry
+from ...common.registration import Selector
 from ...common.spiffeid import SpiffeId, is_agent_id
 from ...common.telemetry.names import NODE_ATTEST
 from ...proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
@@ -183,7 +184,10 @@ class AgentService(agent_grpc.AgentBase):
             await self.core.db(self.core.datastore.update_attested_node, node, {
                 "cert_serial_number", "cert_not_after", "new_cert_serial_number", "new_cert_not_after",
                 "can_reattest"})
-        await self.core.db(self.core.datastore.set_node_selectors, str(sid), result.selectors)
+        selectors = list(result.selectors)
+        if self.core.config.agent_spiffe_id_as_selector:  # experimental: as SPIRE, after attestation
+            selectors.append(Selector("spiffe_id", str(sid)))
+        await self.core.db(self.core.datastore.set_node_selectors, str(sid), selectors)
         _log.info("Agent attestation request completed", extra=log.fields(
             agent_id=str(sid), node_attestor_type=params.data.type, svid_serial_number=node.cert_serial_number))
         await stream.send_message(agent_pb2.AttestAgentResponse(result=agent_pb2.AttestAgentResponse.Result(
