@@ -12,7 +12,7 @@ to be ``spiffe://<td>/spire/server``:
 - ``Bundle/PublishJWTAuthority`` publishes each new JWT key upstream, so JWT-SVIDs of the
   nested server verify with the upstream bundle; the upstream's JWT keys come back;
 - the upstream bundle is polled every 5 s (SPIRE's upstreamPollFreq), and at once when the
-  Workload API stream brings a new trust bundle; the CA manager merges what is new into the
+  Workload API brings a new trust bundle (FetchX509SVID) or JWT bundle (FetchJWTBundles); the CA manager merges what is new into the
   local bundle, and the upstream's taints (``tainted`` on an X.509 authority or JWT key) are
   kept so the nested server taints them too (SPIRE's bundleUpdater.SyncX509Roots).
 
@@ -33,6 +33,7 @@ from typing import Any, Coroutine, Optional, TypeVar, Union
 
 from cryptography import x509
 from grpclib.client import Channel
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ....common import log, tls
@@ -144,6 +145,8 @@ class SpireUpstreamAuthority(Plugin):
         self._upstream: Optional[tuple[list[x509.Certificate], list[JWTKeyTuple]]] = None
         self._taints: Optional[UpstreamTaints] = None
         self._watcher: Optional[asyncio.Task[None]] = None
+        self._jwt_watcher: Optional[asyncio.Task[None]] = None
+        self._jwt_bundles: Optional[dict[str, bytes]] = None
         self._svid_attempt: Optional[asyncio.Event] = None  # set after each stream attempt or update
         self._poke: Optional[asyncio.Event] = None  # poll the upstream bundle now
         self._loop = asyncio.new_event_loop()
@@ -182,6 +185,9 @@ class SpireUpstreamAuthority(Plugin):
 
     async def _poll(self) -> None:
         poke = self._poke_event()
+        if self._jwt_watcher is None:
+            self._jwt_watcher = asyncio.get_running_loop().create_task(self._watch_jwt_bundles(),
+                                                                       name="upstream-jwt-bundles-watch")
         while True:
             poke.clear()
             try:
@@ -235,6 +241,40 @@ class SpireUpstreamAuthority(Plugin):
                 ch.close()
             if self._svid_attempt is not None:
                 self._svid_attempt.set()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, WATCH_BACKOFF_MAX)
+
+    async def _watch_jwt_bundles(self) -> None:
+        """Keep a FetchJWTBundles stream open: a changed JWT bundle (the upstream added or dropped a
+        key) polls the upstream bundle now. An agent without the method ends the watch."""
+        backoff = self.backoff_initial
+        while True:
+            ch = Channel(path=self.workload_api_socket)
+            try:
+                stub = workload_grpc.SpiffeWorkloadAPIStub(ch)
+                async with stub.FetchJWTBundles.open(metadata=WORKLOAD_HEADER) as stream:
+                    await stream.send_message(workload_pb2.JWTBundlesRequest(), end=True)
+                    while True:
+                        msg = await stream.recv_message()
+                        if msg is None:
+                            break
+                        bundles = dict(msg.bundles)
+                        if self._jwt_bundles is not None and bundles != self._jwt_bundles:
+                            self._poke_event().set()
+                        self._jwt_bundles = bundles
+                        backoff = self.backoff_initial
+            except asyncio.CancelledError:
+                raise
+            except GRPCError as exc:
+                if exc.status == Status.UNIMPLEMENTED:
+                    return
+                _log.debug("JWT bundles stream from the Workload API failed; retrying",
+                           extra=log.fields(error=str(exc), retry_in=backoff))
+            except (OSError, asyncio.TimeoutError) as exc:
+                _log.debug("JWT bundles stream from the Workload API failed; retrying",
+                           extra=log.fields(error=str(exc), retry_in=backoff))
+            finally:
+                ch.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, WATCH_BACKOFF_MAX)
 
@@ -369,7 +409,7 @@ class SpireUpstreamAuthority(Plugin):
 
     async def close(self) -> None:
         async def shutdown() -> None:
-            for task in (self._poller, self._watcher):
+            for task in (self._poller, self._watcher, self._jwt_watcher):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)

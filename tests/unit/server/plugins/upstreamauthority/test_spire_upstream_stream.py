@@ -29,6 +29,7 @@ class StreamingWorkloadAPI(FakeWorkloadAPI):
         super().__init__()
         self.streams: list[asyncio.Queue[Optional[workload_pb2.X509SVID]]] = []
         self.opened = 0
+        self.jwt_streams: list[asyncio.Queue[dict[str, bytes]]] = []
 
     async def FetchX509SVID(self, stream: Any) -> None:
         await stream.recv_message()
@@ -42,6 +43,18 @@ class StreamingWorkloadAPI(FakeWorkloadAPI):
             if svid is None:
                 return  # the agent ends the stream (it restarted)
             await stream.send_message(workload_pb2.X509SVIDResponse(svids=[svid]))
+
+    async def FetchJWTBundles(self, stream: Any) -> None:
+        await stream.recv_message()
+        q: asyncio.Queue[dict[str, bytes]] = asyncio.Queue()
+        self.jwt_streams.append(q)
+        await stream.send_message(workload_pb2.JWTBundlesResponse(bundles={TD: b'{"keys":[]}'}))
+        while True:
+            await stream.send_message(workload_pb2.JWTBundlesResponse(bundles=await q.get()))
+
+    def push_jwt_bundle(self, jwks: bytes) -> None:
+        for q in self.jwt_streams:
+            q.put_nowait({TD: jwks})
 
     def push(self, end: bool = False) -> None:
         for q in self.streams:
@@ -116,5 +129,23 @@ async def test_authorities_tainted_upstream_are_reported(upstream: Any) -> None:
             t = plugin.upstream_taints()
             return t is not None and t.tainted_x509 == {authority_id(root)} and t.tainted_jwt == {kid}
         await _until(tainted, "the upstream's taints")
+    finally:
+        await plugin.close()
+
+
+async def test_a_new_jwt_bundle_on_the_workload_api_polls_the_upstream_bundle_at_once(upstream: Any) -> None:
+    h, wl, sock = upstream
+    await _serve_svid(h, wl, "/nested")
+    plugin = SpireUpstreamAuthority(TD, "127.0.0.1", h.port, sock, poll_interval=600, backoff_initial=0.05)
+    try:
+        plugin.start_polling()
+        await _until(lambda: plugin.upstream_taints() is not None and wl.jwt_streams, "the first poll")
+        first = plugin.upstream_taints()
+        assert first is not None
+        kid = next(iter(first.jwt))
+        await asyncio.to_thread(h.datastore.taint_jwt_key, f"spiffe://{TD}", kid)
+        # The next scheduled poll is 10 minutes away: the agent's new JWT bundle triggers one now.
+        wl.push_jwt_bundle(b'{"keys":[{"kid":"x"}]}')
+        await _until(lambda: kid in (plugin.upstream_taints() or first).tainted_jwt, "a poll on the JWT bundle change")
     finally:
         await plugin.close()
