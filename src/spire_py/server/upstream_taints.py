@@ -32,6 +32,7 @@ async def sync_upstream_authorities(core: ServerCore) -> bool:
     b = await core.db(core.datastore.fetch_bundle, td)
     if b is None:
         return False
+    manager.remember_revoked(b.revoked_authorities)
     own_kids = {s.kid for s in manager.jwt_slots()}
     changed = False
     tainted_ders = set(b.tainted_x509_authorities)

@@ -35,6 +35,10 @@ class Manager:
         self.upstream = SimpleNamespace(upstream_taints=lambda: self.taints)
         self.taints = UpstreamTaints()
         self.forgotten: list[str] = []
+        self.revoked: set[str] = set()
+
+    def remember_revoked(self, ids: Any) -> None:
+        self.revoked |= set(ids)
 
     def jwt_slots(self) -> tuple[Any, Any]:
         return SimpleNamespace(kid="own"), SimpleNamespace(kid="")
@@ -80,6 +84,7 @@ async def test_upstream_taints_and_revocations_reach_the_nested_bundle(tmp_path:
     b = store.fetch_bundle(TD)
     assert b.x509_authorities == [new, other] and [k.key_id for k in b.jwt_authorities] == ["own"]
     assert sorted(m.forgotten) == sorted([old_id, "up"])
+    assert not await sync_upstream_authorities(core) and m.revoked == {old_id, "up"}
     store.close()
 
     # After a restart, an upstream (or a CA journal) that still lists the revoked root does not bring it back.

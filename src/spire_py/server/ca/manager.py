@@ -564,6 +564,22 @@ class CAManager:
                                                and _ski(c) != authority_id]
             self._save()
 
+    def remember_revoked(self, authority_ids: Any) -> None:
+        """Authorities revoked earlier (the datastore keeps their IDs): after a restart, an upstream
+        bundle that still lists one does not put it back in what we publish."""
+        with self._lock:
+            new = set(authority_ids) - self._revoked
+            if not new:
+                return
+            self._revoked |= new
+            x509_before, jwt_before = len(self.published.x509_authorities), len(self.published.jwt_authorities)
+            self.published.x509_authorities = [c for c in self.published.x509_authorities if _ski(c) not in new]
+            for kid in new:
+                self.published.jwt_authorities.pop(kid, None)
+            if (x509_before, jwt_before) != (len(self.published.x509_authorities),
+                                             len(self.published.jwt_authorities)):
+                self._save()
+
     def forget_jwt_key(self, key_id: str) -> None:
         with self._lock:
             self._revoked.add(key_id)

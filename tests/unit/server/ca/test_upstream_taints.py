@@ -83,3 +83,16 @@ def test_a_taint_of_an_authority_that_did_not_sign_us_changes_nothing(tmp_path: 
     up.taints.tainted_x509.add("00" * 20)
     assert not ca.rotate_if_needed()
     assert ca.x509_ca == first
+
+
+def test_authorities_revoked_before_a_restart_are_not_published_again(tmp_path: Path, clock) -> None:  # type: ignore[no-untyped-def]
+    up = TaintingUpstream(tmp_path, clock.t)
+    up.rotate_root()  # the upstream lists two roots
+    ca = new_ca(clock, upstream=up)
+    ca.start()
+    assert len(ca.bundle().x509_authorities) == 2
+    # As after a restart: the datastore's revoked IDs reach the manager, and the upstream that
+    # still lists the revoked root does not bring it back into what we publish.
+    ca.manager.remember_revoked({authority_id(up.roots[0])})
+    ca.rotate_if_needed()
+    assert ca.bundle().x509_authorities == [up.roots[1]]
