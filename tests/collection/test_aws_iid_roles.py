@@ -178,3 +178,25 @@ def test_agent_tasks_read_the_document_for_the_agent_id(tmp_path: Path) -> None:
         run = ansible_playbook(str(play), _inventory(tmp_path), "-e", extra, cwd=tmp_path).check()
         assert imds.requests[0] == "PUT /latest/api/token"
     assert f"AGENT_ID=spiffe://example.org/spire/agent/aws_iid/{ACCOUNT}/{REGION}/i-0123456789abcdef0" in run.out
+
+
+@pytest.mark.parametrize("side", ["server", "agent"])
+def test_argument_specs_survive_templating(side: str) -> None:
+    """validate_argument_spec templates the spec: a stray '{{ .X }}' (Go template) in a
+    description is a Jinja syntax error that fails every run of the role."""
+    import jinja2
+
+    def strings(node: Any) -> Any:
+        if isinstance(node, dict):
+            for v in node.values():
+                yield from strings(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from strings(v)
+        elif isinstance(node, str):
+            yield node
+
+    spec = yaml.safe_load((ROOT / "roles" / side / "meta/argument_specs.yml").read_text())
+    env = jinja2.Environment()
+    for text in strings(spec):
+        env.parse(text)
