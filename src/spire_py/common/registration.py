@@ -20,7 +20,8 @@ MATCH_BY_NUMBER = {0: MATCH_EXACT, 1: MATCH_SUBSET, 2: MATCH_SUPERSET, 3: MATCH_
 MATCH_NUMBERS = {name: number for number, name in MATCH_BY_NUMBER.items()}
 
 
-@dataclass(frozen=True, order=True)
+# Slotted: a server holds a million entries (and their selectors) in its entry cache.
+@dataclass(frozen=True, order=True, slots=True)
 class Selector:
     type: str
     value: str
@@ -29,7 +30,7 @@ class Selector:
         return f"{self.type}:{self.value}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """A registration entry. ``id`` is assigned by the store when empty."""
 

@@ -10,10 +10,12 @@ MySQL; the datastore's EventTracker re-checks the ids it saw skipped, as SPIRE d
 
 from __future__ import annotations
 
+import gc
 import threading
-from collections import defaultdict
+import time
 from typing import Any, Iterable, NamedTuple
 
+from ..common import log
 from ..common.registration import Entry, Selector
 from ..common.registration_proto import entry_to_proto
 from ..common.spiffeid import TrustDomain, server_id
@@ -39,8 +41,75 @@ class _Memo(NamedTuple):
     parents: frozenset[str]  # the IDs whose children are in the answer
 
 
+_log = log.get("server.entry_cache")
+
 # How many agents' answers are remembered between changes (oldest forgotten first).
 AUTHORIZED_MEMO_AGENTS = 1024
+
+
+class _Index:
+    """The cache's maps. A load builds a new index and swaps it in whole, so queries never see
+    half a load. Kept compact for a million entries: children are small dicts of the entries
+    themselves (insertion-ordered, no second lookup in a walk), and only entries granting
+    admin or downstream rights are indexed by SPIFFE ID (that is all ``flags_for`` asks)."""
+
+    __slots__ = ("server_id", "entries", "children", "alias_by_selector", "flagged")
+
+    def __init__(self, server_id: str) -> None:
+        self.server_id = server_id
+        self.entries: dict[str, Entry] = {}
+        self.children: dict[str, dict[str, Entry]] = {}
+        # Node alias entries (parent = the server) indexed by each of their selectors.
+        self.alias_by_selector: dict[Selector, set[str]] = {}
+        self.flagged: dict[str, dict[str, Entry]] = {}
+
+    def put(self, e: Entry) -> None:
+        self.put_all((e,))
+
+    def put_all(self, batch: Iterable[Entry]) -> None:
+        """Index each entry (a load puts a million: kept tight)."""
+        entries, children, server = self.entries, self.children, self.server_id
+        get_kids = children.get
+        for e in batch:
+            entry_id, parent = e.id, e.parent_id
+            entries[entry_id] = e
+            kids = get_kids(parent)
+            if kids is None:
+                children[parent] = {entry_id: e}
+            else:
+                kids[entry_id] = e
+            if e.admin or e.downstream or parent == server:
+                self._index_rare(e)
+
+    def _index_rare(self, e: Entry) -> None:
+        if e.admin or e.downstream:
+            self.flagged.setdefault(e.spiffe_id, {})[e.id] = e
+        if e.parent_id == self.server_id:
+            for s in e.selectors:
+                self.alias_by_selector.setdefault(s, set()).add(e.id)
+
+    def drop(self, entry_id: str) -> Entry | None:
+        old = self.entries.pop(entry_id, None)
+        if old is None:
+            return None
+        _discard(self.flagged, old.spiffe_id, entry_id)
+        _discard(self.children, old.parent_id, entry_id)
+        if old.parent_id == self.server_id:
+            for s in old.selectors:
+                ids = self.alias_by_selector.get(s)
+                if ids is not None:
+                    ids.discard(entry_id)
+                    if not ids:
+                        del self.alias_by_selector[s]
+        return old
+
+
+def _discard(index: dict[str, dict[str, Entry]], key: str, entry_id: str) -> None:
+    found = index.get(key)
+    if found is not None:
+        found.pop(entry_id, None)
+        if not found:
+            del index[key]
 
 
 class EntryCache:
@@ -53,11 +122,7 @@ class EntryCache:
         # The frequent scan for new events may read a replica (ro_connection_string), as SPIRE's does.
         self.events = EventTracker(lambda after: datastore.list_entry_events(after, tolerate_stale=True),
                                    datastore.fetch_entry_events, datastore.last_entry_event_id)
-        self.entries: dict[str, Entry] = {}
-        self.children: dict[str, set[str]] = defaultdict(set)
-        # Node alias entries (parent = the server) indexed by each of their selectors.
-        self.alias_by_selector: dict[Selector, set[str]] = defaultdict(set)
-        self.by_spiffe_id: dict[str, set[str]] = defaultdict(set)
+        self._ix = _Index(self.server_id)
         self.last_event_id = 0
         self.loaded = False
         # Agents' answers, kept until a change touches their tree: a sync with nothing changed
@@ -68,32 +133,39 @@ class EntryCache:
         # syncing every 5 s re-encoded the same entries on every sync.
         self._protos: dict[str, tuple[Entry, dict[bytes, Any]]] = {}
 
+    @property
+    def entries(self) -> dict[str, Entry]:
+        """Every cached entry by ID (read, never modify)."""
+        return self._ix.entries
+
     # --- loading -------------------------------------------------------------
     def load(self) -> None:
         with self._refresh_lock:
             self._load()
 
     def _load(self) -> None:
+        started = time.monotonic()
         start = self.events.start()  # read before the entries: later changes arrive as events
-        entries: list[Entry] = []
-        token = ""
-        while True:
-            page, token = self.ds.list_entries(page_token=token, page_size=5000)
-            entries.extend(page)
-            if not token:
-                break
+        index = _Index(self.server_id)
+        # A million entries are millions of new objects, none of them garbage: collecting while
+        # they arrive would traverse them again and again (the server freezes them once started).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for batch in self.ds.list_entries_in_batches():
+                index.put_all(batch)
+        finally:
+            if collecting:
+                gc.enable()
         with self._lock:
-            self.entries.clear()
-            self.children.clear()
-            self.alias_by_selector.clear()
-            self.by_spiffe_id.clear()
-            for e in entries:
-                self._put(e)
+            self._ix = index
             self.events.advance(start)
             self.last_event_id = self.events.last_id
             self.loaded = True
             self._memo.clear()
             self._protos.clear()
+        _log.info("Entry cache loaded", extra=log.fields(
+            count=len(index.entries), elapsed_ms=round((time.monotonic() - started) * 1000)))
 
     def refresh(self) -> int:
         """Apply new events; returns how many entries changed."""
@@ -103,7 +175,7 @@ class EntryCache:
     def _refresh(self) -> int:
         if not self.loaded:
             self._load()
-            return len(self.entries)
+            return len(self._ix.entries)
         poll = self.events.poll()
         ids = sorted(poll.keys)
         if not ids:
@@ -113,23 +185,16 @@ class EntryCache:
         with self._lock:
             touched: set[str] = set()
             for entry_id in ids:
-                old = self._drop(entry_id)
+                self._protos.pop(entry_id, None)
+                old = self._ix.drop(entry_id)
                 e = fresh.get(entry_id)
                 if e is not None:
-                    self._put(e)
+                    self._ix.put(e)
                 touched.update(x.parent_id for x in (old, e) if x is not None)
             self._forget(touched)
             self.events.advance(poll)
             self.last_event_id = self.events.last_id
         return len(ids)
-
-    def _put(self, e: Entry) -> None:
-        self.entries[e.id] = e
-        self.children[e.parent_id].add(e.id)
-        self.by_spiffe_id[e.spiffe_id].add(e.id)
-        if e.parent_id == self.server_id:
-            for s in e.selectors:
-                self.alias_by_selector[s].add(e.id)
 
     def _forget(self, touched_parents: set[str]) -> None:
         """Drop the answers a change under ``touched_parents`` may alter. A node alias (parent:
@@ -140,39 +205,16 @@ class EntryCache:
         for agent in [a for a, m in self._memo.items() if not m.parents.isdisjoint(touched_parents)]:
             del self._memo[agent]
 
-    def _drop(self, entry_id: str) -> Entry | None:
-        self._protos.pop(entry_id, None)
-        old = self.entries.pop(entry_id, None)
-        if old is None:
-            return None
-        same = self.by_spiffe_id.get(old.spiffe_id)
-        if same is not None:
-            same.discard(entry_id)
-            if not same:
-                del self.by_spiffe_id[old.spiffe_id]
-        kids = self.children.get(old.parent_id)
-        if kids is not None:
-            kids.discard(entry_id)
-            if not kids:
-                del self.children[old.parent_id]
-        if old.parent_id == self.server_id:
-            for s in old.selectors:
-                ids = self.alias_by_selector.get(s)
-                if ids is not None:
-                    ids.discard(entry_id)
-                    if not ids:
-                        del self.alias_by_selector[s]
-        return old
-
     # --- queries -------------------------------------------------------------
     def aliases_for(self, node_selectors: Iterable[Selector]) -> list[Entry]:
         """Node alias entries whose selectors are all among the agent's node selectors."""
         have = set(node_selectors)
         out: dict[str, Entry] = {}
         with self._lock:
+            ix = self._ix
             for s in have:
-                for entry_id in self.alias_by_selector.get(s, ()):
-                    e = self.entries[entry_id]
+                for entry_id in ix.alias_by_selector.get(s, ()):
+                    e = ix.entries[entry_id]
                     if entry_id not in out and set(e.selectors) <= have:
                         out[entry_id] = e
         return list(out.values())
@@ -199,6 +241,7 @@ class EntryCache:
 
     def _walk(self, agent_id: str, node_selectors: frozenset[Selector]) -> tuple[dict[str, Entry], set[str]]:
         with self._lock:
+            children = self._ix.children
             result: dict[str, Entry] = {}
             aliases = self.aliases_for(node_selectors)
             for a in aliases:
@@ -207,8 +250,7 @@ class EntryCache:
             seen_parents = set(parents)
             while parents:
                 parent = parents.pop()
-                for entry_id in self.children.get(parent, ()):
-                    e = self.entries[entry_id]
+                for entry_id, e in children.get(parent, {}).items():
                     if entry_id in result:
                         continue
                     result[entry_id] = e
@@ -227,7 +269,7 @@ class EntryCache:
                 return hit[1][key]
         pb = entry_to_proto(e, mask)
         with self._lock:
-            if self.entries.get(e.id) is e:  # only what the cache holds, dropped with it
+            if self._ix.entries.get(e.id) is e:  # only what the cache holds, dropped with it
                 kept = self._protos.get(e.id)
                 if kept is None or kept[0] is not e:
                     kept = self._protos[e.id] = (e, {})
@@ -238,9 +280,9 @@ class EntryCache:
     def flags_for(self, spiffe_id: str) -> "EntryFlags":
         """Whether any entry for this SPIFFE ID grants admin or downstream rights."""
         with self._lock:
-            entries = [self.entries[i] for i in self.by_spiffe_id.get(spiffe_id, ())]
+            entries = list(self._ix.flagged.get(spiffe_id, {}).values())
         return EntryFlags(any(e.admin for e in entries), any(e.downstream for e in entries))
 
     def get(self, entry_id: str) -> Entry | None:
         with self._lock:
-            return self.entries.get(entry_id)
+            return self._ix.entries.get(entry_id)

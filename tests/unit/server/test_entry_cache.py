@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def test_an_entrys_wire_form_is_kept_until_the_entry_changes(store: SQLDataStore
     mask = entry_pb2.EntryMask(spiffe_id=True, revision_number=True)
     masked = cache.entry_proto(held, mask)
     assert masked == entry_to_proto(held, mask) and masked != pb and cache.entry_proto(held, mask) is masked
-    store.update_entry(Entry(**{**vars(held), "hint": "new"}), {"hint"})
+    store.update_entry(dataclasses.replace(held, hint="new"), {"hint"})
     cache.refresh()
     fresh = cache.get(e.id)
     assert fresh is not None and fresh is not held

@@ -8,7 +8,7 @@ Every method is synchronous and may block: the server calls them through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Optional, Protocol, Union, runtime_checkable
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ class DataStore(Protocol):
         by_federates_with: Union[FederatesFilter, Sequence[str], None] = None, page_token: str = "",
         page_size: int = 0, tolerate_stale: bool = False,
     ) -> tuple[list[Entry], str]: ...
+    # Every entry, a batch at a time (the entry cache's load; SPIRE pages ListRegistrationEntries).
+    def list_entries_in_batches(self, batch_size: int = 10_000) -> Iterator[list[Entry]]: ...
     def count_entries(
         self, *, by_parent_id: Optional[str] = None, by_spiffe_id: Optional[str] = None,
         by_selectors: SelectorArg = None, by_hint: Optional[str] = None, by_downstream: Optional[bool] = None,

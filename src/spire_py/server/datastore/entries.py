@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 
 from ...common.registration import ENTRY_MASK_FIELDS, MATCH_EXACT, Entry, Selector
 from . import schema as s
+from .entries_load import LOAD_BATCH, Shared, load_batch
 from .entries_sql import (
     E,
     bundle_ids,
@@ -178,6 +179,19 @@ class EntryStore(TransactionalStore):
             entries = hydrate(conn, rows)
         last = int(rows[-1].id) if rows else None
         return entries, next_token(last, page_size)
+
+    def list_entries_in_batches(self, batch_size: int = LOAD_BATCH) -> Iterator[list[Entry]]:
+        """Every entry, in creation order, ``batch_size`` at a time (the entry cache's load):
+        each batch read whole in its own short transaction, values repeated across entries
+        shared (see ``entries_load``)."""
+        check_page_size(batch_size)
+        shared, after = Shared(), 0
+        while True:
+            with self._read() as conn:
+                batch, after = load_batch(conn, after, batch_size or LOAD_BATCH, shared)
+            if not batch:
+                return
+            yield batch
 
     def count_entries(
         self,
