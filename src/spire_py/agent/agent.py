@@ -332,21 +332,33 @@ class SpireAgent:
         _log.info("Rebootstrapped: attested again with the bootstrap trust bundle",
                   extra=log.fields(spiffe_id=self.agent_id))
 
+    def _rebootstrap_due(self, exc: BaseException) -> bool:
+        """The server failed verification against our bundle for ``rebootstrap_delay`` now."""
+        return self.rebootstrap.enabled and unknown_authority(exc) and self.rebootstrap.disagreed()
+
     async def _sync_or_rebootstrap(self) -> None:
         try:
             await self.sync_once()
         except Exception as exc:
-            if not (self.rebootstrap.enabled and unknown_authority(exc)) or not self.rebootstrap.disagreed():
+            if not self._rebootstrap_due(exc):
                 raise
             await self._rebootstrap()
             await self.sync_once()
         self.rebootstrap.agreed()
 
     async def _sync_or_recover(self) -> None:
+        if self.state is None and self.rebootstrap.enabled:
+            # A rebootstrap whose attestation failed: again, re-reading the bootstrap bundle (as SPIRE's loop)
+            await self._rebootstrap()
         if self.state is not None and not self._usable(self.state):
             if not self.state.reattestable:
                 raise AgentRefused("agent SVID expired and the node attestor cannot re-attest")
-            await self._reattest()
+            try:
+                await self._reattest()
+            except Exception as exc:  # the server re-attesting us is no longer the one our bundle trusts
+                if not self._rebootstrap_due(exc):
+                    raise
+                await self._rebootstrap()
         try:
             await self._sync_or_rebootstrap()
         except GRPCError as exc:
