@@ -3,6 +3,7 @@
     python -m benchmarks.run                 # full sizes (make bench)
     python -m benchmarks.run --quick         # small sizes, for the test suite's smoke
     python -m benchmarks.run --only sync,svid --profile /tmp/prof
+    python -m benchmarks.run --only restart  # server restart on 1,000,000 entries
 
 Every figure is printed with a raw baseline measured in the same run and their
 ratio. ``--profile DIR`` samples the server (or agent) with py-spy during each
@@ -22,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import entry_create, entry_sync, fleet_scale, svid_issuance, workload_api
+from . import entry_create, entry_sync, fleet_scale, restart, svid_issuance, workload_api
 from .harness import ROOT, Profiler, Row, machine, top_frames
 
 FULL = {
@@ -42,6 +43,9 @@ FULL = {
     "fleet_workers": 2,
     # With SPIRE_PY_TEST_POSTGRES: the same with two servers (HA) on that scratch database.
     "fleet_ha_ramp": [500, 1000, 2000, 5000, 10000],
+    # A server restarting on a datastore filled with this many entries (bulk SQL), and agents' worth of parents.
+    "restart_entries": 1_000_000,
+    "restart_agents": 10_000,
 }
 QUICK = {
     "issuance_svids": 100,
@@ -56,6 +60,8 @@ QUICK = {
     "fleet_interval_ms": 1000,
     "fleet_rounds": 1,
     "fleet_workers": 1,
+    "restart_entries": 2_000,
+    "restart_agents": 50,
 }
 BENCHMARKS: dict[str, Callable[..., Any]] = {
     "svid": svid_issuance.run,
@@ -63,6 +69,7 @@ BENCHMARKS: dict[str, Callable[..., Any]] = {
     "sync": entry_sync.run,
     "create": entry_create.run,
     "fleet": fleet_scale.run,
+    "restart": restart.run,
 }
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 

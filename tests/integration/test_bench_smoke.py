@@ -32,7 +32,7 @@ def test_benchmarks_run_at_small_sizes_and_report_ratios(tmp_path: Path) -> None
     assert result["machine"]["cores"] and result["machine"]["cpu"]
     rows = result["results"]
     assert {r["benchmark"] for r in rows} == {"X.509-SVID issuance", "Workload API", "Entry sync", "Entry creation",
-        "Fleet scale"}
+        "Fleet scale", "Server restart"}
     for r in rows:
         # (the largest N with p99 < 1 s is 0 when no step made it: a figure, not a test failure)
         assert math.isfinite(r["value"]) and (r["value"] > 0 or r["case"].startswith("largest N")), r
@@ -51,5 +51,10 @@ def test_benchmarks_run_at_small_sizes_and_report_ratios(tmp_path: Path) -> None
     assert synced["extra"]["attested"] == 5 and synced["extra"]["syncs"] >= 1 and synced["extra"]["errors"] == 0
     assert any(c.startswith("largest N with p99 < 1 s") for c in fleet)
     assert any(c.startswith("attestation, 5 agents") for c in fleet)
+    # Server restart on a bulk-filled datastore: the cache loaded every entry it was given.
+    restart = {r["case"]: r for r in rows if r["benchmark"] == "Server restart"}
+    load = restart["entry cache load, 2,000 entries (sqlite3)"]
+    assert load["extra"]["entries"] == 2000 and load["extra"]["peak_rss_mb"] > 0
+    assert any(c.startswith("start to ready") for c in restart) and any(c.startswith("server RSS") for c in restart)
     # The table is printed with a ratio column.
     assert "Ratio" in proc.stdout and "Baselines (measured in this run)" in proc.stdout
