@@ -200,7 +200,9 @@ async def test_renewed_agent_svid_replaces_the_old_one(make_server, start_agent)
     from spire_py.common.spiffeid import TrustDomain
     from spire_py.proto.spire.api.server.entry.v1 import entry_pb2
 
-    server = make_server(extra_server='agent_ttl = "8s"')
+    # Renewal comes at half the TTL: long enough that the first call below still holds the
+    # current SVID on a loaded machine (8 s was not: the CLI call alone can take seconds).
+    server = make_server(extra_server='agent_ttl = "20s"')
     agent = start_agent(server, server.token())
     data = agent.dir / "data"
     old_chain = load_der_chain((data / "agent_svid.der").read_bytes())
