@@ -27,7 +27,7 @@ SUITE=${SPIRE_FLEET_SUITE:-bookworm}
 IMAGE_REPO=${SPIRE_FLEET_IMAGE_REPO:-localhost/spire-py-fleet}
 # Every container and network the fleet makes carries this prefix (cleanup relies on it).
 PREFIX=spire-fleet
-SCENARIOS=(default x509pop sshpop upgrade ha day2)
+SCENARIOS=(default x509pop sshpop upgrade ha day2 aws_iid)
 
 # What the hosts need: systemd as PID 1, Python 3.11 with venv for the release venvs, ssh host
 # keys for sshpop, PostgreSQL for the ha scenario's database host (disabled unless started),
