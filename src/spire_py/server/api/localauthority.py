@@ -75,6 +75,42 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
         await self.core.db(self.core.datastore.append_bundle, b)
         self.core.bundle_changed.set()
 
+    # --- what the X.509 and JWT methods share (SPIRE's checks and wording are the same) -------------
+    @staticmethod
+    def _fill_state(resp: Any, current_id: str, nxt_id: str, nxt_status: str, state: Callable[[bool], Any]) -> Any:
+        """GetXAuthorityState's answer; ``state(True)`` is the current slot's, ``state(False)`` the next's."""
+        if not current_id:
+            raise _err(Status.INTERNAL, "current slot does not contain authority ID")
+        resp.active.CopyFrom(state(True))
+        if nxt_id:
+            if nxt_status == OLD:
+                resp.old.CopyFrom(state(False))
+            elif nxt_status == PREPARED:
+                resp.prepared.CopyFrom(state(False))
+        return resp
+
+    @staticmethod
+    def _check_activate(authority_id: str, nxt_id: str, nxt_status: str) -> None:
+        if not authority_id:
+            raise _err(Status.INVALID_ARGUMENT, "no authority ID provided")
+        if authority_id != nxt_id:
+            raise _err(Status.INVALID_ARGUMENT, "unexpected authority ID")
+        if nxt_status != PREPARED:
+            raise _err(Status.INTERNAL, "only Prepared authorities can be activated",
+                       f"unsupported local authority status: {nxt_status}")
+
+    @staticmethod
+    def _check_taint(authority_id: str, current_id: str, nxt_id: str, nxt_status: str) -> None:
+        if not authority_id:
+            raise _err(Status.INVALID_ARGUMENT, "no authority ID provided")
+        if authority_id == current_id:
+            raise _err(Status.INVALID_ARGUMENT, "unable to taint current local authority")
+        if authority_id != nxt_id:
+            raise _err(Status.INVALID_ARGUMENT, "unexpected authority ID")
+        if nxt_status != OLD:
+            raise _err(Status.INVALID_ARGUMENT, "only Old local authorities can be tainted",
+                       f"unsupported local authority status: {nxt_status}")
+
     # --- JWT ------------------------------------------------------------------------------------
     def _jwt_current(self) -> tuple[JWTKeySlot, JWTKeySlot]:
         current, nxt = self._manager.jwt_slots()
@@ -85,15 +121,8 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     async def GetJWTAuthorityState(self, stream: Any) -> None:
         await stream.recv_message()
         current, nxt = self._jwt_current()
-        if not current.kid:
-            raise _err(Status.INTERNAL, "current slot does not contain authority ID")
-        resp = pb.GetJWTAuthorityStateResponse(active=_jwt_state(current))
-        if nxt.kid:
-            if nxt.status == OLD:
-                resp.old.CopyFrom(_jwt_state(nxt))
-            elif nxt.status == PREPARED:
-                resp.prepared.CopyFrom(_jwt_state(nxt))
-        await stream.send_message(resp)
+        await stream.send_message(self._fill_state(pb.GetJWTAuthorityStateResponse(), current.kid, nxt.kid, nxt.status,
+                                                   lambda active: _jwt_state(current if active else nxt)))
 
     async def PrepareJWTAuthority(self, stream: Any) -> None:
         await stream.recv_message()
@@ -106,13 +135,7 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     async def ActivateJWTAuthority(self, stream: Any) -> None:
         req = await stream.recv_message()
         _, nxt = self._manager.jwt_slots()
-        if not req.authority_id:
-            raise _err(Status.INVALID_ARGUMENT, "no authority ID provided")
-        if req.authority_id != nxt.kid:
-            raise _err(Status.INVALID_ARGUMENT, "unexpected authority ID")
-        if nxt.status != PREPARED:
-            raise _err(Status.INTERNAL, "only Prepared authorities can be activated",
-                       f"unsupported local authority status: {nxt.status}")
+        self._check_activate(req.authority_id, nxt.kid, nxt.status)
         await self._run("failed to activate JWT authority", self._manager.activate_jwt_now)
         current, _ = self._manager.jwt_slots()
         _log.info("JWT authority activated", extra=log.fields(local_authority_id=current.kid))
@@ -121,15 +144,7 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     async def TaintJWTAuthority(self, stream: Any) -> None:
         req = await stream.recv_message()
         current, nxt = self._manager.jwt_slots()
-        if not req.authority_id:
-            raise _err(Status.INVALID_ARGUMENT, "no authority ID provided")
-        if req.authority_id == current.kid:
-            raise _err(Status.INVALID_ARGUMENT, "unable to taint current local authority")
-        if req.authority_id != nxt.kid:
-            raise _err(Status.INVALID_ARGUMENT, "unexpected authority ID")
-        if nxt.status != OLD:
-            raise _err(Status.INVALID_ARGUMENT, "only Old local authorities can be tainted",
-                       f"unsupported local authority status: {nxt.status}")
+        self._check_taint(req.authority_id, current.kid, nxt.kid, nxt.status)
         await self._run("failed to taint JWT authority", self.core.datastore.taint_jwt_key, self._td, nxt.kid)
         self.core.bundle_changed.set()
         _log.info("JWT authority tainted successfully", extra=log.fields(local_authority_id=nxt.kid))
@@ -172,15 +187,9 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     async def GetX509AuthorityState(self, stream: Any) -> None:
         await stream.recv_message()
         current, nxt = self._x509_current()
-        if not current.authority_id:
-            raise _err(Status.INTERNAL, "current slot does not contain authority ID")
-        resp = pb.GetX509AuthorityStateResponse(active=_x509_state(current))
-        if nxt.authority_id:
-            if nxt.status == OLD:
-                resp.old.CopyFrom(_x509_state(nxt))
-            elif nxt.status == PREPARED:
-                resp.prepared.CopyFrom(_x509_state(nxt))
-        await stream.send_message(resp)
+        await stream.send_message(self._fill_state(
+            pb.GetX509AuthorityStateResponse(), current.authority_id, nxt.authority_id, nxt.status,
+            lambda active: _x509_state(current if active else nxt)))
 
     async def PrepareX509Authority(self, stream: Any) -> None:
         await stream.recv_message()
@@ -193,13 +202,7 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
     async def ActivateX509Authority(self, stream: Any) -> None:
         req = await stream.recv_message()
         _, nxt = self._manager.x509_slots()
-        if not req.authority_id:
-            raise _err(Status.INVALID_ARGUMENT, "no authority ID provided")
-        if req.authority_id != nxt.authority_id:
-            raise _err(Status.INVALID_ARGUMENT, "unexpected authority ID")
-        if nxt.status != PREPARED:
-            raise _err(Status.INTERNAL, "only Prepared authorities can be activated",
-                       f"unsupported local authority status: {nxt.status}")
+        self._check_activate(req.authority_id, nxt.authority_id, nxt.status)
         await self._run("failed to activate X.509 authority", self._manager.activate_x509_now)
         current, _ = self._manager.x509_slots()
         _log.info("X.509 authority activated", extra=log.fields(local_authority_id=current.authority_id))
@@ -213,15 +216,7 @@ class LocalAuthorityService(localauthority_grpc.LocalAuthorityBase):
         if self._has_upstream():
             raise _err(Status.FAILED_PRECONDITION, "local authority can't be tainted if there is an upstream authority")
         current, nxt = self._manager.x509_slots()
-        if not req.authority_id:
-            raise _err(Status.INVALID_ARGUMENT, "no authority ID provided")
-        if req.authority_id == current.authority_id:
-            raise _err(Status.INVALID_ARGUMENT, "unable to taint current local authority")
-        if req.authority_id != nxt.authority_id:
-            raise _err(Status.INVALID_ARGUMENT, "unexpected authority ID")
-        if nxt.status != OLD:
-            raise _err(Status.INVALID_ARGUMENT, "only Old local authorities can be tainted",
-                       f"unsupported local authority status: {nxt.status}")
+        self._check_taint(req.authority_id, current.authority_id, nxt.authority_id, nxt.status)
         await self._run("failed to taint X.509 authority", self.core.datastore.taint_x509_ca, self._td,
                         nxt.authority_id)
         self.core.bundle_changed.set()
