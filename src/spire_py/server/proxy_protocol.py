@@ -20,6 +20,7 @@ from proxyprotocol.v1 import ProxyProtocolV1
 from proxyprotocol.v2 import ProxyProtocolV2
 
 from ..common import log
+from ..common.errors import SpireError
 from ..common.rpc import listen_backlog
 
 _log = log.get("endpoints")
@@ -32,7 +33,7 @@ MAX_PENDING = 1024  # connections still in header or handshake; more are closed 
 Address = tuple[str, int]
 
 
-class ProxyHeaderError(Exception):
+class ProxyHeaderError(SpireError):
     """The connection's PROXY header is refused or malformed; the connection is closed."""
 
 
