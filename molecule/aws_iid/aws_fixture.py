@@ -61,7 +61,7 @@ def imds_handler(by_address: dict[str, dict[str, dict[str, str]]]) -> type[BaseH
             return "signed", self.path
 
         def do_PUT(self) -> None:
-            _, path = self._split()
+            path = self._split()[1]
             if path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
                 return self._send(400)
             token = secrets.token_urlsafe(16)
