@@ -19,7 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-STATE=${SPIRE_FLEET_STATE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/spire_py-fleet}
+# STATE, CONTAINERS_CONF, write_containers_conf, apt_mirror (shared with image.sh, podman-api.sh)
+# shellcheck source=scripts/lib/containers.sh
+. scripts/lib/containers.sh
 FLEET_VENV=$STATE/venv
 FLEET_PY=${FLEET_PY:-python3}
 ANSIBLE_PKG_VERSION=${SPIRE_FLEET_ANSIBLE_PKG:-12.3.0}   # carries containers.podman (Python 3.11 tops out at 12.x)
@@ -34,7 +36,6 @@ SCENARIOS=(default x509pop sshpop upgrade ha day2 aws_iid)
 # iproute2/procps for debugging and testinfra.
 IMAGE_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,iproute2,procps,openssh-server,openssh-client,postgresql,ca-certificates,less
 
-export CONTAINERS_CONF=$STATE/containers.conf
 export MOLECULE_PODMAN_EXECUTABLE=podman
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -42,20 +43,6 @@ log() { printf '== fleet: %s\n' "$*" >&2; }
 die() { printf 'fleet: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- install
-write_containers_conf() {
-  mkdir -p "$STATE"
-  # runc: crun refuses this VM's hybrid cgroups. Pinned ulimits: root may not raise limits here.
-  cat >"$CONTAINERS_CONF.tmp" <<'EOF'
-# Written by scripts/fleet.sh; selected with CONTAINERS_CONF, nothing in /etc changes.
-[containers]
-default_ulimits = ["nofile=16384:16384", "nproc=16384:16384"]
-
-[engine]
-runtime = "runc"
-EOF
-  mv "$CONTAINERS_CONF.tmp" "$CONTAINERS_CONF"
-}
-
 install_packages() {
   local missing=()
   command -v podman >/dev/null 2>&1 || missing+=(podman)
@@ -112,17 +99,6 @@ cmd_install() {
 }
 
 # ---------------------------------------------------------------- image
-apt_mirror() {
-  # The Debian mirror this machine's apt uses (deb822 or one-line format).
-  local uri
-  uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -1 || true)
-  if [ -z "$uri" ]; then
-    uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-          | awk '{print $2}' | grep -v security | head -1 || true)
-  fi
-  echo "${uri:-http://deb.debian.org/debian}"
-}
-
 # The image customisation (files written into the root file system before import).
 customise_rootfs() {
   local dir=$1

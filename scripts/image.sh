@@ -17,8 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-STATE=${SPIRE_FLEET_STATE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/spire_py-fleet}
-export CONTAINERS_CONF=$STATE/containers.conf
+# shellcheck source=scripts/lib/containers.sh
+. scripts/lib/containers.sh
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 VPY=${VPY:-$ROOT/.venv/bin/python}
 SUITE=${SPIRE_IMAGE_SUITE:-bookworm}
@@ -46,32 +46,6 @@ install_packages() {
   log "apt-get install ${missing[*]}"
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
-write_containers_conf() {
-  [ -f "$CONTAINERS_CONF" ] && return 0
-  mkdir -p "$STATE"
-  # Same content as scripts/fleet.sh's: runc (crun refuses hybrid cgroups), pinned ulimits.
-  cat >"$CONTAINERS_CONF.tmp.$$" <<'EOF'
-# Written by scripts/fleet.sh; selected with CONTAINERS_CONF, nothing in /etc changes.
-[containers]
-default_ulimits = ["nofile=16384:16384", "nproc=16384:16384"]
-
-[engine]
-runtime = "runc"
-EOF
-  mv "$CONTAINERS_CONF.tmp.$$" "$CONTAINERS_CONF"
-}
-
-apt_mirror() {
-  # The Debian mirror this machine's apt uses (deb822 or one-line format).
-  local uri
-  uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -1 || true)
-  if [ -z "$uri" ]; then
-    uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-          | awk '{print $2}' | grep -v security | head -1 || true)
-  fi
-  echo "${uri:-http://deb.debian.org/debian}"
 }
 
 slim_rootfs() {

@@ -11,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STATE=${SPIRE_FLEET_STATE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/spire_py-fleet}
-export CONTAINERS_CONF=$STATE/containers.conf
+# shellcheck source=scripts/lib/containers.sh
+. scripts/lib/containers.sh
 
 die() { printf 'podman-api: %s\n' "$*" >&2; exit 1; }
 
@@ -26,20 +26,6 @@ install_podman() {
   printf 'podman-api: apt-get install %s\n' "${missing[*]}" >&2
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
-write_containers_conf() {
-  mkdir -p "$STATE"
-  # runc: crun refuses hybrid cgroups. Pinned ulimits: root may not raise limits here.
-  cat >"$CONTAINERS_CONF.tmp.$$" <<'EOF'
-# Written by scripts/fleet.sh; selected with CONTAINERS_CONF, nothing in /etc changes.
-[containers]
-default_ulimits = ["nofile=16384:16384", "nproc=16384:16384"]
-
-[engine]
-runtime = "runc"
-EOF
-  mv "$CONTAINERS_CONF.tmp.$$" "$CONTAINERS_CONF"
 }
 
 cmd_start() {
