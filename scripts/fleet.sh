@@ -34,7 +34,7 @@ SCENARIOS=(default x509pop sshpop upgrade ha day2 aws_iid)
 # What the hosts need: systemd as PID 1, Python 3.11 with venv for the release venvs, ssh host
 # keys for sshpop, PostgreSQL for the ha scenario's database host (disabled unless started),
 # iproute2/procps for debugging and testinfra.
-IMAGE_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,iproute2,procps,openssh-server,openssh-client,postgresql,ca-certificates,less
+IMAGE_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,iproute2,procps,openssh-server,openssh-client,postgresql,ca-certificates,less,sudo
 
 export MOLECULE_PODMAN_EXECUTABLE=podman
 export PIP_DISABLE_PIP_VERSION_CHECK=1

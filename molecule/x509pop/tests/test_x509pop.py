@@ -48,3 +48,14 @@ def test_node_selector_entry_reaches_only_its_node(fleet):
     for name in fleet.agents:
         ids = {s["spiffe_id"] for s in fetch_x509(fleet.host(name))["svids"]}
         assert (only in ids) == (name == "x509-agent1"), (name, ids)
+
+
+def test_rollout_ran_as_an_unprivileged_user_through_sudo(fleet, fleet_host):
+    """converge connected as deploy (uid 1500, not root) and every task escalated with sudo."""
+    assert fleet.var(fleet_host, "ansible_user") == "deploy"
+    h = fleet.host(fleet_host)
+    assert h.user("deploy").uid == 1500
+    log = h.check_output("journalctl --no-pager -q _COMM=sudo")
+    assert "deploy : " in log and "USER=root" in log, log[-2000:]
+    # The SPIRE files are still the service user's, not the connecting user's.
+    assert not h.check_output("find /opt/spire -user deploy -print -quit")
