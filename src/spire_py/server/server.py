@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import signal
 import time
@@ -13,7 +12,7 @@ from cryptography import x509
 from grpclib.server import Server as GrpcServer
 
 from ..common import health as health_http
-from ..common import log, sdnotify, telemetry, tls
+from ..common import gcsettle, log, sdnotify, telemetry, tls
 from ..common.bundle import Bundle as SpiffeBundle
 from ..common.health_service import HealthService
 from ..common.keys import generate_key
@@ -158,7 +157,7 @@ class SpireServer:
                 hc.bind_address, hc.bind_port, hc.live_path, hc.ready_path, lambda: True, lambda: self.ready)
             await self._health.start()
         self._tasks.append(asyncio.create_task(self._maintain(), name="maintain"))
-        gc.freeze()  # start-up objects (plugins, CA, entry cache) stay out of full collections
+        gcsettle.settle()  # start-up objects stay out of full collections, which become rare
         self.ready = True
         sdnotify.ready("serving")
         _log.info("Starting Server APIs", extra=log.fields(
