@@ -37,12 +37,12 @@ FULL = {
     "create_entries": 20_000,
     # Agents per step (the ramp stops early once p99 passes 5 s), the agents' sync interval
     # (spire-agent's default), measured rounds per step and probe processes.
-    "fleet_ramp": [100, 250, 500, 1000, 2000, 5000],
+    "fleet_ramp": [100, 250, 500, 1000, 1500, 2000, 3000, 5000],
     "fleet_interval_ms": 5000,
     "fleet_rounds": 3,
     "fleet_workers": 2,
     # With SPIRE_PY_TEST_POSTGRES: the same with two servers (HA) on that scratch database.
-    "fleet_ha_ramp": [500, 1000, 2000, 5000, 10000],
+    "fleet_ha_ramp": [1000, 1500, 2000, 3000, 5000, 10000],
     # A server restarting on a datastore filled with this many entries (bulk SQL), and agents' worth of parents.
     "restart_entries": 1_000_000,
     "restart_agents": 10_000,
@@ -120,6 +120,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="run the daemons with a Prometheus telemetry sink (the cost of metrics)")
     ap.add_argument("--attestors", default="unix",
                     help="the agent's workload attestors, e.g. unix,docker,systemd (Workload API cost of each)")
+    ap.add_argument("--fleet-ramp", default=None, metavar="N,N,...",
+                    help="agent counts of the fleet benchmark's ramp for one server (default: the full ramp)")
+    ap.add_argument("--fleet-ha-ramp", default=None, metavar="N,N,...",
+                    help="the same for two servers on PostgreSQL (empty: skip them)")
     args = ap.parse_args(argv)
     unknown_attestors = set(args.attestors.split(",")) - {"unix", "docker", "systemd"}
     if unknown_attestors or "unix" not in args.attestors.split(","):
@@ -136,7 +140,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown:
         print(f"unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in ("fleet_ramp", "fleet_ha_ramp"):
+        given = getattr(args, key)
+        if given is not None:
+            try:
+                sizes[key] = [int(n) for n in given.split(",") if n.strip()]
+            except ValueError:
+                print(f"--{key.replace('_', '-')}: a comma-separated list of agent counts, not {given!r}", file=sys.stderr)
+                return 2
     profile = Profiler(Path(args.profile)) if args.profile else None
     desc = machine()
     load_start = os.getloadavg()[0]

@@ -25,7 +25,7 @@ from spire_py.proto.spire.api.server.svid.v1 import svid_pb2
 
 from .harness import sampling, Row, tree_cpu_seconds, ServerProcess, attest_agent, bundle_roots, create_entries, entry_pb
 
-TARGET = 0.5
+TARGET = {1: 0.1, 50: 0.5}  # of the raw rate, per batch size (issue #23)
 REPEATS = 3  # both the server and the baseline: best of three
 WORKLOAD = "spiffe://example.org/bench/issuance/{}"
 
@@ -112,8 +112,8 @@ async def run(sizes: dict[str, int], profile: Any = None) -> list[Row]:
                 svids = len(reqs) * batch
                 rate = svids / elapsed
                 rows.append(Row("X.509-SVID issuance", f"BatchNewX509SVID batch={batch}", rate, "SVID/s",
-                                raw, "cryptography build+sign, one process", True, f">= {TARGET}x",
-                                rate / raw >= TARGET, {
+                                raw, "cryptography build+sign, one process", True, f">= {TARGET[batch]}x",
+                                rate / raw >= TARGET[batch], {
                                     "svids": svids, "seconds": round(elapsed, 3),
                                     "server_cpu_us_per_svid": round(server_cpu / svids * 1e6),
                                     "client_cpu_us_per_svid": round(client_cpu / svids * 1e6),

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import grpc
 from google.protobuf import wrappers_pb2
@@ -26,7 +26,8 @@ from .echo import METHOD
 from .harness import (sampling, ROOT, AgentProcess, attestors, Row, ServerProcess, bundle_roots, create_entries, entry_pb, join_token,
                       percentile, short_dir, wait_for)
 
-TARGET = 2.0
+# p99 against the echo's, by clients: py-spiffe's calls and the raw stream, the agent's share (issue #23).
+TARGETS = {"py-spiffe": {1: 2.0, 50: 2.0}, "raw": {1: 1.5, 50: 2.0}}
 ROUNDS = 5
 AUDIENCE = "bench"
 HEADER = (("workload.spiffe.io", "true"),)
@@ -123,17 +124,18 @@ def _echo_client(sock: str, size: int) -> tuple[Any, Callable[[Any], Any]]:
     return make, call
 
 
-def _rows(method: str, clients: int, got: list[float], base: list[float], size: int, targeted: bool) -> list[Row]:
+def _rows(method: str, clients: int, got: list[float], base: list[float], size: int,
+          targets: Optional[dict[int, float]]) -> list[Row]:
     rows = []
     # Attestors beyond unix (--attestors) are named in the case, so both runs can sit side by side.
     with_attestors = "" if attestors() == ["unix"] else f" [{'+'.join(attestors())}]"
     for p in (50, 99):
         value, baseline = percentile(got, p), percentile(base, p)
-        target = targeted and p == 99
+        target = targets.get(clients) if targets is not None and p == 99 else None
         rows.append(Row("Workload API", f"{method} p{p}, {clients} client{'s' if clients > 1 else ''}{with_attestors}",
                         value, "ms",
                         baseline, f"grpc unary echo {size} B over UDS", False,
-                        f"<= {TARGET}x" if target else "", (value / baseline <= TARGET) if target else None,
+                        f"<= {target}x" if target else "", (value / baseline <= target) if target else None,
                         {"calls": len(got), "payload_bytes": size}))
     return rows
 
@@ -179,16 +181,16 @@ async def run(sizes: dict[str, int], profile: Any = None) -> list[Row]:
             x509_size, jwt_size = await asyncio.to_thread(_payload_sizes, agent.sock)
             spiffe = (lambda: _spiffe_client(agent.sock), lambda c: c.close())
             raw = (lambda: _raw_x509_client(agent.sock), lambda c: c[0].close())
-            # (name, (make, close), call, payload size, has a target)
-            cases: list[tuple[str, Any, Callable[[Any], Any], int, bool]] = [
-                ("FetchX509SVID", spiffe, lambda c: c.fetch_x509_svid(), x509_size, True),
-                ("FetchJWTSVID", spiffe, lambda c: c.fetch_jwt_svid({AUDIENCE}), jwt_size, True),
-                ("FetchX509SVID without py-spiffe parsing", raw, _raw_x509_call, x509_size, False),
+            # (name, (make, close), call, payload size, p99 targets by clients)
+            cases: list[tuple[str, Any, Callable[[Any], Any], int, Optional[dict[int, float]]]] = [
+                ("FetchX509SVID", spiffe, lambda c: c.fetch_x509_svid(), x509_size, TARGETS["py-spiffe"]),
+                ("FetchJWTSVID", spiffe, lambda c: c.fetch_jwt_svid({AUDIENCE}), jwt_size, TARGETS["py-spiffe"]),
+                ("FetchX509SVID without py-spiffe parsing", raw, _raw_x509_call, x509_size, TARGETS["raw"]),
             ]
             for clients, per_client in ((1, sizes["workload_calls"]),
                                         (50, max(2, sizes["workload_calls"] // 25))):
                 rounds = max(1, min(ROUNDS, per_client // 10))
-                for method, (make, close), call, size, targeted in cases:
+                for method, (make, close), call, size, targets in cases:
                     make_echo, call_echo = _echo_client(echo_sock, size)
                     slug = "-".join(method.split()[:2])
                     base: list[float] = []
@@ -200,7 +202,7 @@ async def run(sizes: dict[str, int], profile: Any = None) -> list[Row]:
                                                         clients, per_client // rounds)
                         with sampling(profile if n == 0 else None, f"workload-{slug}-{clients}", agent.pid):
                             got += await asyncio.to_thread(measure, make, call, close, clients, per_client // rounds)
-                    rows.extend(_rows(method, clients, got, base, size, targeted))
+                    rows.extend(_rows(method, clients, got, base, size, targets))
         finally:
             echo.terminate()
             try:

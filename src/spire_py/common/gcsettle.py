@@ -9,7 +9,8 @@ loop waits. Collecting the young generation after 50,000 allocations instead pro
 70 times less, so full collections become rare. The objects start-up made (modules, plugins,
 the CA, the first caches) live as long as the process: ``gc.freeze()`` keeps them out of full
 collections altogether. Reference counting still frees everything that is not in a cycle at
-once; cycles wait a little longer.
+once; cycles wait a little longer. The server settles this way; the agent only freezes (its
+Workload API measured better at CPython's pace: see agent.py and benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import gc
 YOUNG_THRESHOLD = 50_000
 
 
-def settle() -> None:
-    """Once start-up is done: freeze what it made and collect the young generation less often."""
+def settle(young: int = YOUNG_THRESHOLD) -> None:
+    """Once start-up is done: freeze what it made and collect the young generation after
+    ``young`` allocations."""
     gc.freeze()
     _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+    gc.set_threshold(young, middle, old)
