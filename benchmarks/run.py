@@ -133,7 +133,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.telemetry != "none":
         os.environ["SPIRE_PY_BENCH_TELEMETRY"] = args.telemetry
     if args.src:
-        os.environ["SPIRE_PY_BENCH_SRC"] = str(Path(args.src).resolve())
+        # A checkout's root or its src/: without spire_py there, the daemons would silently run
+        # the installed code and the "before" would be the "after".
+        src = Path(args.src).resolve()
+        if not (src / "spire_py").is_dir() and (src / "src" / "spire_py").is_dir():
+            src = src / "src"
+        if not (src / "spire_py").is_dir():
+            print(f"--src {args.src}: no spire_py package there (give a checkout or its src/)", file=sys.stderr)
+            return 2
+        os.environ["SPIRE_PY_BENCH_SRC"] = str(src)
 
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
