@@ -6,6 +6,7 @@ entry is refused; SPIRE's config errors."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, AsyncIterator, Optional
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -144,6 +145,30 @@ async def test_a_caller_without_a_downstream_entry_is_refused(upstream: Any) -> 
     try:
         with pytest.raises(UpstreamAuthorityError, match="unable to request a new Downstream X509CA: rpc error: "
                                                          "code = PERMISSION_DENIED"):
+            await asyncio.to_thread(plugin.mint_x509_ca, _ca_csr()[1], TD, 600)
+    finally:
+        await plugin.close()
+
+
+async def test_an_upstream_server_outside_the_workload_api_bundle_is_not_trusted(upstream: Any) -> None:
+    """The upstream server must chain to the trust bundle the agent hands us: with a bundle that
+    holds only a foreign root, no CSR reaches it and nothing is minted."""
+    h, wl, sock = upstream
+    await _serve_svid(h, wl, "/nested")
+    foreign_key, _ = _ca_csr()
+    now = dt.datetime.now(dt.timezone.utc)
+    name = x509_ca_subject(serial_number="foreign")
+    foreign_root = (x509.CertificateBuilder().subject_name(name).issuer_name(name).serial_number(7)
+                    .public_key(foreign_key.public_key()).not_valid_before(now)
+                    .not_valid_after(now + dt.timedelta(hours=1))
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                    .sign(foreign_key, hashes.SHA256()))
+    assert wl.svid is not None
+    wl.svid.bundle = certs_to_der_chain([foreign_root])
+    plugin = SpireUpstreamAuthority(TD, "127.0.0.1", h.port, sock)
+    try:
+        with pytest.raises(UpstreamAuthorityError, match="unable to request a new Downstream X509CA: .*"
+                                                         "CERTIFICATE_VERIFY_FAILED"):
             await asyncio.to_thread(plugin.mint_x509_ca, _ca_csr()[1], TD, 600)
     finally:
         await plugin.close()
