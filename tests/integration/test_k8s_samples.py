@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers.harness import AGENT, SERVER, TD, run, server_conf
+from tests.integration.helpers.harness import AGENT, SERVER, TD, run, server_conf_file
 
 SERVER_PSAT = '''NodeAttestor "k8s_psat" {
         plugin_data {
@@ -83,15 +83,9 @@ plugins {{
     return conf
 
 
-def _server(d: Path, plugins: str) -> Path:
-    conf = d / "server.conf"
-    conf.write_text(server_conf(d, f"{d}/api.sock", 8081, extra_plugins=plugins))
-    return conf
-
-
 @pytest.mark.parametrize("name", sorted(SERVER_SAMPLES))
 def test_spire_server_samples_validate_and_create_nothing(tmp_path: Path, name: str) -> None:
-    proc = run([SERVER, "validate", "-config", str(_server(tmp_path, SERVER_SAMPLES[name]))], check=False)
+    proc = run([SERVER, "validate", "-config", str(server_conf_file(tmp_path, SERVER_SAMPLES[name]))], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not (tmp_path / "data").exists()
 
@@ -106,7 +100,7 @@ def test_spire_agent_samples_validate_and_create_nothing(tmp_path: Path, name: s
 
 
 def test_server_refuses_a_wrong_cluster_key_with_file_line_and_key(tmp_path: Path) -> None:
-    conf = _server(tmp_path, SERVER_PSAT.replace("audience =", "audiences ="))
+    conf = server_conf_file(tmp_path, SERVER_PSAT.replace("audience =", "audiences ="))
     proc = run([SERVER, "validate", "-config", str(conf)], check=False)
     assert proc.returncode == 1
     assert f"{conf}:" in proc.stderr and "clusters.MyCluster.audiences" in proc.stderr, proc.stderr

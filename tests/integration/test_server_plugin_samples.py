@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers.harness import SERVER, run, server_conf
+from tests.integration.helpers.harness import SERVER, run, server_conf_file
 
 UPSTREAM_SPIRE = '''UpstreamAuthority "spire" {
         plugin_data {
@@ -39,15 +39,9 @@ SAMPLES = {
 }
 
 
-def _conf(d: Path, plugins: str) -> Path:
-    conf = d / "server.conf"
-    conf.write_text(server_conf(d, f"{d}/api.sock", 8081, extra_plugins=plugins))
-    return conf
-
-
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_spire_sample_config_validates_and_creates_nothing(tmp_path: Path, name: str) -> None:
-    proc = run([SERVER, "validate", "-config", str(_conf(tmp_path, SAMPLES[name]))], check=False)
+    proc = run([SERVER, "validate", "-config", str(server_conf_file(tmp_path, SAMPLES[name]))], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SPIRE server configuration file is valid." in proc.stdout
     assert not (tmp_path / "data").exists()
@@ -56,7 +50,7 @@ def test_spire_sample_config_validates_and_creates_nothing(tmp_path: Path, name:
 def test_the_windows_sample_is_refused_on_linux_in_spire_s_words(tmp_path: Path) -> None:
     windows = UPSTREAM_SPIRE.replace('workload_api_socket = "/tmp/spire-agent/public/api.sock"',
                                      'experimental {\n workload_api_named_pipe_name = "\\\\spire-agent\\\\public\\\\api"\n }')
-    conf = _conf(tmp_path, windows)
+    conf = server_conf_file(tmp_path, windows)
     proc = run([SERVER, "validate", "-config", str(conf)], check=False)
     assert proc.returncode == 1
     assert f"{conf}:" in proc.stderr and "plugin_data.experimental" in proc.stderr, proc.stderr
@@ -64,7 +58,7 @@ def test_the_windows_sample_is_refused_on_linux_in_spire_s_words(tmp_path: Path)
 
 
 def test_an_unknown_key_is_refused_with_file_line_and_key(tmp_path: Path) -> None:
-    conf = _conf(tmp_path, UPSTREAM_SPIRE.replace("server_port =", "server_prot ="))
+    conf = server_conf_file(tmp_path, UPSTREAM_SPIRE.replace("server_port =", "server_prot ="))
     proc = run([SERVER, "validate", "-config", str(conf)], check=False)
     assert proc.returncode == 1
     assert f"{conf}:" in proc.stderr and "plugin_data.server_prot" in proc.stderr, proc.stderr

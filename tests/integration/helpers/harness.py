@@ -171,6 +171,13 @@ plugins {{
 """
 
 
+def server_conf_file(d: Path, plugins: str) -> Path:
+    """``d``/server.conf: the default test server with ``plugins`` added (for ``validate``)."""
+    conf = d / "server.conf"
+    conf.write_text(server_conf(d, f"{d}/api.sock", 8081, extra_plugins=plugins))
+    return conf
+
+
 @contextmanager
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
     """``make_server``: each call starts one more server; all are stopped at exit."""
