@@ -94,31 +94,40 @@ class WorkloadCache:
     _subscribers: collections.Counter[frozenset[Selector]] = field(default_factory=collections.Counter)
     _last_used: dict[str, float] = field(default_factory=dict)
     _wanted: Optional[asyncio.Event] = None
-    _cond: Optional[asyncio.Condition] = None
+    # Streams waiting for the next change: plain futures, resolved by publish().
+    _waiters: set[asyncio.Future[None]] = field(default_factory=set, repr=False, compare=False)
     _index: Optional[_WorkloadIndex] = field(default=None, repr=False, compare=False)
 
     # --- writers (sync loop) ---------------------------------------------------------
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
-
     async def publish(self) -> None:
         """Announce a change to every waiting stream."""
-        cond = self._condition()
-        async with cond:
-            self.version += 1
-            cond.notify_all()
+        self.version += 1
+        waiters, self._waiters = self._waiters, set()
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def change_waiter(self) -> asyncio.Future[None]:
+        """A future resolved by the next ``publish``. A bare future, not a task: a stream
+        cancelled while it waits leaves no task, frame or exception behind in a reference cycle
+        (with py-spiffe every fetch ends that way, and the cycles made the collector's full
+        passes stall the Workload API). Cancel it when no longer waiting."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        fut.add_done_callback(self._waiters.discard)
+        return fut
 
     async def wait_change(self, seen_version: int, timeout: Optional[float] = None) -> int:
         """Wait until ``version`` differs from ``seen_version``; returns the new version."""
-        cond = self._condition()
-        async with cond:
+        if self.version == seen_version:
+            fut = self.change_waiter()
             try:
-                await asyncio.wait_for(cond.wait_for(lambda: self.version != seen_version), timeout)
+                await asyncio.wait_for(fut, timeout)
             except asyncio.TimeoutError:
                 pass
-            return self.version
+            finally:
+                fut.cancel()
+        return self.version
 
     # --- the X.509-SVID bound -------------------------------------------------------------
     def svids_wanted(self) -> asyncio.Event:

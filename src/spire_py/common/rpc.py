@@ -159,6 +159,27 @@ def _bound_receive(stream: Any, call: Call, limit: int, on_request: Optional[Req
     stream.recv_message = recv_message
 
 
+def _forget_stored_error(stream: Any) -> None:
+    """Once the request's task is done, drop the error grpclib stored to cancel it.
+
+    A peer's reset (py-spiffe ends every fetch that way) or a deadline makes grpclib keep the
+    error in the stream's ``Wrapper`` and raise it from the wrapper's own ``__exit__``: the
+    error's traceback holds that frame, the frame holds the wrapper, the wrapper the error.
+    That cycle keeps the whole request (frames, the cancelled error, the stream, its headers)
+    alive until a full collection, and those collections, walking thousands of such requests,
+    stalled the Workload API for tens of milliseconds. Dropped here, it is all freed at once.
+    """
+    task = asyncio.current_task()
+    wrapper = getattr(getattr(stream, "_stream", None), "wrapper", None)
+    if task is None or wrapper is None or not hasattr(wrapper, "_error"):
+        return
+
+    def forget(_: Any) -> None:
+        wrapper._error = None
+
+    task.add_done_callback(forget)
+
+
 def wrap_handler(
     method: str,
     func: Callable[[Any], Awaitable[None]],
@@ -194,6 +215,7 @@ def wrap_handler(
             raise GRPCError(status, message or None, exc.details) from None
         except (asyncio.CancelledError, asyncio.TimeoutError, StreamTerminatedError):
             status, message = Status.CANCELLED, "request cancelled"
+            _forget_stored_error(stream)
             raise  # grpclib turns these into DEADLINE_EXCEEDED / a reset stream itself
         except Exception as exc:
             status, message = Status.INTERNAL, "internal error"
@@ -201,6 +223,9 @@ def wrap_handler(
                               exc_info=exc, method=method, error=quote(exc, MAX_STATUS_MESSAGE))
             raise GRPCError(Status.INTERNAL, message) from None
         finally:
+            # The bounded reader closes over the stream it is set on: a cycle that would keep
+            # every finished request (stream, headers, deadline) for the full collection.
+            stream.__dict__.pop("recv_message", None)
             _current.reset(token)
             if active is not None:
                 active.closed()

@@ -140,6 +140,7 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         self._discovered = m.sample(DISCOVERED_SELECTORS)
         self._stopping: Optional[asyncio.Event] = None
         self._streams: set[asyncio.Task[Any]] = set()
+        self._waiting: set[asyncio.Future[None]] = set()  # streams waiting in _next_change
         # The last X509SVIDResponse built and what it was built from (read-only once built).
         self._last_x509: Optional[tuple[tuple[Any, ...], pb.X509SVIDResponse]] = None
 
@@ -153,20 +154,24 @@ class WorkloadAPIService(SpiffeWorkloadAPIBase):
         """End every open stream with UNAVAILABLE (what clients see when SPIRE stops) and
         wait up to ``grace`` seconds for their trailers to go out."""
         self._stop_event().set()
+        for fut in list(self._waiting):  # streams between updates wake and end
+            if not fut.done():
+                fut.set_result(None)
         if self._streams:
             await asyncio.wait(set(self._streams), timeout=grace)
 
     async def _next_change(self, version: int) -> None:
-        """Wait for a cache change; raise UNAVAILABLE when the API is shutting down."""
+        """Wait for a cache change; raise UNAVAILABLE when the API is shutting down. One bare
+        future, no helper tasks: see ``WorkloadCache.change_waiter``."""
         stop = self._stop_event()
-        if not stop.is_set():
-            change = asyncio.ensure_future(self.cache.wait_change(version))
-            stopped = asyncio.ensure_future(stop.wait())
+        if not stop.is_set() and self.cache.version == version:
+            fut = self.cache.change_waiter()
+            self._waiting.add(fut)
             try:
-                await asyncio.wait({change, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                await fut
             finally:
-                change.cancel()
-                stopped.cancel()
+                fut.cancel()
+                self._waiting.discard(fut)
         if stop.is_set():
             raise _status(Status.UNAVAILABLE, "workload API is shutting down")
 

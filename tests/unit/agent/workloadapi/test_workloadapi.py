@@ -448,3 +448,41 @@ async def test_x509_response_is_reused_while_its_parts_stay_the_same(world):
     assert first is not None and handler._x509_svid_response(entries) is first  # federated too
     world.issue(entry)  # a new SVID: a new response
     assert handler._x509_svid_response(entries) is not first
+
+
+def _alive(kind: type) -> int:
+    import gc
+
+    return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+
+async def test_cancelled_fetches_leave_no_reference_cycles(world):
+    """py-spiffe cancels every FetchX509SVID after its first answer. Each such request must be
+    freed when it ends, not left in a reference cycle for the collector's full passes (which,
+    with thousands of them, stalled the Workload API): counted with the collector off."""
+    import gc
+
+    from grpclib.server import Stream as ServerStream
+
+    world.add_entry()
+    calls = 20
+    gc.collect()
+    before = _alive(ServerStream)
+    gc.disable()
+    try:
+        async with raw(world) as stub:
+            for _ in range(calls):
+                async with stub.FetchX509SVID.open(metadata=HEADER, timeout=30) as stream:
+                    await stream.send_message(pb.X509SVIDRequest(), end=True)
+                    assert (await stream.recv_message()).svids
+                    await stream.cancel()
+            for _ in range(100):  # the agent's handlers see the resets
+                if not world.service._streams:
+                    break
+                await asyncio.sleep(0.01)
+            assert not world.service._streams
+            await asyncio.sleep(0.05)
+            left = _alive(ServerStream) - before
+    finally:
+        gc.enable()
+    assert left == 0, f"{left} of {calls} cancelled requests are kept alive by reference cycles"
