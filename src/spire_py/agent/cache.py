@@ -40,9 +40,16 @@ class CachedSVID:
     key: PrivateKeyTypes
     hint: str = ""
 
-    @property
+    # Read for every entry at every sync: worked out once per SVID (cryptography builds a new
+    # datetime or Name object on each access of a certificate's field).
+    @functools.cached_property
     def expires_at(self) -> int:
         return int(self.chain[0].not_valid_after_utc.timestamp())
+
+    @functools.cached_property
+    def top_issuer(self) -> bytes:
+        """The DER of the issuer name of the chain's last certificate (the root it hangs from)."""
+        return self.chain[-1].issuer.public_bytes()
 
     # Encoded once per SVID, not once per Workload API call (frozen: cached_property writes __dict__).
     @functools.cached_property
@@ -56,7 +63,7 @@ class CachedSVID:
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
 
-    @property
+    @functools.cached_property
     def issued_at(self) -> int:
         return int(self.chain[0].not_valid_before_utc.timestamp())
 

@@ -135,9 +135,13 @@ def _due(svid: CachedSVID, now: float, rotation: RotationStrategy = DEFAULT_ROTA
     return rotation.should_rotate(now, svid.issued_at, svid.expires_at)
 
 
-def _signed_by(svid: CachedSVID, roots: list[x509.Certificate]) -> bool:
-    top = svid.chain[-1]
-    return any(top.issuer == r.subject for r in roots)
+def _subjects(roots: list[x509.Certificate]) -> frozenset[bytes]:
+    return frozenset(r.subject.public_bytes() for r in roots)
+
+
+def _signed_by(svid: CachedSVID, subjects: frozenset[bytes]) -> bool:
+    """Whether the SVID's chain hangs from one of the roots whose subjects (``_subjects``) are given."""
+    return svid.top_issuer in subjects
 
 
 class EntryChanges(NamedTuple):
@@ -186,7 +190,8 @@ def count_tainted_x509(cache: WorkloadCache, tainted: list[x509.Certificate]) ->
     them, as it does every SVID not signed by a usable root); SPIRE's call counter and sample."""
     metrics = telemetry.current()
     with metrics.call(PROCESS_TAINTED_X509):
-        count = sum(1 for svid in cache.svids.values() if _signed_by(svid, tainted))
+        subjects = _subjects(tainted)
+        count = sum(1 for svid in cache.svids.values() if _signed_by(svid, subjects))
     metrics.add_sample(TAINTED_X509_SVIDS, count)
     return count
 
@@ -233,6 +238,7 @@ async def mint_svids(
         changed = True
     need = []
     expiring = outdated = 0
+    subjects = _subjects(roots)
     for eid, e in workload.items():
         svid = cache.svids.get(eid)
         if svid is None:
@@ -242,7 +248,7 @@ async def mint_svids(
             expiring += 1
         elif revisions.get(eid) != e.revision_number:
             outdated += 1
-        elif _signed_by(svid, roots):
+        elif _signed_by(svid, subjects):
             continue
         need.append(e)
     if expiring or outdated:

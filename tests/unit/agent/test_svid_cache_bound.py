@@ -121,3 +121,30 @@ async def test_another_workloads_subscription_does_not_keep_an_svid():
     with cache.subscribe([uid(4242)]):
         assert not cache.svids_wanted().is_set()
         assert cache.subscribed_entry_ids() == set()
+
+
+async def test_svids_from_a_root_that_left_the_bundle_are_signed_again():
+    cache, server, rev = setup(3, 10)
+    old_root = server.root
+    await mint(cache, server, rev)
+    assert len(server.signed) == 3
+    await mint(cache, server, rev)  # still signed by a root of the bundle: nothing to do
+    assert len(server.signed) == 3
+    # The CA rotates to a root of another name; the old one is still in the bundle: kept.
+    new = SigningServer()
+    new.entries = server.entries
+    await mint_svids(new, cache, cache.entries, rev, [old_root, new.root], "ec-p256")  # type: ignore[arg-type]
+    assert new.signed == []
+    # The old root leaves the bundle: every SVID hanging from it is signed by the new CA.
+    new_root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "root 2")])
+    new.root = (x509.CertificateBuilder().subject_name(new_root_name).issuer_name(new_root_name)
+                .public_key(new.key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(old_root.not_valid_before_utc).not_valid_after(old_root.not_valid_after_utc)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(new.key, hashes.SHA256()))
+    await mint_svids(new, cache, cache.entries, rev, [new.root], "ec-p256")  # type: ignore[arg-type]
+    assert sorted(new.signed) == ["e0", "e1", "e2"]
+    assert {s.chain[-1].issuer for s in cache.svids.values()} == {new_root_name}
+    new.signed.clear()
+    await mint_svids(new, cache, cache.entries, rev, [new.root], "ec-p256")  # type: ignore[arg-type]
+    assert new.signed == []
