@@ -7,6 +7,7 @@ empty, ``.`` or ``..`` segment, no query, fragment, port or user info.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -76,6 +77,12 @@ class SpiffeId:
 
     @classmethod
     def parse(cls, value: str) -> "SpiffeId":
+        if cls is SpiffeId and type(value) is str:
+            return _parsed(value)
+        return cls._parse(value)
+
+    @classmethod
+    def _parse(cls, value: str) -> "SpiffeId":
         if not isinstance(value, str) or not value:
             raise SpiffeIdError("SPIFFE ID is empty")
         if len(value) > _MAX_LEN:
@@ -112,6 +119,14 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return unchecked_id_string(self.trust_domain.name, self.path)
+
+
+# IDs are parsed again and again (every entry at every sync, every SVID signed): the valid ones
+# are remembered, boundedly. A SpiffeId is immutable, so sharing one is safe; invalid input is
+# never remembered and raises each time.
+@functools.lru_cache(maxsize=8192)
+def _parsed(value: str) -> SpiffeId:
+    return SpiffeId._parse(value)
 
 
 def unchecked_id_string(trust_domain: str, path: str = "") -> str:

@@ -27,3 +27,14 @@ def test_valid_ids_round_trip() -> None:
     sid = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/a-b_c.d")
     assert str(sid) == "spiffe://example.org/spire/agent/join_token/a-b_c.d"
     assert sid.trust_domain == TrustDomain("example.org")
+
+
+def test_parsed_ids_are_remembered_but_invalid_ones_raise_every_time():
+    from spire_py.common import spiffeid
+
+    a = SpiffeId.parse("spiffe://example.org/remembered")
+    assert SpiffeId.parse("spiffe://example.org/remembered") is a  # immutable: shared
+    assert spiffeid._parsed.cache_info().maxsize == 8192  # bounded
+    for _ in range(2):
+        with pytest.raises(SpiffeIdError):
+            SpiffeId.parse("spiffe://example.org/../escape")
