@@ -19,8 +19,10 @@
 set -euo pipefail
 
 DIR=${SPIRE_PY_TEST_DB_DIR:-/tmp/spire_py-databases}
-PG_PORT_DEFAULT=${SPIRE_PY_PG_PORT:-55432}
-MY_PORT_DEFAULT=${SPIRE_PY_MYSQL_PORT:-53306}
+# Below Linux's ephemeral range (32768-60999): a port in it can be held, in TIME-WAIT, by any
+# client connection the run made (the fleet benchmark makes thousands), and the server's bind fails.
+PG_PORT_DEFAULT=${SPIRE_PY_PG_PORT:-25432}
+MY_PORT_DEFAULT=${SPIRE_PY_MYSQL_PORT:-23306}
 DB_USER=spire
 DB_PASSWORD=spire-test # loopback-only scratch servers
 DB_NAME=spire_test
@@ -94,16 +96,23 @@ pg_start() {
       return 1
     }
   fi
-  if ! pg_running; then
+  local tries=0
+  while ! pg_running; do
     log "postgres: starting on 127.0.0.1:$port"
     # Scratch data: durability settings off for speed; a clean stop still checkpoints.
     as_user postgres "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
       -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR/run -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
-      start </dev/null >&2 || {
-      log "postgres: start failed (see $PG_DIR/server.log)"
-      return 1
-    }
-  fi
+      start </dev/null >&2 && break
+    # The remembered port taken meanwhile (a connection's TIME-WAIT on it): the next free one.
+    tries=$((tries + 1))
+    if [ "$tries" -lt 5 ] && tail -n 5 "$PG_DIR/server.log" | grep -q "Address already in use"; then
+      rm -f "$PG_DIR/port"
+      port=$(choose_port "$PG_DIR/port" $((port + 1)))
+      continue
+    fi
+    log "postgres: start failed (see $PG_DIR/server.log)"
+    return 1
+  done
   pg_psql -d postgres >&2 <<SQL
 SELECT 'CREATE ROLE $DB_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER')\gexec
 ALTER ROLE $DB_USER WITH LOGIN CREATEDB PASSWORD '$DB_PASSWORD';
