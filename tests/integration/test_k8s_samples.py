@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers.harness import AGENT, SERVER, TD, run, server_conf_file
+from tests.integration.helpers.harness import AGENT, SERVER, TD, assert_validates_and_creates_nothing, run, server_conf_file
 
 SERVER_PSAT = '''NodeAttestor "k8s_psat" {
         plugin_data {
@@ -85,18 +85,13 @@ plugins {{
 
 @pytest.mark.parametrize("name", sorted(SERVER_SAMPLES))
 def test_spire_server_samples_validate_and_create_nothing(tmp_path: Path, name: str) -> None:
-    proc = run([SERVER, "validate", "-config", str(server_conf_file(tmp_path, SERVER_SAMPLES[name]))], check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert not (tmp_path / "data").exists()
+    assert_validates_and_creates_nothing(SERVER, server_conf_file(tmp_path, SERVER_SAMPLES[name]))
 
 
 @pytest.mark.parametrize("name", sorted(AGENT_SAMPLES))
 def test_spire_agent_samples_validate_and_create_nothing(tmp_path: Path, name: str) -> None:
     plugins = f'{AGENT_PSAT}\nWorkloadAttestor "k8s" {{\n  plugin_data {{\n    {AGENT_SAMPLES[name]}\n  }}\n}}'
-    proc = run([AGENT, "validate", "-config", str(agent_conf(tmp_path, plugins))], check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SPIRE agent configuration file is valid." in proc.stdout
-    assert not (tmp_path / "data").exists()
+    assert_validates_and_creates_nothing(AGENT, agent_conf(tmp_path, plugins))
 
 
 def test_server_refuses_a_wrong_cluster_key_with_file_line_and_key(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers.harness import AGENT, TD, run
+from tests.integration.helpers.harness import AGENT, TD, assert_validates_and_creates_nothing, run
 
 SAMPLES = {
     "aws_iid": 'NodeAttestor "aws_iid" { plugin_data {} }',
@@ -49,10 +49,7 @@ plugins {{
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_spire_sample_config_validates_and_creates_nothing(tmp_path: Path, name: str) -> None:
-    proc = run([AGENT, "validate", "-config", str(_conf(tmp_path, SAMPLES[name]))], check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SPIRE agent configuration file is valid." in proc.stdout
-    assert not (tmp_path / "data").exists()
+    assert_validates_and_creates_nothing(AGENT, _conf(tmp_path, SAMPLES[name]))
 
 
 @pytest.mark.parametrize("plugin", ['NodeAttestor "aws_iid"', 'NodeAttestor "gcp_iit"', 'NodeAttestor "azure_msi"',

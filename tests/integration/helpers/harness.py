@@ -171,6 +171,15 @@ plugins {{
 """
 
 
+def assert_validates_and_creates_nothing(cli: str, conf: Path) -> None:
+    """``<cli> validate`` accepts ``conf`` in SPIRE's words and creates nothing beside it."""
+    proc = run([cli, "validate", "-config", str(conf)], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    daemon = "server" if cli == SERVER else "agent"
+    assert f"SPIRE {daemon} configuration file is valid." in proc.stdout
+    assert not (conf.parent / "data").exists()
+
+
 def server_conf_file(d: Path, plugins: str) -> Path:
     """``d``/server.conf: the default test server with ``plugins`` added (for ``validate``)."""
     conf = d / "server.conf"
