@@ -124,18 +124,6 @@ class WorkloadCache:
         fut.add_done_callback(self._waiters.discard)
         return fut
 
-    async def wait_change(self, seen_version: int, timeout: Optional[float] = None) -> int:
-        """Wait until ``version`` differs from ``seen_version``; returns the new version."""
-        if self.version == seen_version:
-            fut = self.change_waiter()
-            try:
-                await asyncio.wait_for(fut, timeout)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                fut.cancel()
-        return self.version
-
     # --- the X.509-SVID bound -------------------------------------------------------------
     def svids_wanted(self) -> asyncio.Event:
         """Set when a subscriber's entry has no SVID: the sync loop signs it without waiting."""
