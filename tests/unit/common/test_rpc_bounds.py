@@ -236,24 +236,21 @@ async def test_finished_requests_leave_no_reference_cycles(tmp_path: Any) -> Non
     """Every request, answered or failed, is freed when it ends rather than left in a cycle
     for the collector (counted with the collector off): the bounded reader set on the stream
     must not keep it alive."""
-    import gc
-
     from grpclib.server import Stream as ServerStream
 
+    from tests.unit.helpers.collector import collector_off
+
     server, probe, path = await _serve(tmp_path)
-    gc.collect()
-    before = sum(1 for o in gc.get_objects() if type(o) is ServerStream)
-    gc.disable()
     try:
-        for service in ("", "long-error", "") * 5:
-            try:
-                await _check(path, health_pb2.HealthCheckRequest(service=service))
-            except GRPCError:
-                pass
-        await asyncio.sleep(0.05)
-        left = sum(1 for o in gc.get_objects() if type(o) is ServerStream) - before
+        with collector_off(ServerStream) as alive:
+            for service in ("", "long-error", "") * 5:
+                try:
+                    await _check(path, health_pb2.HealthCheckRequest(service=service))
+                except GRPCError:
+                    pass
+            await asyncio.sleep(0.05)
+            left = alive()
     finally:
-        gc.enable()
         await _stop(server)
     assert probe.calls == 15
     assert left == 0, f"{left} of 15 finished requests are kept alive by reference cycles"

@@ -450,26 +450,18 @@ async def test_x509_response_is_reused_while_its_parts_stay_the_same(world):
     assert handler._x509_svid_response(entries) is not first
 
 
-def _alive(kind: type) -> int:
-    import gc
-
-    return sum(1 for o in gc.get_objects() if type(o) is kind)
-
 
 async def test_cancelled_fetches_leave_no_reference_cycles(world):
     """py-spiffe cancels every FetchX509SVID after its first answer. Each such request must be
     freed when it ends, not left in a reference cycle for the collector's full passes (which,
     with thousands of them, stalled the Workload API): counted with the collector off."""
-    import gc
-
     from grpclib.server import Stream as ServerStream
+
+    from tests.unit.helpers.collector import collector_off
 
     world.add_entry()
     calls = 20
-    gc.collect()
-    before = _alive(ServerStream)
-    gc.disable()
-    try:
+    with collector_off(ServerStream) as alive:
         async with raw(world) as stub:
             for _ in range(calls):
                 async with stub.FetchX509SVID.open(metadata=HEADER, timeout=30) as stream:
@@ -482,7 +474,5 @@ async def test_cancelled_fetches_leave_no_reference_cycles(world):
                 await asyncio.sleep(0.01)
             assert not world.service._streams
             await asyncio.sleep(0.05)
-            left = _alive(ServerStream) - before
-    finally:
-        gc.enable()
+            left = alive()
     assert left == 0, f"{left} of {calls} cancelled requests are kept alive by reference cycles"
