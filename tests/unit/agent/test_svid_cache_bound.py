@@ -22,9 +22,9 @@ AGENT = "spiffe://example.org/spire/agent/join_token/t"
 class SigningServer:
     """The server's BatchNewX509SVID over a real CA: signs each CSR's key for its entry."""
 
-    def __init__(self) -> None:
+    def __init__(self, root_name: str = "root") -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "root")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, root_name)])
         now = dt.datetime.now(dt.timezone.utc)
         self.root = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
                      .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
@@ -131,20 +131,14 @@ async def test_svids_from_a_root_that_left_the_bundle_are_signed_again():
     await mint(cache, server, rev)  # still signed by a root of the bundle: nothing to do
     assert len(server.signed) == 3
     # The CA rotates to a root of another name; the old one is still in the bundle: kept.
-    new = SigningServer()
+    new = SigningServer("root 2")
     new.entries = server.entries
     await mint_svids(new, cache, cache.entries, rev, [old_root, new.root], "ec-p256")  # type: ignore[arg-type]
     assert new.signed == []
     # The old root leaves the bundle: every SVID hanging from it is signed by the new CA.
-    new_root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "root 2")])
-    new.root = (x509.CertificateBuilder().subject_name(new_root_name).issuer_name(new_root_name)
-                .public_key(new.key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(old_root.not_valid_before_utc).not_valid_after(old_root.not_valid_after_utc)
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .sign(new.key, hashes.SHA256()))
     await mint_svids(new, cache, cache.entries, rev, [new.root], "ec-p256")  # type: ignore[arg-type]
     assert sorted(new.signed) == ["e0", "e1", "e2"]
-    assert {s.chain[-1].issuer for s in cache.svids.values()} == {new_root_name}
+    assert {s.chain[-1].issuer for s in cache.svids.values()} == {new.root.subject}
     new.signed.clear()
     await mint_svids(new, cache, cache.entries, rev, [new.root], "ec-p256")  # type: ignore[arg-type]
     assert new.signed == []
