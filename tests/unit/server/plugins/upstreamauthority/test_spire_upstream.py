@@ -6,7 +6,6 @@ entry is refused; SPIRE's config errors."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ from grpclib.server import Server
 
 from spire_py.common.keys import generate_key, public_key_der, public_keys_equal
 from spire_py.common.plugin import PluginConfigError, PluginContext
-from spire_py.common.x509util import certs_to_der_chain, uri_sans, verify_chain, x509_ca_subject
+from spire_py.common.x509util import certs_to_der_chain, create_ca_certificate, uri_sans, verify_chain, x509_ca_subject
 from spire_py.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from spire_py.proto.workload import workload_grpc, workload_pb2
 from spire_py.server.plugins.upstreamauthority.disk import UpstreamAuthorityError
@@ -101,7 +100,7 @@ def _ca_csr() -> tuple[Any, bytes]:
     csr = (x509.CertificateSigningRequestBuilder().subject_name(x509_ca_subject(serial_number="1"))
            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{TD}")]),
                           critical=False)
-           .sign(key, __import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()))
+           .sign(key, hashes.SHA256()))
     return key, csr.public_bytes(serialization.Encoding.DER)
 
 
@@ -156,13 +155,8 @@ async def test_an_upstream_server_outside_the_workload_api_bundle_is_not_trusted
     h, wl, sock = upstream
     await _serve_svid(h, wl, "/nested")
     foreign_key, _ = _ca_csr()
-    now = dt.datetime.now(dt.timezone.utc)
-    name = x509_ca_subject(serial_number="foreign")
-    foreign_root = (x509.CertificateBuilder().subject_name(name).issuer_name(name).serial_number(7)
-                    .public_key(foreign_key.public_key()).not_valid_before(now)
-                    .not_valid_after(now + dt.timedelta(hours=1))
-                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                    .sign(foreign_key, hashes.SHA256()))
+    foreign_root = create_ca_certificate(foreign_key.public_key(), foreign_key,
+                                         subject=x509_ca_subject(serial_number="foreign"), ttl=3600)
     assert wl.svid is not None
     wl.svid.bundle = certs_to_der_chain([foreign_root])
     plugin = SpireUpstreamAuthority(TD, "127.0.0.1", h.port, sock)
