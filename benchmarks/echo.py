@@ -1,5 +1,6 @@
-"""The Workload API baseline: a unary gRPC echo on a Unix socket, served by grpclib on
-asyncio (the agent's own stack) in its own process, with no handler logic at all.
+"""The Workload API baseline: a unary gRPC echo on a Unix socket, served by grpclib on the
+agent's own event loop (common/eventloop.py: uvloop unless SPIRE_PY_EVENT_LOOP says otherwise)
+in its own process, with no handler logic at all.
 
     python -m benchmarks.echo SOCKET
 """
@@ -15,6 +16,8 @@ from typing import Any
 from google.protobuf import wrappers_pb2
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server
+
+from spire_py.common import eventloop
 
 METHOD = "/bench.Echo/Echo"
 
@@ -44,4 +47,4 @@ async def serve(path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1]))
+    eventloop.run(serve(sys.argv[1]))

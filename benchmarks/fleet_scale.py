@@ -33,6 +33,8 @@ from typing import Any, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from spire_py.common import eventloop
+
 from .harness import (ROOT, Row, ServerProcess, bundle_roots, cpu_seconds, create_entries, entry_pb, join_token,
                       percentile, rss_mb, sampling, tree_cpu_seconds)
 
@@ -171,7 +173,7 @@ async def _worker(cfg: dict[str, Any]) -> None:
 
 def worker_main() -> int:
     cfg = json.loads(sys.stdin.readline())
-    asyncio.run(_worker(cfg))
+    eventloop.run(_worker(cfg))  # the agents' client runs on spire-agent's loop
     return 0
 
 

@@ -28,6 +28,7 @@ from grpclib.client import Channel
 from spire_py.agent.attestor import attest
 from spire_py.agent.client import ServerClient
 from spire_py.agent.plugins.nodeattestor.join_token import JoinTokenAttestor
+from spire_py.common import eventloop
 from spire_py.common.keys import generate_key
 from spire_py.common.spiffeid import TrustDomain
 from spire_py.common.tls import spiffe_id_of
@@ -437,13 +438,16 @@ def machine() -> dict[str, Any]:
         "memory_gb": _mem_total_gb(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "packages": {d: _version(d) for d in ("cryptography", "grpclib", "grpcio", "protobuf", "SQLAlchemy", "spiffe")},
+        "packages": {d: _version(d) for d in ("cryptography", "grpclib", "grpcio", "protobuf", "SQLAlchemy", "spiffe",
+                                              "uvloop")},
+        "event_loop": eventloop.loop_factory()[0],
         "commit": _git_commit(),
     }
 
 
 def run_async(coro: Any) -> Any:
-    return asyncio.run(coro)
+    """The benchmark's own clients run on the daemons' event loop (SPIRE_PY_EVENT_LOOP, common/eventloop.py)."""
+    return eventloop.run(coro)
 
 
 # --- results ---------------------------------------------------------------------------------

@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
-from tests.integration.helpers.harness import AGENT, TD, AgentHandle, Proc, ServerHandle, agent_conf, short_dir, wait_for
+import pytest
+
+from tests.integration.helpers.harness import (AGENT, SERVER, TD, AgentHandle, Proc, ServerHandle, agent_conf, short_dir,
+                                              wait_for)
 
 
 def custom_agent(tmp_path: Path, server: ServerHandle, token: str, replace_bundle: str = "",
@@ -144,3 +148,39 @@ def test_agent_run_prints_no_traceback_for_an_unreadable_bundle_socket(spire_ser
     logs = h.proc.logs()
     assert "Error: unable to fetch trust bundle URL http://bundles.local/b.pem" in logs
     assert "Traceback" not in logs and attested_agents(spire_server) == []
+
+
+# --- event loop (common/eventloop.py) ----------------------------------------------------------
+def _started_line(logs: str, what: str) -> str:
+    [line] = [ln for ln in logs.splitlines() if what in ln]
+    return line
+
+
+def test_daemons_run_on_uvloop_and_say_so(spire_server, start_agent):
+    pytest.importorskip("uvloop")
+    agent = start_agent(spire_server, spire_server.token())
+    assert "event_loop=uvloop" in _started_line(spire_server.proc.logs(), "Starting Server APIs")
+    assert "event_loop=uvloop" in _started_line(agent.proc.logs(), "Starting agent APIs")
+
+
+def test_daemons_on_asyncio_when_asked_still_serve_svids(make_server, start_agent, monkeypatch, tmp_path):
+    monkeypatch.setenv("SPIRE_PY_EVENT_LOOP", "asyncio")
+    server = make_server()
+    token = server.token()
+    server.cli("entry", "create", "-parentID", f"spiffe://{TD}/spire/agent/join_token/{token}",
+               "-spiffeID", f"spiffe://{TD}/on-asyncio", "-selector", f"unix:uid:{os.getuid()}")
+    agent = start_agent(server, token)
+    assert "event_loop=asyncio" in _started_line(server.proc.logs(), "Starting Server APIs")
+    assert "event_loop=asyncio" in _started_line(agent.proc.logs(), "Starting agent APIs")
+    wait_for(lambda: agent.cli("api", "fetch", "x509", check=False).returncode == 0, 60, "an SVID over asyncio")
+    assert f"spiffe://{TD}/on-asyncio" in agent.cli("api", "fetch", "x509").stdout
+
+
+def test_an_unknown_event_loop_is_refused_by_name(spire_server, start_agent):
+    agent = start_agent(spire_server, spire_server.token())
+    env = {**os.environ, "SPIRE_PY_EVENT_LOOP": "trio"}
+    for cli, conf in ((SERVER, spire_server.conf), (AGENT, agent.conf)):
+        proc = subprocess.run([cli, "run", "-config", str(conf)], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, (cli, proc.stdout, proc.stderr)
+        assert "Error: SPIRE_PY_EVENT_LOOP='trio': must be one of auto, uvloop, asyncio" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr

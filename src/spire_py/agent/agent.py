@@ -14,7 +14,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ..common import health as health_http
-from ..common import log, sdnotify, telemetry
+from ..common import eventloop, log, sdnotify, telemetry
 from ..common.bundle import Bundle as SpiffeBundle
 from ..common.errors import SpireError
 from ..common.spiffeid import TrustDomain
@@ -440,7 +440,7 @@ class SpireAgent:
         sdnotify.ready("serving")
         if self._workload_server is not None:
             _log.info("Starting agent APIs", extra=log.fields(address=self.config.socket_path, network="unix",
-                                                             apis=self._apis))
+                                                             apis=self._apis, event_loop=eventloop.current_name()))
 
     async def _serve_admin(self, workload: Any) -> Any:
         from .adminapi.debug import AgentInfo, DebugService

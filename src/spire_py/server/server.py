@@ -12,7 +12,7 @@ from cryptography import x509
 from grpclib.server import Server as GrpcServer
 
 from ..common import health as health_http
-from ..common import gcsettle, log, sdnotify, telemetry, tls
+from ..common import eventloop, gcsettle, log, sdnotify, telemetry, tls
 from ..common.bundle import Bundle as SpiffeBundle
 from ..common.health_service import HealthService
 from ..common.keys import generate_key
@@ -161,7 +161,8 @@ class SpireServer:
         self.ready = True
         sdnotify.ready("serving")
         _log.info("Starting Server APIs", extra=log.fields(
-            address=f"{cfg.bind_address}:{cfg.bind_port}", socket_path=cfg.socket_path))
+            address=f"{cfg.bind_address}:{cfg.bind_port}", socket_path=cfg.socket_path,
+            event_loop=eventloop.current_name()))
 
     async def _listen_admin(self, server: GrpcServer) -> None:
         path = self.config.socket_path

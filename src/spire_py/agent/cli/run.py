@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import TYPE_CHECKING
 
+from ...common import eventloop
 from ...common.cli import Context, FlagSet
 from ...common.config import ConfigError
 from ...common.daemon_config import load_config, start_logging, validate_config
@@ -68,8 +68,8 @@ def run_cmd(ctx: Context) -> int:
     cfg = load(ctx)
     start_logging(cfg)
     try:
-        return asyncio.run(SpireAgent(cfg).run())
-    except (ConfigError, AttestationFailed, OSError) as exc:
+        return eventloop.run(SpireAgent(cfg).run())
+    except (ConfigError, AttestationFailed, OSError, eventloop.EventLoopError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # AgentRefused and friends: one line, no traceback

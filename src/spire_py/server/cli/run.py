@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import TYPE_CHECKING
 
+from ...common import eventloop
 from ...common.cli import Context, FlagSet
 from ...common.config import ConfigError
 from ...common.daemon_config import load_config, start_logging, validate_config
@@ -47,8 +47,8 @@ def run_cmd(ctx: Context) -> int:
     cfg = load(ctx)
     start_logging(cfg)
     try:
-        asyncio.run(SpireServer(cfg).run())
-    except ConfigError as exc:
+        eventloop.run(SpireServer(cfg).run())
+    except (ConfigError, eventloop.EventLoopError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
