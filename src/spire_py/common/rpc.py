@@ -9,6 +9,8 @@
   unmarshal"), with one rate-limited log line instead of a traceback per request.
 - An unexpected exception becomes INTERNAL with a rate-limited log line (traceback included once).
 - Unix listeners get the system's maximum listen backlog, not asyncio's 100.
+- What a connection writes in one turn of the event loop leaves as one write (one TLS record,
+  one send; ``common/h2writes.py``): grpclib writes each HTTP/2 frame of an answer on its own.
 - A side-specific ``guard`` (authorization, rate limits) runs before every handler and an
   ``observer`` (audit log) after it; the handler finds the call in :func:`current_call`.
 - With telemetry on, every call counts in SPIRE's ``rpc.<service>.<method>`` call counter
@@ -28,9 +30,10 @@ from typing import Any, Awaitable, Callable, Iterable, Optional
 
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
-from . import log
+from . import h2writes, log
 from . import telemetry
 from .telemetry.names import CONNECTIONS, rpc_names
 
@@ -292,6 +295,9 @@ class GuardedServer(Server):
     @property
     def methods(self) -> list[str]:
         return sorted(self._mapping)
+
+    def _protocol_factory(self) -> H2Protocol:
+        return h2writes.coalescing(super()._protocol_factory())
 
     async def start(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("backlog", listen_backlog())

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.client import Channel
 from grpclib.protocol import H2Protocol
 
+from . import h2writes
 from .errors import SpireError
 from .spiffeid import SpiffeId, SpiffeIdError
 
@@ -196,6 +197,9 @@ class SpiffeChannel(Channel):
     ) -> None:
         super().__init__(host, port, ssl=ssl_context, **kwargs)
         self._expected = expected
+
+    def _protocol_factory(self) -> H2Protocol:
+        return h2writes.coalescing(super()._protocol_factory())
 
     async def _create_connection(self) -> H2Protocol:
         protocol = await super()._create_connection()

@@ -13,7 +13,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
-from spire_py.common import rpc
+from spire_py.common import h2writes, rpc
 from spire_py.proto.grpc.health.v1 import health_grpc, health_pb2
 
 CHECK = "/grpc.health.v1.Health/Check"
@@ -254,3 +254,119 @@ async def test_finished_requests_leave_no_reference_cycles(tmp_path: Any) -> Non
         await _stop(server)
     assert probe.calls == 15
     assert left == 0, f"{left} of 15 finished requests are kept alive by reference cycles"
+
+
+def _frames(data: bytes) -> list[tuple[str, int, set[str]]]:
+    """(type, stream, flags) of each HTTP/2 frame in one write."""
+    from hyperframe.frame import Frame
+
+    out, view = [], memoryview(data)
+    while view:
+        frame, length = Frame.parse_frame_header(view[:9])
+        out.append((type(frame).__name__, frame.stream_id, set(frame.flags)))
+        view = view[9 + length:]
+    return out
+
+
+async def test_an_answer_leaves_in_one_write(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HEADERS, DATA and the trailing HEADERS of a unary answer reach the socket in one write
+    (grpclib writes each on its own: three TLS records and sends on a TCP listener)."""
+    from asyncio import selector_events
+
+    writes: list[bytes] = []
+    real = selector_events._SelectorSocketTransport.write
+
+    def counting(transport: Any, data: Any) -> None:
+        if transport.get_extra_info("sockname") == path:  # the server's side only
+            writes.append(bytes(data))
+        real(transport, data)
+
+    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", counting)
+    server, probe, path = await _serve(tmp_path)
+    try:
+        reply = await _check(path, health_pb2.HealthCheckRequest())
+    finally:
+        await _stop(server)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    answer = [f for w in writes for f in [_frames(w)] if any(t == "DataFrame" for t, _, _ in f)]
+    assert answer == [[("HeadersFrame", 1, {"END_HEADERS"}), ("DataFrame", 1, set()),
+                       ("HeadersFrame", 1, {"END_HEADERS", "END_STREAM"})]], [_frames(w) for w in writes]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.log.append(data)
+
+    def close(self) -> None:
+        self.log.append("close")
+        self.closing = True
+
+    def abort(self) -> None:
+        self.log.append("abort")
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": "peer"}.get(name, default)
+
+
+async def test_coalesced_writes_keep_order_flush_on_close_and_drop_on_abort() -> None:
+    raw = _Transport()
+    t = h2writes.CoalescingTransport(raw, asyncio.get_running_loop())
+    t.write(b"a")
+    t.write(b"")
+    t.write(b"bc")
+    assert raw.log == []  # not before the loop's next turn
+    await asyncio.sleep(0)
+    assert raw.log == [b"abc"]
+    t.write(b"d")
+    t.close()  # what is pending goes out first
+    assert raw.log == [b"abc", b"d", "close"]
+    t.write(b"late")
+    await asyncio.sleep(0)
+    assert raw.log == [b"abc", b"d", "close"]  # nothing written to a closing transport
+    assert t.get_extra_info("peername") == "peer" and t.is_closing()
+
+    raw2 = _Transport()
+    t2 = h2writes.CoalescingTransport(raw2, asyncio.get_running_loop())
+    t2.write(b"x")
+    t2.abort()
+    await asyncio.sleep(0)
+    assert raw2.log == ["abort"]
+
+
+async def test_a_spiffe_channel_request_leaves_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemons' mTLS client (tls.SpiffeChannel) joins a request's HEADERS and DATA too
+    (plain TCP here: the joining is below TLS)."""
+    from asyncio import selector_events
+
+    from spire_py.common import tls
+
+    server = rpc.GuardedServer([Probe()])
+    await server.start("127.0.0.1", 0)
+    port = server._server.sockets[0].getsockname()[1]
+    writes: list[bytes] = []
+    real = selector_events._SelectorSocketTransport.write
+
+    def counting(transport: Any, data: Any) -> None:
+        if transport.get_extra_info("peername")[1] == port:  # the client's side only
+            writes.append(bytes(data))
+        real(transport, data)
+
+    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", counting)
+    channel = tls.SpiffeChannel("127.0.0.1", port, ssl_context=None, expected=None)  # type: ignore[arg-type]
+    try:
+        reply = await health_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="x"))
+    finally:
+        channel.close()
+        await _stop(server)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    request = [f for w in writes for f in [_frames(w)] if any(t == "DataFrame" for t, _, _ in f)]
+    assert request == [[("HeadersFrame", 1, {"END_HEADERS"}), ("DataFrame", 1, {"END_STREAM"})]], \
+        [_frames(w) for w in writes]

@@ -42,10 +42,12 @@ class TrackedServer(GuardedServer):
         conn: dict[str, Any] = {}
 
         def connection_made(transport: Any) -> None:
+            made(transport)
+            # What the streams see as stream.peer._transport: common.rpc's writer over ``transport``.
+            transport = protocol.connection._transport
             conn["transport"] = transport
             self.transports.add(transport)
             registry.connection_made(transport)
-            made(transport)
 
         def connection_lost(exc: Optional[BaseException]) -> None:
             try:
