@@ -95,10 +95,15 @@ def test_disabled_workload_api_attests_and_syncs_without_listening(spire_server,
         h.proc.stop()
 
 
+def _started_line(logs: str, what: str) -> str:
+    """The one log line containing ``what`` (a daemon's start line)."""
+    [line] = [ln for ln in logs.splitlines() if what in ln]
+    return line
+
+
 def test_agent_apis_start_is_logged_with_workload_and_sds(spire_server, start_agent):
     agent = start_agent(spire_server, spire_server.token())
-    [line] = [ln for ln in agent.proc.logs().splitlines() if "Starting agent APIs" in ln]
-    assert 'apis="Workload API,SDS API"' in line
+    assert 'apis="Workload API,SDS API"' in _started_line(agent.proc.logs(), "Starting agent APIs")
 
 
 # --- SIGUSR1 -----------------------------------------------------------------------------------
@@ -151,11 +156,6 @@ def test_agent_run_prints_no_traceback_for_an_unreadable_bundle_socket(spire_ser
 
 
 # --- event loop (common/eventloop.py) ----------------------------------------------------------
-def _started_line(logs: str, what: str) -> str:
-    [line] = [ln for ln in logs.splitlines() if what in ln]
-    return line
-
-
 def test_daemons_run_on_uvloop_and_say_so(spire_server, start_agent):
     pytest.importorskip("uvloop")
     agent = start_agent(spire_server, spire_server.token())

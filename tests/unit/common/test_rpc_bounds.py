@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from grpclib.client import Channel
@@ -268,29 +268,40 @@ def _frames(data: bytes) -> list[tuple[str, int, set[str]]]:
     return out
 
 
-async def test_an_answer_leaves_in_one_write(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """HEADERS, DATA and the trailing HEADERS of a unary answer reach the socket in one write
-    (grpclib writes each on its own: three TLS records and sends on a TCP listener)."""
+def _record_writes(monkeypatch: pytest.MonkeyPatch, mine: Callable[[Any], bool]) -> list[bytes]:
+    """What each socket transport that ``mine`` picks hands to its socket, one item per write."""
     from asyncio import selector_events
 
     writes: list[bytes] = []
     real = selector_events._SelectorSocketTransport.write
 
-    def counting(transport: Any, data: Any) -> None:
-        if transport.get_extra_info("sockname") == path:  # the server's side only
+    def recording(transport: Any, data: Any) -> None:
+        if mine(transport):
             writes.append(bytes(data))
         real(transport, data)
 
-    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", counting)
+    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", recording)
+    return writes
+
+
+def _writes_with_data(writes: list[bytes]) -> list[list[tuple[str, int, set[str]]]]:
+    """The frames of each write that carries a DATA frame (a request's or an answer's)."""
+    return [f for w in writes for f in [_frames(w)] if any(t == "DataFrame" for t, _, _ in f)]
+
+
+async def test_an_answer_leaves_in_one_write(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HEADERS, DATA and the trailing HEADERS of a unary answer reach the socket in one write
+    (grpclib writes each on its own: three TLS records and sends on a TCP listener)."""
+    writes = _record_writes(monkeypatch, lambda t: t.get_extra_info("sockname") == path)  # the server's side
     server, probe, path = await _serve(tmp_path)
     try:
         reply = await _check(path, health_pb2.HealthCheckRequest())
     finally:
         await _stop(server)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    answer = [f for w in writes for f in [_frames(w)] if any(t == "DataFrame" for t, _, _ in f)]
-    assert answer == [[("HeadersFrame", 1, {"END_HEADERS"}), ("DataFrame", 1, set()),
-                       ("HeadersFrame", 1, {"END_HEADERS", "END_STREAM"})]], [_frames(w) for w in writes]
+    assert _writes_with_data(writes) == [[("HeadersFrame", 1, {"END_HEADERS"}), ("DataFrame", 1, set()),
+                                          ("HeadersFrame", 1, {"END_HEADERS", "END_STREAM"})]], \
+        [_frames(w) for w in writes]
 
 
 class _Transport:
@@ -344,22 +355,12 @@ async def test_coalesced_writes_keep_order_flush_on_close_and_drop_on_abort() ->
 async def test_a_spiffe_channel_request_leaves_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemons' mTLS client (tls.SpiffeChannel) joins a request's HEADERS and DATA too
     (plain TCP here: the joining is below TLS)."""
-    from asyncio import selector_events
-
     from spire_py.common import tls
 
     server = rpc.GuardedServer([Probe()])
     await server.start("127.0.0.1", 0)
     port = server._server.sockets[0].getsockname()[1]
-    writes: list[bytes] = []
-    real = selector_events._SelectorSocketTransport.write
-
-    def counting(transport: Any, data: Any) -> None:
-        if transport.get_extra_info("peername")[1] == port:  # the client's side only
-            writes.append(bytes(data))
-        real(transport, data)
-
-    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", counting)
+    writes = _record_writes(monkeypatch, lambda t: t.get_extra_info("peername")[1] == port)  # the client's side
     channel = tls.SpiffeChannel("127.0.0.1", port, ssl_context=None, expected=None)  # type: ignore[arg-type]
     try:
         reply = await health_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="x"))
@@ -367,6 +368,5 @@ async def test_a_spiffe_channel_request_leaves_in_one_write(monkeypatch: pytest.
         channel.close()
         await _stop(server)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    request = [f for w in writes for f in [_frames(w)] if any(t == "DataFrame" for t, _, _ in f)]
-    assert request == [[("HeadersFrame", 1, {"END_HEADERS"}), ("DataFrame", 1, {"END_STREAM"})]], \
+    assert _writes_with_data(writes) == [[("HeadersFrame", 1, {"END_HEADERS"}), ("DataFrame", 1, {"END_STREAM"})]], \
         [_frames(w) for w in writes]

@@ -43,7 +43,7 @@ class TrackedServer(GuardedServer):
 
         def connection_made(transport: Any) -> None:
             made(transport)
-            # What the streams see as stream.peer._transport: common.rpc's writer over ``transport``.
+            # What the streams see as stream.peer._transport: h2writes.CoalescingTransport over ``transport``.
             transport = protocol.connection._transport
             conn["transport"] = transport
             self.transports.add(transport)
