@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from typing import Any, Callable
@@ -254,6 +255,34 @@ async def test_finished_requests_leave_no_reference_cycles(tmp_path: Any) -> Non
         await _stop(server)
     assert probe.calls == 15
     assert left == 0, f"{left} of 15 finished requests are kept alive by reference cycles"
+
+
+async def test_a_connection_lets_each_finished_request_go_at_once(tmp_path: Any) -> None:
+    """An agent keeps one connection and syncs on it for days: each request it finished is
+    freed right away, not kept (task, stream, queue, events) until the connection's tenth next
+    request as grpclib's own handler does; a reset for a finished request finds nothing."""
+    from grpclib.server import Stream as ServerStream
+
+    server, probe, path = await _serve(tmp_path)
+    channel = Channel(path=path)
+    try:
+        stub = health_grpc.HealthStub(channel)
+        await stub.Check(health_pb2.HealthCheckRequest())  # the connection is made
+        (handler,) = [h for h in server._handlers if not h.closing]
+        assert isinstance(handler, rpc.PromptHandler)
+        gc.collect()
+        before = sum(1 for o in gc.get_objects() if type(o) is ServerStream)
+        for _ in range(7):
+            await stub.Check(health_pb2.HealthCheckRequest())
+        await asyncio.sleep(0.05)
+        assert handler._tasks == {}
+        alive = sum(1 for o in gc.get_objects() if type(o) is ServerStream) - before
+        assert alive == 0, f"{alive} finished requests are still held by the connection"
+        handler.cancel(object())  # a reset that arrives after its request finished
+    finally:
+        channel.close()
+        await _stop(server)
+    assert probe.calls == 8
 
 
 def _frames(data: bytes) -> list[tuple[str, int, set[str]]]:
