@@ -43,8 +43,10 @@ class _Memo(NamedTuple):
 
 _log = log.get("server.entry_cache")
 
-# How many agents' answers are remembered between changes (oldest forgotten first).
-AUTHORIZED_MEMO_AGENTS = 1024
+# How many agents' answers are remembered between changes (oldest forgotten first). Agents sync
+# in turn, so with more agents than this none would find its answer still there: sized like the
+# peer cache (api/auth.py MAX_PEERS), about 1.5 KB an agent with ten entries.
+AUTHORIZED_MEMO_AGENTS = 16384
 
 
 class _Index:

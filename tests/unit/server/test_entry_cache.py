@@ -56,6 +56,17 @@ def test_answer_is_reused_while_nothing_changes_for_the_agent(store: SQLDataStor
     assert cache.authorized(AGENT, []) is first
 
 
+def test_a_fleet_syncing_in_turn_finds_its_answers_kept(store: SQLDataStore, cache: EntryCache) -> None:
+    """Thousands of agents sync one after another: each finds the answer of its last sync (a
+    memo of 1,024 agents, forgetting the oldest first, had none left for any of 5,000)."""
+    agents = [f"{TD}/spire/agent/join_token/{i}" for i in range(5000)]
+    store.create_entry(_entry("/shared", agents[0]))
+    cache.refresh()
+    first = [cache.authorized(a, []) for a in agents]
+    again = [cache.authorized(a, []) for a in agents]
+    assert sum(x is y for x, y in zip(first, again)) == len(agents)
+
+
 def test_change_in_the_agents_tree_gives_a_new_answer(store: SQLDataStore, cache: EntryCache) -> None:
     store.create_entry(_entry("/group", AGENT))
     cache.refresh()
