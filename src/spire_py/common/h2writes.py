@@ -70,9 +70,11 @@ class CoalescingH2Protocol(H2Protocol):
         super().connection_made(wrapped)
 
 
-def coalescing(protocol: H2Protocol) -> H2Protocol:
+def coalescing(protocol: H2Protocol, cls: type[CoalescingH2Protocol] = CoalescingH2Protocol) -> H2Protocol:
     """``protocol`` (a plain H2Protocol, as grpclib's factories build) writing through a
-    :class:`CoalescingTransport`: only the transport it hands on differs."""
+    :class:`CoalescingTransport`: only the transport it hands on differs (``cls``: a subclass
+    that adds to what happens when the connection is made)."""
     assert type(protocol) is H2Protocol, type(protocol)
-    protocol.__class__ = CoalescingH2Protocol
+    assert issubclass(cls, CoalescingH2Protocol), cls
+    protocol.__class__ = cls
     return protocol

@@ -16,6 +16,10 @@
   tenth next request, which for an agent syncing every 5 s is most of a minute. With thousands
   of agents connected that was tens of thousands of dead requests, carried into the collector's
   older generations, where each young collection walked them again (pauses of hundreds of ms).
+- A connection counts among the server's (what ``close`` cancels, what grpclib scans every
+  tenth new connection) only once it is made (:class:`ServedProtocol`): grpclib counts it when
+  the socket is accepted, and one whose TLS handshake fails never ends, so every failed
+  handshake, a stranger's garbage included, stayed counted for the life of the server.
 - A side-specific ``guard`` (authorization, rate limits) runs before every handler and an
   ``observer`` (audit log) after it; the handler finds the call in :func:`current_call`.
 - With telemetry on, every call counts in SPIRE's ``rpc.<service>.<method>`` call counter
@@ -289,6 +293,21 @@ class PromptHandler(ConnectionHandler):
             super().cancel(stream)
 
 
+class ServedProtocol(h2writes.CoalescingH2Protocol):
+    """A listener's connection, added to its server's connections when it is made, not when
+    its socket is accepted: a TLS handshake that fails reaches neither ``connection_made`` nor
+    ``connection_lost``, so grpclib, which adds it at accept and drops it once lost, kept each
+    one (handler, protocol, h2 state) for good."""
+
+    server: "GuardedServer"
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        handler = self.handler
+        assert isinstance(handler, ConnectionHandler)
+        self.server._handlers.add(handler)
+
+
 def prompt(protocol: H2Protocol) -> H2Protocol:
     """``protocol`` (as grpclib's Server builds it) with its handler as a :class:`PromptHandler`."""
     assert type(protocol.handler) is ConnectionHandler, type(protocol.handler)
@@ -330,7 +349,12 @@ class GuardedServer(Server):
         return sorted(self._mapping)
 
     def _protocol_factory(self) -> H2Protocol:
-        return h2writes.coalescing(prompt(super()._protocol_factory()))
+        protocol = prompt(super()._protocol_factory())
+        self._handlers.discard(protocol.handler)  # counted once its connection is made
+        served = h2writes.coalescing(protocol, ServedProtocol)
+        assert isinstance(served, ServedProtocol)
+        served.server = self
+        return served
 
     async def start(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("backlog", listen_backlog())

@@ -285,6 +285,44 @@ async def test_a_connection_lets_each_finished_request_go_at_once(tmp_path: Any)
     assert probe.calls == 8
 
 
+async def test_failed_tls_handshakes_leave_nothing_behind() -> None:
+    """A stranger sending garbage to a TLS listener: grpclib counted each accepted socket among
+    the server's connections and, the handshake failing, never let it go (a handler and its
+    protocol kept for good per attempt, all scanned every tenth new connection). Only a
+    connection that is made counts, and it still does."""
+    from grpclib.protocol import H2Protocol
+
+    from spire_py.common import tls
+    from tests.unit.helpers.federation import make_ca, make_web_cert
+
+    ca = make_ca()
+    leaf = make_web_cert(ca)
+    server = rpc.GuardedServer([Probe()])
+    await server.start("127.0.0.1", 0, ssl=tls.server_context([leaf.cert], leaf.key, []))
+    port = server._server.sockets[0].getsockname()[1]
+    try:
+        gc.collect()
+        before = sum(1 for o in gc.get_objects() if isinstance(o, H2Protocol))
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\n\r\n" * 20)
+            await reader.read()  # the server closes on the failed handshake
+            writer.close()
+        await asyncio.sleep(0.05)
+        gc.collect()
+        assert server._handlers == set()
+        assert sum(1 for o in gc.get_objects() if isinstance(o, H2Protocol)) == before
+        channel = tls.SpiffeChannel("127.0.0.1", port, ssl_context=tls.client_context([ca.cert]),
+                                    expected=None)  # type: ignore[arg-type]
+        try:
+            await health_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert len([h for h in server._handlers if not h.closing]) == 1
+        finally:
+            channel.close()
+    finally:
+        await _stop(server)
+
+
 def _frames(data: bytes) -> list[tuple[str, int, set[str]]]:
     """(type, stream, flags) of each HTTP/2 frame in one write."""
     from hyperframe.frame import Frame
