@@ -18,8 +18,9 @@
   older generations, where each young collection walked them again (pauses of hundreds of ms).
 - A connection counts among the server's (what ``close`` cancels, what grpclib scans every
   tenth new connection) only once it is made (:class:`ServedProtocol`): grpclib counts it when
-  the socket is accepted, and one whose TLS handshake fails never ends, so every failed
-  handshake, a stranger's garbage included, stayed counted for the life of the server.
+  the socket is accepted and lets it go when it is lost, and one whose TLS handshake fails is
+  neither made nor lost, so every failed handshake, a stranger's garbage included, stayed
+  counted for the life of the server.
 - A side-specific ``guard`` (authorization, rate limits) runs before every handler and an
   ``observer`` (audit log) after it; the handler finds the call in :func:`current_call`.
 - With telemetry on, every call counts in SPIRE's ``rpc.<service>.<method>`` call counter
