@@ -8,6 +8,13 @@ of any wait for I/O. Order is kept, ``close`` sends what is pending first, ``abo
 
 Both daemons' gRPC listeners (``common.rpc.GuardedServer``) and their mTLS clients
 (``common.tls.SpiffeChannel``) use it.
+
+The same protocol bounds what h2 remembers of a connection's closed streams. h2 keeps how each
+closed stream ended (so that a frame arriving late on it gets a stream error, not a connection
+error) for up to 65,536 streams a connection, about 130 bytes each: an agent syncing every 5 s
+on one connection for two days, or a client opening empty streams in a loop, costs its server
+8 MB. A peer has at most 100 streams open at once (h2's MAX_CONCURRENT_STREAMS), so a late frame
+comes on one of the last few closed: :data:`CLOSED_STREAMS_KEPT` are remembered.
 """
 
 from __future__ import annotations
@@ -16,6 +23,11 @@ import asyncio
 from typing import Any
 
 from grpclib.protocol import H2Protocol
+from h2.utilities import SizeLimitDict
+
+# Closed streams h2 remembers per connection (h2's own bound: 65,536); above the 100 a peer may
+# have open at once.
+CLOSED_STREAMS_KEPT = 128
 
 
 class CoalescingTransport:
@@ -63,11 +75,15 @@ class CoalescingTransport:
 
 
 class CoalescingH2Protocol(H2Protocol):
-    """grpclib's H2Protocol over a :class:`CoalescingTransport`."""
+    """grpclib's H2Protocol over a :class:`CoalescingTransport`, remembering the last
+    :data:`CLOSED_STREAMS_KEPT` closed streams."""
 
     def connection_made(self, transport: Any) -> None:
         wrapped: Any = CoalescingTransport(transport, asyncio.get_running_loop())
         super().connection_made(wrapped)
+        h2_connection = self.connection._connection
+        assert not h2_connection._closed_streams  # nothing has closed yet: only its bound changes
+        h2_connection._closed_streams = SizeLimitDict(size_limit=CLOSED_STREAMS_KEPT)
 
 
 def coalescing(protocol: H2Protocol, cls: type[CoalescingH2Protocol] = CoalescingH2Protocol) -> H2Protocol:

@@ -438,3 +438,28 @@ async def test_a_spiffe_channel_request_leaves_in_one_write(monkeypatch: pytest.
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert _writes_with_data(writes) == [[("HeadersFrame", 1, {"END_HEADERS"}), ("DataFrame", 1, {"END_STREAM"})]], \
         [_frames(w) for w in writes]
+
+
+async def test_a_long_lived_connection_remembers_few_closed_streams() -> None:
+    """h2 keeps how each closed stream ended for up to 65,536 streams a connection (~130 bytes
+    each): an agent syncing for days on one connection cost its server and itself 8 MB. Both
+    ends keep the last CLOSED_STREAMS_KEPT, more than a peer may have open at once."""
+    from spire_py.common import tls
+
+    server = rpc.GuardedServer([Probe()])
+    await server.start("127.0.0.1", 0)
+    port = server._server.sockets[0].getsockname()[1]
+    channel = tls.SpiffeChannel("127.0.0.1", port, ssl_context=None, expected=None)  # type: ignore[arg-type]
+    try:
+        stub = health_grpc.HealthStub(channel)
+        for _ in range(h2writes.CLOSED_STREAMS_KEPT + 100):
+            await stub.Check(health_pb2.HealthCheckRequest())
+        (served,) = [o for o in gc.get_objects() if isinstance(o, rpc.ServedProtocol) and o.server is server]
+        ends = {"server": served, "client": channel._protocol}
+        kept = {side: len(p.connection._connection._closed_streams) for side, p in ends.items()}
+        assert kept == {"server": h2writes.CLOSED_STREAMS_KEPT, "client": h2writes.CLOSED_STREAMS_KEPT}
+        reply = await stub.Check(health_pb2.HealthCheckRequest())  # the connection carries on
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        channel.close()
+        await _stop(server)
