@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, TypeGuard
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -42,6 +42,12 @@ def entry_from_sync(pb: Any) -> Entry:
     return e
 
 
+def _unchanged(cur: Optional[Entry], sent: Any) -> TypeGuard[Entry]:
+    """``cur`` is the entry the server describes (an entry or its revision): same revision of the
+    same creation (an entry deleted and made again under its ID starts its revisions over)."""
+    return cur is not None and cur.revision_number == sent.revision_number and cur.created_at == sent.created_at
+
+
 async def fetch_entries(client: ServerClient, known: dict[str, Entry]) -> dict[str, Entry]:
     """All entries the server authorizes for us; asks only for new or changed ones when paged."""
     Req = entry_pb2.SyncAuthorizedEntriesRequest
@@ -50,9 +56,9 @@ async def fetch_entries(client: ServerClient, known: dict[str, Entry]) -> dict[s
         first = await stream.recv_message()
         if first is None:
             raise ConnectionError("server closed the entry sync stream")
-        if not first.entry_revisions:
+        if not first.entry_revisions:  # all of them in full: what we hold unchanged is kept, not rebuilt
             await stream.end()
-            return {e.id: entry_from_sync(e) for e in first.entries}
+            return {e.id: cur if _unchanged(cur := known.get(e.id), e) else entry_from_sync(e) for e in first.entries}
         revisions = list(first.entry_revisions)
         more = first.more
         while more:
@@ -65,7 +71,7 @@ async def fetch_entries(client: ServerClient, known: dict[str, Entry]) -> dict[s
         wanted = []
         for r in revisions:
             cur = known.get(r.id)
-            if cur is not None and cur.revision_number == r.revision_number and cur.created_at == r.created_at:
+            if _unchanged(cur, r):
                 result[r.id] = cur
             else:
                 wanted.append(r.id)
